@@ -1,0 +1,65 @@
+"""Settings from environment variables (prefix ``ACTSEARCH_``), shared by every entry point."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    return Path(os.environ.get("ACTSEARCH_HOME", Path.home() / ".actsearch"))
+
+
+class LimitSettings(BaseModel):
+    """Caps that keep one request from exhausting a worker."""
+
+    max_upload_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
+    max_rows: int = Field(default=2_000_000, gt=0)
+    max_features: int = Field(default=100_000, gt=0)
+    max_trials: int = Field(default=5_000, gt=0)
+    max_epochs: int = Field(default=1_000, gt=0)
+    max_layers: int = Field(default=16, gt=0)
+    max_width: int = Field(default=8_192, gt=0)
+
+
+class Settings(BaseSettings):
+    """Everything configurable; fails fast on a bad value."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ACTSEARCH_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    home: Path = Field(default_factory=_default_home)
+    database_url: str | None = None
+    artifact_dir: Path | None = None
+    torch_threads: int = Field(default=0, ge=0)
+    workers: int = Field(default=1, ge=1)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not value.startswith(("sqlite", "postgresql")):
+            raise ValueError(
+                "ACTSEARCH_DATABASE_URL must be sqlite:///PATH or postgresql+psycopg://..."
+            )
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL: the configured one, or the embedded SQLite file under ``home``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / 'actsearch.db'}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (cached; tests call ``get_settings.cache_clear()``)."""
+    return Settings()
