@@ -1,9 +1,14 @@
-"""The activation-family registry: ``get_activation(name)`` and ``families()``."""
+"""The activation-family registry: ``get_activation(name)`` and ``families()``.
+
+Importing this package registers every family: fixed ones first (they also register
+the base functions the affine, rational and vaf families build on), then trainable.
+"""
 
 from __future__ import annotations
 
-from . import fixed, trainable  # noqa: F401  (importing registers the families)
+from . import fixed, rational, spline, trainable, vaf  # noqa: F401  (importing registers them)
 from .base import (
+    ALIASES,
     BASE_FUNCTIONS,
     REGISTRY,
     SHARING,
@@ -12,9 +17,11 @@ from .base import (
     families,
     get_activation,
     register,
+    register_base,
 )
 
 __all__ = [
+    "ALIASES",
     "BASE_FUNCTIONS",
     "REGISTRY",
     "SHARING",
@@ -23,4 +30,5 @@ __all__ = [
     "families",
     "get_activation",
     "register",
+    "register_base",
 ]

@@ -1,0 +1,276 @@
+"""The ``actsearch`` command: run searches in embedded mode and look at their results.
+
+Every user mistake ends as one ``error: ...`` line and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from actsearch.errors import ActsearchError, InvalidInput
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Which activation function should your network use? Search it on your data.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(2)
+
+
+def _db() -> tuple[str, Any]:
+    """The database URL and a session factory, migrated to the current schema."""
+    from actsearch.settings import get_settings
+    from store.db import init_db, make_engine, session_factory
+
+    url = get_settings().resolved_database_url
+    init_db(url)
+    return url, session_factory(make_engine(url))
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def _si(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f}{unit}"
+    return str(n)
+
+
+def leaderboard_table(board: Any, title: str) -> Table:
+    """The leaderboard as a Rich table: mean ± 95% interval, baseline marked, Δ vs ReLU."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("family")
+    table.add_column(f"val {board.metric} (mean ± 95% CI)", justify="right")
+    table.add_column("seeds", justify="right")
+    table.add_column("Δ vs relu", justify="right")
+    table.add_column("params", justify="right")
+    table.add_column("FLOPs", justify="right")
+    table.add_column("trials (pruned)", justify="right")
+    table.add_column(f"test {board.metric}", justify="right")
+    for rank, row in enumerate(board.rows, start=1):
+        delta = row.delta_vs_baseline
+        delta_txt = "baseline" if row.baseline else (
+            "-" if delta is None else f"[{'green' if delta > 0 else 'red'}]{delta:+.4f}[/]")
+        test = "-" if row.test_mean is None else f"{row.test_mean:.4f} ± {row.test_ci95:.4f}"
+        table.add_row(str(rank), f"[bold]{row.family}[/]" if rank == 1 else row.family,
+                      f"{row.mean:.4f} ± {row.ci95:.4f}", str(row.n_seeds), delta_txt,
+                      _si(row.n_params), _si(row.flops),
+                      f"{row.search_trials} ({row.search_pruned})", test)
+    return table
+
+
+@app.callback()
+def _main(
+    server: Annotated[str | None, typer.Option(help="URL of a running actsearch service "
+                                                    "(not yet supported: runs are embedded)")] = None,
+) -> None:
+    if server:
+        _fail("--server needs the actsearch service, which this version does not ship yet; "
+              "omit --server to run in embedded mode")
+
+
+@app.command()
+def search(
+    dataset: Annotated[str | None, typer.Option(help="built-in name (digits, breast_cancer, wine, iris, "
+                                                     "diabetes, mnist1d, two_spirals, teacher) or a "
+                                                     "CSV/Parquet/NPZ path")] = None,
+    arch: Annotated[str | None, typer.Option(help="architecture: mlp:64,64 or cnn:16,32/64")] = None,
+    trials: Annotated[int | None, typer.Option(help="tuning trials in all, split evenly across "
+                                                    "families")] = None,
+    epochs: Annotated[int | None, typer.Option(help="epochs per candidate")] = None,
+    families: Annotated[str | None, typer.Option(help="comma-separated families (relu is always "
+                                                      "added as the baseline)")] = None,
+    label: Annotated[str | None, typer.Option(help="label column (CSV/Parquet) or y array (NPZ)")] = None,
+    spec: Annotated[Path | None, typer.Option(help="JSON/YAML file with any search options; "
+                                                   "flags override it")] = None,
+    sampler: Annotated[str | None, typer.Option(help="tpe, random, qmc, cmaes, gp, nsga2")] = None,
+    pruner: Annotated[str | None, typer.Option(help="median, hyperband, successive_halving, "
+                                                    "percentile, none")] = None,
+    time_budget: Annotated[float | None, typer.Option(help="seconds; stop starting new trials "
+                                                           "after this")] = None,
+    population_size: Annotated[int | None, typer.Option(help="K candidates trained at once")] = None,
+    objective: Annotated[str | None, typer.Option(help="metric, metric+params or metric+flops")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    workers: Annotated[int, typer.Option(help="training processes")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="print the leaderboard as JSON")] = False,
+) -> None:
+    """Run an activation search in embedded mode and print the leaderboard."""
+    from search.spec import load_spec_file, parse_spec
+
+    options: dict[str, Any] = load_spec_file(spec) if spec else {}
+    flags = {"dataset": dataset, "architecture": arch, "trials": trials, "epochs": epochs,
+             "label": label, "sampler": sampler, "pruner": pruner, "time_budget_s": time_budget,
+             "population_size": population_size, "objective": objective, "seed": seed,
+             "families": [f.strip() for f in families.split(",") if f.strip()] if families else None}
+    options.update({k: v for k, v in flags.items() if v is not None})
+    if "dataset" not in options:
+        _fail("no dataset: pass --dataset digits (or a CSV/Parquet/NPZ path), or a --spec file "
+              "with a 'dataset' key")
+    search_spec = parse_spec(options)
+
+    from search.embedded import EmbeddedCoordinator
+    from search.service import create_search
+
+    url, sessions = _db()
+    with sessions.begin() as session:
+        row = create_search(session=session, spec=search_spec, storage_url=url)
+        search_id, study_name = row.id, row.study_name
+    console.print(f"search [bold]{search_id}[/] (study {study_name}) on {search_spec.dataset}: "
+                  f"{len(search_spec.families)} families x {search_spec.trials_per_family()} trials, "
+                  f"{search_spec.epochs} epochs")
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
+                   transient=False, disable=as_json)
+    with bar:
+        task = bar.add_task("trials", total=None, info="")
+        finals = bar.add_task("finalists", total=None, info="", visible=False)
+
+        def on_progress(p: Any) -> None:
+            best = "-" if p.best_value is None else f"{p.best_value:.4f} ({p.best_family})"
+            bar.update(task, total=p.total, completed=p.done,
+                       info=f"pruned {p.pruned} failed {p.failed} | best {best} | {p.current}")
+            if p.phase == "finalists":
+                bar.update(finals, visible=True, total=p.finalists_total,
+                           completed=p.finalists_done, info=f"x{search_spec.finalist_seeds} seeds | {p.current}")
+
+        coordinator = EmbeddedCoordinator(sessions=sessions, storage_url=url, search_id=search_id,
+                                          workers=workers, progress=on_progress)
+        board = coordinator.run()
+    if as_json:
+        print(json.dumps({"search_id": search_id, "study_name": study_name, **board.as_dict()}))
+        return
+    _print_board(board, f"search {search_id}: leaderboard ({search_spec.finalist_seeds} seeds per finalist)")
+    console.print(f"database: {url}  (optuna-dashboard {url})")
+
+
+def _print_board(board: Any, title: str) -> None:
+    console.print(leaderboard_table(board, title))
+    w, b = board.winner, board.baseline
+    if w is None:
+        console.print("[yellow]no finalist completed; see `actsearch show` for the trials[/]")
+        return
+    verdict = "the ReLU baseline itself" if w.baseline else (
+        f"{w.delta_vs_baseline:+.4f} vs tuned ReLU" if b else "no ReLU baseline finished")
+    overlap = b is not None and not w.baseline and (w.mean - w.ci95) <= (b.mean + b.ci95)
+    console.print(f"best: [bold]{w.family}[/] {board.metric} {w.mean:.4f} ± {w.ci95:.4f} "
+                  f"({verdict}); test {board.metric} {_fmt(w.test_mean)} ± {_fmt(w.test_ci95)}"
+                  + ("  [yellow](intervals overlap the baseline's)[/]" if overlap else ""))
+
+
+@app.command()
+def show(search_id: int) -> None:
+    """Show a search: its state, leaderboard and trial counts."""
+    from search.protocol import build_leaderboard
+    from store import repo
+
+    _, sessions = _db()
+    with sessions() as session:
+        row = repo.get_search(session, search_id=search_id)
+        trials = repo.list_trials(session, search_id=search_id, limit=None)
+        metric = (row.best or {}).get("metric", "metric")
+        console.print(f"search [bold]{row.id}[/] {row.name!r} state={row.state} study={row.study_name}")
+        if row.error:
+            console.print(f"[red]error:[/] {row.error}")
+        board = build_leaderboard(trials, metric)
+    counts: dict[str, int] = {}
+    for t in trials:
+        counts[t.state] = counts.get(t.state, 0) + 1
+    console.print("trials: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    table = Table(title="best search trials", title_justify="left")
+    for col in ("trial", "id", "family", "value", "state", "params"):
+        table.add_column(col)
+    top = sorted((t for t in trials if t.phase == "search" and t.value is not None),
+                 key=lambda t: t.value, reverse=True)[:10]
+    for t in top:
+        table.add_row(str(t.trial_number), str(t.id), t.family, _fmt(t.value), t.state,
+                      json.dumps(t.family_params)[:60])
+    console.print(table)
+    if board.rows:
+        _print_board(board, "leaderboard")
+
+
+@app.command()
+def curves(
+    trial_id: int,
+    out: Annotated[Path | None, typer.Option(help="PNG path (default: curves-trial-ID.png)")] = None,
+) -> None:
+    """Plot a trial's learned activation curves over epochs (PNG) and sketch them here."""
+    import numpy as np
+
+    from actsearch.plots import ascii_sketch, plot_curves_png
+    from store import repo
+
+    _, sessions = _db()
+    with sessions() as session:
+        trial = repo.get_trial(session, trial_id=trial_id)
+        rows = repo.trial_curves(session, trial_id=trial_id)
+        stats = repo.trial_preact_stats(session, trial_id=trial_id)
+        family = trial.family
+    if not rows:
+        _fail(f"trial {trial_id} ({family}) has no stored curves: its family mixes units "
+              "(maxout, groupsort, k-wta) or it failed before training")
+    path = out or Path(f"curves-trial-{trial_id}.png")
+    plot_curves_png(rows, stats, path, f"trial {trial_id}: {family} {json.dumps(trial.family_params)}")
+    for layer in sorted({r["layer"] for r in rows}):
+        mine = sorted((r for r in rows if r["layer"] == layer), key=lambda r: r["epoch"])
+        last = mine[-1]
+        y = np.median(np.asarray(last["y"]).reshape(-1, len(last["x"])), axis=0)
+        console.print(f"[bold]layer {layer}[/], epoch {last['epoch']} "
+                      f"(recorded epochs {[r['epoch'] for r in mine]}):")
+        console.print(ascii_sketch(last["x"], y), highlight=False)
+    console.print(f"wrote {path}")
+
+
+@app.command()
+def families() -> None:
+    """List the activation families with their formulas and searched parameters."""
+    from models.activations import families as all_families
+
+    table = Table(title="activation families", title_justify="left")
+    table.add_column("name")
+    table.add_column("formula")
+    table.add_column("kind")
+    table.add_column("parameters (searched)")
+    for cls in all_families():
+        params = ", ".join(
+            f"{p.name}{'*' if p.learned else ''}"
+            + (f"∈{list(p.choices)}" if p.kind == "categorical" else f"∈[{p.low:g},{p.high:g}]")
+            for p in cls.space())
+        table.add_row(cls.name, cls.formula, "trainable" if cls.trainable else "fixed", params or "-")
+    console.print(table)
+    console.print("* initial value of a learned parameter")
+
+
+def main() -> None:
+    """Console-script entry point: user errors become one line and exit code 2."""
+    try:
+        app()
+    except ActsearchError as exc:
+        err_console.print(f"[bold red]error:[/] {exc.detail}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+
+
+__all__ = ["app", "main", "InvalidInput"]

@@ -1,0 +1,114 @@
+"""Rational (Padé) activations in the safe PAU form.
+
+``R(z) = P(z) / (1 + |Q(z)|)`` with ``P`` of degree m and ``Q(z) = b_1 z + ... + b_n z^n``
+(no constant term): the denominator is at least 1, so there are no poles. The
+coefficients start as a least-squares fit of a base function on [-3, 3], computed
+once per (base, m, n) and cached, so a population pays for it once per process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from typing import Any
+
+import torch
+from torch import nn
+
+from .base import BASE_FUNCTIONS, SHARING, Activation, Layout, ParamSpec, register
+from .trainable import base_choices
+
+FIT_RANGE = 3.0
+FIT_POINTS = 2001
+
+
+def _safe_pau(a: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Evaluate P/(1+|Q|) by Horner's rule; ``a``/``b`` coefficients on the last axis."""
+    num = a[..., -1]
+    for j in range(a.shape[-1] - 2, -1, -1):
+        num = num * x + a[..., j]
+    den = b[..., -1]
+    for j in range(b.shape[-1] - 2, -1, -1):
+        den = den * x + b[..., j]
+    return num / (1 + (den * x).abs())
+
+
+@lru_cache(maxsize=64)
+def fit_rational(base: str, m: int, n: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Coefficients ``(a_0..a_m, b_1..b_n)`` of the safe PAU best fitting ``base`` on [-3, 3].
+
+    A linearised least squares (``P - f*Q = f``, exact when ``1+Q > 0``) gives the start;
+    L-BFGS on the true ``|Q|`` form refines it in float64. Deterministic, so every
+    process and every candidate starts from the same curve.
+    """
+    f = BASE_FUNCTIONS[base].fn
+    x = torch.linspace(-FIT_RANGE, FIT_RANGE, FIT_POINTS, dtype=torch.float64)
+    with torch.no_grad():
+        y = f(x)
+    powers = x[:, None] ** torch.arange(max(m, n) + 1, dtype=torch.float64)  # (N, max+1)
+    design = torch.cat([powers[:, : m + 1], -y[:, None] * powers[:, 1 : n + 1]], dim=1)
+    sol = torch.linalg.lstsq(design, y[:, None]).solution[:, 0]
+    a = sol[: m + 1].clone().requires_grad_(True)
+    b = sol[m + 1 :].clone().requires_grad_(True)
+
+    def loss() -> torch.Tensor:
+        return (_safe_pau(a, b, x) - y).square().mean()
+
+    with torch.no_grad():
+        start_loss = float(loss())
+    start = (a.detach().clone(), b.detach().clone())
+    opt = torch.optim.LBFGS([a, b], lr=1.0, max_iter=300, history_size=50,
+                            line_search_fn="strong_wolfe", tolerance_grad=1e-12,
+                            tolerance_change=1e-14)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        value = loss()
+        value.backward()
+        return value
+
+    with torch.enable_grad():
+        opt.step(closure)
+    with torch.no_grad():
+        final_loss = float(loss())
+    if not (final_loss == final_loss and final_loss <= start_loss):  # NaN or worse: keep start
+        a_fit, b_fit = start
+    else:
+        a_fit, b_fit = a.detach(), b.detach()
+    return tuple(a_fit.tolist()), tuple(b_fit.tolist())
+
+
+@register
+class Rational(Activation):
+    """Padé activation unit; starts as a fit of ``base`` (default leaky_relu, as in PAU)."""
+
+    name = "rational"
+    formula = "(a_0 + a_1 z + ... + a_m z^m) / (1 + |b_1 z + ... + b_n z^n|)  (a, b learned)"
+    trainable = True
+    weight_init = "kaiming_normal"
+    reference = "Molina et al. 2020 (PAU); Boullé et al. 2020"
+
+    def __init__(self, params: Sequence[Mapping[str, Any]], units: int, layout: Layout = "mlp"):
+        super().__init__(params, units, layout)
+        m, n = int(self.structural["m"]), int(self.structural["n"])
+        num, den = fit_rational(str(self.structural["base"]), m, n)
+        u = self.param_units()
+        a = torch.tensor(num, dtype=torch.float32).expand(self.k, u, m + 1)
+        b = torch.tensor(den, dtype=torch.float32).expand(self.k, u, n)
+        self.a = nn.Parameter(a.clone())  # (K, U', m+1)
+        self.b = nn.Parameter(b.clone())  # (K, U', n)
+
+    @classmethod
+    def space(cls) -> list[ParamSpec]:
+        return [
+            SHARING,
+            ParamSpec("m", "int", default=5, low=2, high=6, structural=True,
+                      help="numerator degree"),
+            ParamSpec("n", "int", default=4, low=1, high=5, structural=True,
+                      help="denominator degree"),
+            ParamSpec("base", "categorical", default="leaky_relu", choices=base_choices(),
+                      structural=True, help="function the coefficients are fitted to at init"),
+        ]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _safe_pau(self.view(self.a), self.view(self.b), x)

@@ -1,0 +1,75 @@
+"""KAN-style spline activation: a SiLU residual plus a learned cubic B-spline.
+
+The spline lives on a uniform grid of G intervals over ``[-grid_range, grid_range]``,
+extended by 3 knots on each side (so G+3 cubic basis functions cover the range
+fully); outside the extended knots only the SiLU residual remains, which keeps the
+function well-defined for any input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import SHARING, Activation, Layout, ParamSpec, register
+from .trainable import per_unit
+
+ORDER = 3  # cubic
+
+
+def bspline_basis(x: torch.Tensor, knots: torch.Tensor, order: int = ORDER) -> torch.Tensor:
+    """Cox–de Boor recursion, vectorised over the knots: ``x (...)`` -> ``(..., len(knots)-order-1)``."""
+    z = x.unsqueeze(-1)  # (..., 1)
+    basis = ((z >= knots[:-1]) & (z < knots[1:])).to(x.dtype)  # (..., T-1) order 0
+    for p in range(1, order + 1):
+        left = (z - knots[: -(p + 1)]) / (knots[p:-1] - knots[: -(p + 1)])
+        right = (knots[p + 1 :] - z) / (knots[p + 1 :] - knots[1:-p])
+        basis = left * basis[..., :-1] + right * basis[..., 1:]
+    return basis
+
+
+@register
+class Spline(Activation):
+    """``w_b*silu(z) + w_s*sum_i c_i B_i(z)``; starts near SiLU (small random ``c``)."""
+
+    name = "spline"
+    formula = "w_b*silu(z) + w_s*sum_i c_i*B_i(z)  (cubic B-splines; w_b, w_s, c learned)"
+    trainable = True
+    reference = "Liu et al. 2024 (KAN)"
+
+    def __init__(self, params: Sequence[Mapping[str, Any]], units: int, layout: Layout = "mlp"):
+        super().__init__(params, units, layout)
+        g = int(self.structural["grid"])
+        self.grid, self.grid_range = g, float(self.structural["grid_range"])
+        u = self.param_units()
+        self.w_b = nn.Parameter(torch.ones(self.k, u))  # (K, U')
+        self.w_s = nn.Parameter(torch.ones(self.k, u))  # (K, U')
+        std = self.per_candidate("coef_std").reshape(self.k, 1, 1)
+        self.c = nn.Parameter(torch.randn(self.k, u, g + ORDER) * std)  # (K, U', G+3)
+
+    @classmethod
+    def space(cls) -> list[ParamSpec]:
+        return [
+            SHARING,
+            ParamSpec("grid", "int", default=5, low=3, high=16, structural=True,
+                      help="grid intervals G (G+3 basis functions)"),
+            ParamSpec("grid_range", "float", default=2.0, low=1.0, high=4.0, step=0.5,
+                      structural=True, help="the grid spans [-range, range]"),
+            ParamSpec("coef_std", "float", default=0.1, low=1e-3, high=0.3, log=True,
+                      learned=True, help="std of the initial spline coefficients"),
+        ]
+
+    def knots(self, x: torch.Tensor) -> torch.Tensor:
+        """``(G+7,)`` extended uniform knots (not a buffer: buffers carry the K axis)."""
+        r, h = self.grid_range, 2 * self.grid_range / self.grid
+        n = self.grid + 2 * ORDER + 1
+        return torch.linspace(-r - ORDER * h, r + ORDER * h, n, device=x.device, dtype=x.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        basis = bspline_basis(x, self.knots(x))  # (..., G+3)
+        spline = (basis * self.view(self.c)).sum(-1)
+        return self.view(self.w_b) * F.silu(x) + self.view(self.w_s) * spline

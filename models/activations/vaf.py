@@ -1,0 +1,110 @@
+"""VAF / meta-neuron: each activation is a tiny 1-in/1-out network of its own.
+
+``z -> h_1 = f(w_in*z + b_in)`` (width W), then ``depth-1`` hidden layers
+``h_{l+1} = f(W_l h_l + b_l)`` (or ``h_l + f(W_l h_l + b_l)`` with residual links),
+then ``y = w_out . h + b_out``. Weights have a leading K axis and one set per layer
+or per unit. All K candidates and all units run as one batched matmul per layer.
+
+Initialisation (so training starts from a known activation, not a random curve):
+
+* neuron 0 of the input layer is ``f(z)`` (``w_in=1, b_in=0``); the other W-1 neurons
+  get random ``w_in, b_in ~ N(0, 1)`` to break symmetry;
+* ``w_out = e_0`` plus ``N(0, init_std^2)`` noise, so the output reads neuron 0;
+* residual links: hidden weights ~ ``N(0, init_std^2/W)``, biases 0, and
+  ``b_out = -(depth-1)*f(0)`` cancels the constant each near-zero layer adds: the
+  subnetwork starts at ``f(z)`` up to O(init_std);
+* no residual links: hidden weights are ``I`` plus that noise, so it starts at
+  ``f(f(...f(z)))`` (depth times), which is ``f(z)`` for idempotent bases such as relu.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .base import BASE_FUNCTIONS, SHARING, Activation, Layout, ParamSpec, register
+from .trainable import base_choices
+
+
+@register
+class VAF(Activation):
+    """A learned 1-in/1-out subnetwork per layer (or per unit) replacing the activation."""
+
+    name = "vaf"
+    formula = "w_out . f(W_{d-1} ... f(w_in*z + b_in) ...) + b_out  (all weights learned)"
+    trainable = True
+    reference = "Apicella et al. 2019 (VAF); meta-neurons, Jiang et al. 2021"
+
+    def __init__(self, params: Sequence[Mapping[str, Any]], units: int, layout: Layout = "mlp"):
+        super().__init__(params, units, layout)
+        width, depth = int(self.structural["width"]), int(self.structural["depth"])
+        self.inner = str(self.structural["inner"])  # looked up per call: stays picklable
+        self.residual = bool(self.structural["residual"])
+        self.depth = depth
+        k, u = self.k, self.param_units()
+        std = self.per_candidate("init_std").reshape(k, 1, 1)  # (K, 1, 1)
+
+        w_in = torch.randn(k, u, width)
+        b_in = torch.randn(k, u, width)
+        w_in[..., 0], b_in[..., 0] = 1.0, 0.0
+        self.w_in = nn.Parameter(w_in)  # (K, U', W)
+        self.b_in = nn.Parameter(b_in)  # (K, U', W)
+
+        if depth > 1:
+            std4 = std.reshape(k, 1, 1, 1, 1)
+            noise = torch.randn(k, u, depth - 1, width, width) * std4 / width**0.5
+            eye = torch.zeros(width, width) if self.residual else torch.eye(width)
+            self.w_hidden = nn.Parameter(eye + noise)  # (K, U', depth-1, W, W)
+            self.b_hidden = nn.Parameter(torch.zeros(k, u, depth - 1, width))  # (K, U', depth-1, W)
+        else:
+            self.register_parameter("w_hidden", None)
+            self.register_parameter("b_hidden", None)
+
+        w_out = torch.randn(k, u, width) * std
+        w_out[..., 0] += 1.0
+        self.w_out = nn.Parameter(w_out)  # (K, U', W)
+        f0 = float(BASE_FUNCTIONS[self.inner].fn(torch.zeros(())))
+        shift = -(depth - 1) * f0 if self.residual else 0.0
+        self.b_out = nn.Parameter(torch.full((k, u), shift))  # (K, U')
+
+    @classmethod
+    def space(cls) -> list[ParamSpec]:
+        return [
+            SHARING,
+            ParamSpec("width", "int", default=4, low=2, high=16, log=True, structural=True,
+                      help="hidden width W of the subnetwork"),
+            ParamSpec("depth", "int", default=1, low=1, high=3, structural=True,
+                      help="hidden layers of the subnetwork"),
+            ParamSpec("inner", "categorical", default="relu", choices=base_choices(),
+                      structural=True, help="activation inside the subnetwork"),
+            ParamSpec("residual", "categorical", default=True, choices=(False, True),
+                      structural=True, help="residual links between the hidden layers"),
+            ParamSpec("init_std", "float", default=0.05, low=1e-3, high=0.3, log=True,
+                      learned=True, help="scale of the symmetry-breaking init noise"),
+        ]
+
+    def _to_ku(self, x: torch.Tensor) -> torch.Tensor:
+        """Either layout -> ``(K, U, N)`` with N the flattened batch (and spatial) axes."""
+        if self.layout == "mlp":
+            return x.transpose(1, 2)  # (K, U, B)
+        return x.movedim(0, 2).reshape(x.shape[1], x.shape[2], -1)  # (K, U, B*H*W)
+
+    def _from_ku(self, y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        if self.layout == "mlp":
+            return y.transpose(1, 2)  # (K, B, U)
+        shape = (like.shape[1], like.shape[2], like.shape[0], *like.shape[3:])
+        return y.reshape(shape).movedim(2, 0)  # (B, K, U, *spatial)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = BASE_FUNCTIONS[self.inner].fn
+        z = self._to_ku(x).unsqueeze(-1)  # (K, U, N, 1)
+        h = f(z * self.w_in.unsqueeze(2) + self.b_in.unsqueeze(2))  # (K, U, N, W)
+        if self.w_hidden is not None and self.b_hidden is not None:
+            for layer in range(self.depth - 1):
+                pre = h @ self.w_hidden[:, :, layer] + self.b_hidden[:, :, layer].unsqueeze(2)
+                h = h + f(pre) if self.residual else f(pre)
+        y = (h @ self.w_out.unsqueeze(-1)).squeeze(-1) + self.b_out.unsqueeze(-1)  # (K, U, N)
+        return self._from_ku(y, x)

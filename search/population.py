@@ -1,0 +1,130 @@
+"""One population, seen from Optuna: ask K trials of one family, prune each on its own, tell each.
+
+These functions hold no process or database plumbing, so the embedded
+coordinator and the Celery worker share them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.samplers import BaseSampler, PartialFixedSampler
+from optuna.trial import TrialState
+
+from models.engine import CandidateResult, EpochReport
+from models.spec import Candidate
+
+from .space import FAMILY_KEY, structural_params, suggest_candidate
+from .spec import SearchSpec
+
+
+@dataclass
+class AskedTrial:
+    """One candidate of a population: its Optuna trial and what was sampled for it."""
+
+    trial: optuna.Trial
+    act_params: dict[str, Any]
+    hparams: dict[str, float]
+    seed: int
+
+    @property
+    def number(self) -> int:
+        return self.trial.number
+
+    def candidate(self) -> Candidate:
+        return Candidate(seed=self.seed, lr=self.hparams["lr"],
+                         weight_decay=self.hparams["weight_decay"], act_params=dict(self.act_params))
+
+
+def candidate_seed(search_seed: int, trial_number: int) -> int:
+    """A distinct, reproducible seed per trial."""
+    return (search_seed * 1_000_003 + trial_number * 7919) % (2**31 - 1)
+
+
+def ask_population(
+    study: optuna.Study, base_sampler: BaseSampler, family: str, k: int, spec: SearchSpec
+) -> list[AskedTrial]:
+    """Ask ``k`` trials of ``family`` that share its structural parameters.
+
+    The first trial samples the structural values (maxout's k, rational degrees,
+    sharing...) with the family fixed; the other k-1 are asked with those fixed
+    too (``PartialFixedSampler``), since a population shares one tensor shape.
+    """
+    fixed: dict[str, Any] = {FAMILY_KEY: family}
+    asked: list[AskedTrial] = []
+    try:
+        for _ in range(k):
+            study.sampler = PartialFixedSampler(dict(fixed), base_sampler)
+            trial = study.ask()
+            act_params, hparams = suggest_candidate(trial, family, spec)
+            if not asked:
+                fixed.update(structural_params(family, act_params))
+            asked.append(AskedTrial(trial, act_params, hparams,
+                                    candidate_seed(spec.seed, trial.number)))
+    finally:
+        study.sampler = base_sampler
+    return asked
+
+
+@dataclass
+class PruningReporter:
+    """The engine's ``on_epoch`` callback: report each candidate to Optuna and prune it alone."""
+
+    asked: list[AskedTrial]
+    prune: bool = True
+    best_seen: dict[int, float] = field(default_factory=dict)
+
+    def __call__(self, report: EpochReport) -> list[int]:
+        stop: list[int] = []
+        for index, value in zip(report.candidates, report.val_metric, strict=True):
+            trial = self.asked[index].trial
+            if not math.isfinite(value):
+                continue  # the engine fails non-finite candidates itself
+            trial.report(value, report.epoch)
+            if self.prune and trial.should_prune():
+                stop.append(index)
+        return stop
+
+
+def objective_values(spec: SearchSpec, result: CandidateResult, n_params: int,
+                     flops: int) -> float | list[float]:
+    """What Optuna is told for a finished candidate."""
+    assert result.val_metric is not None
+    if spec.objective == "metric+params":
+        return [result.val_metric, float(n_params)]
+    if spec.objective == "metric+flops":
+        return [result.val_metric, float(flops)]
+    return result.val_metric
+
+
+def tell_population(study: optuna.Study, spec: SearchSpec, asked: list[AskedTrial],
+                    results: list[CandidateResult], n_params: int, flops: int) -> dict[int, str]:
+    """Tell Optuna how each candidate ended; returns trial number -> our state name."""
+    states: dict[int, str] = {}
+    for result in results:
+        trial = asked[result.index].trial
+        if result.status == "complete" and result.val_metric is not None and math.isfinite(
+            result.val_metric
+        ):
+            study.tell(trial, objective_values(spec, result, n_params, flops))
+            states[trial.number] = "complete"
+        elif result.status in ("pruned", "deadline") and result.history:
+            trial.set_user_attr("stopped_by", result.status)
+            study.tell(trial, state=TrialState.PRUNED)
+            states[trial.number] = "pruned"
+        else:
+            if result.error:
+                trial.set_user_attr("error", result.error[:500])
+            study.tell(trial, state=TrialState.FAIL)
+            states[trial.number] = "failed"
+    return states
+
+
+def fail_population(study: optuna.Study, asked: list[AskedTrial], error: str) -> None:
+    """Tell FAIL for every trial of a population whose training process broke."""
+    for a in asked:
+        a.trial.set_user_attr("error", error[:500])
+        study.tell(a.trial, state=TrialState.FAIL)

@@ -1,0 +1,140 @@
+"""The evaluation protocol: equal budgets, finalists on several seeds, intervals, one test score.
+
+* Every family, ReLU included, gets the same number of tuning trials.
+* The best trial of each family (its *finalist*) is re-trained on several fresh
+  seeds; the leaderboard ranks families by the mean validation metric of those
+  re-runs with a 95% Student-t interval, so one lucky seed cannot win.
+* Only the final choice (the top family) is scored on the test split, once:
+  reporting every family's test score would invite choosing on the test set.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from scipy import stats
+
+BASELINE = "relu"
+
+
+class TrialLike(Protocol):
+    family: str
+    phase: str
+    state: str
+    value: float | None
+    test_value: float | None
+    n_params: int | None
+    flops: int | None
+    family_params: dict[str, Any]
+    hparams: dict[str, Any]
+    source_trial_number: int | None
+    trial_number: int | None
+
+
+def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Mean and the half-width of its Student-t confidence interval (0 for one value)."""
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan
+    mean = sum(values) / n
+    if n == 1:
+        return mean, 0.0
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * math.sqrt(var / n)
+    return mean, half
+
+
+@dataclass
+class LeaderboardRow:
+    """One family's finalist, summarised over its seeds."""
+
+    family: str
+    mean: float
+    ci95: float
+    n_seeds: int
+    values: list[float]
+    n_params: int | None
+    flops: int | None
+    family_params: dict[str, Any]
+    hparams: dict[str, Any]
+    source_trial_number: int | None
+    search_trials: int = 0
+    search_pruned: int = 0
+    best_search_value: float | None = None
+    baseline: bool = False
+    delta_vs_baseline: float | None = None
+    test_mean: float | None = None
+    test_ci95: float | None = None
+
+
+@dataclass
+class Leaderboard:
+    """The ranked families, the baseline row and the final choice's test score."""
+
+    metric: str
+    rows: list[LeaderboardRow] = field(default_factory=list)
+
+    @property
+    def winner(self) -> LeaderboardRow | None:
+        return self.rows[0] if self.rows else None
+
+    @property
+    def baseline(self) -> LeaderboardRow | None:
+        return next((r for r in self.rows if r.baseline), None)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"metric": self.metric, "rows": [asdict(r) for r in self.rows]}
+
+
+def best_per_family(trials: Iterable[TrialLike]) -> dict[str, TrialLike]:
+    """The best completed search-phase trial of each family (the finalists to re-run)."""
+    best: dict[str, TrialLike] = {}
+    for t in trials:
+        if t.phase != "search" or t.state != "complete" or t.value is None:
+            continue
+        if not math.isfinite(t.value):
+            continue
+        current = best.get(t.family)
+        if current is None or (current.value is not None and t.value > current.value):
+            best[t.family] = t
+    return best
+
+
+def build_leaderboard(trials: Sequence[TrialLike], metric: str) -> Leaderboard:
+    """Rank families by the mean of their finalist re-runs (highest first)."""
+    search_counts: dict[str, list[int]] = {}
+    best_search: dict[str, float] = {}
+    finalists: dict[str, list[TrialLike]] = {}
+    for t in trials:
+        if t.phase == "search":
+            done, pruned = search_counts.setdefault(t.family, [0, 0])
+            search_counts[t.family] = [done + 1, pruned + (t.state == "pruned")]
+            if t.state == "complete" and t.value is not None and math.isfinite(t.value):
+                best_search[t.family] = max(best_search.get(t.family, -math.inf), t.value)
+        elif t.phase == "finalist" and t.state == "complete" and t.value is not None:
+            finalists.setdefault(t.family, []).append(t)
+
+    rows = []
+    for family, runs in finalists.items():
+        values = [float(r.value) for r in runs if r.value is not None]
+        mean, half = mean_interval(values)
+        first = runs[0]
+        tests = [float(r.test_value) for r in runs if r.test_value is not None]
+        test_mean, test_half = mean_interval(tests) if tests else (None, None)
+        counts = search_counts.get(family, [0, 0])
+        rows.append(LeaderboardRow(
+            family=family, mean=mean, ci95=half, n_seeds=len(values), values=values,
+            n_params=first.n_params, flops=first.flops, family_params=dict(first.family_params),
+            hparams=dict(first.hparams), source_trial_number=first.source_trial_number,
+            search_trials=counts[0], search_pruned=counts[1],
+            best_search_value=best_search.get(family), baseline=family == BASELINE,
+            test_mean=test_mean, test_ci95=test_half,
+        ))
+    rows.sort(key=lambda r: r.mean, reverse=True)
+    base = next((r for r in rows if r.baseline), None)
+    for r in rows:
+        r.delta_vs_baseline = None if base is None else r.mean - base.mean
+    return Leaderboard(metric=metric, rows=rows)

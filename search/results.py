@@ -1,0 +1,69 @@
+"""Writing a trained population into actsearch's tables (Optuna's are written by tell)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from models.engine import CandidateResult, PopulationResult
+from models.spec import Candidate
+from store import repo
+
+
+@dataclass
+class TrialIdentity:
+    """Who a candidate is: its Optuna trial number (search phase) or the trial it re-runs."""
+
+    candidate: Candidate
+    act_params: dict[str, Any]
+    hparams: dict[str, Any]
+    trial_number: int | None = None
+    source_trial_number: int | None = None
+
+
+def _state(result: CandidateResult, told: str | None) -> str:
+    if told is not None:
+        return told
+    return {"complete": "complete", "pruned": "pruned", "deadline": "pruned"}.get(
+        result.status, "failed"
+    )
+
+
+def record_population(
+    session: Session, *, search_id: int, study_name: str, population_id: int | None,
+    phase: str, family: str, identities: Sequence[TrialIdentity], result: PopulationResult,
+    told: dict[int, str] | None = None, save_weights_with: dict[str, Any] | None = None,
+) -> list[Any]:
+    """One trial row per candidate with its epochs, curves and pre-activation statistics.
+
+    ``save_weights_with`` (scaler and label map) stores each candidate's weights too:
+    done for finalists, whose models can be exported.
+    """
+    now = dt.datetime.now(dt.timezone.utc)
+    rows = []
+    for cand in result.candidates:
+        ident = identities[cand.index]
+        state = _state(cand, (told or {}).get(ident.trial_number) if ident.trial_number is not None else None)
+        duration = cand.history[-1]["elapsed_s"] if cand.history else 0.0
+        row = repo.add_trial(
+            session, search_id=search_id, population_id=population_id, study_name=study_name,
+            trial_number=ident.trial_number, phase=phase, family=family,
+            family_params=ident.act_params, hparams=ident.hparams, seed=ident.candidate.seed,
+            state=state, value=cand.val_metric, best_value=cand.best_val_metric,
+            n_params=result.n_params, flops=result.flops, device=result.device,
+            duration_s=duration, error=cand.error, finished_at=now,
+            source_trial_number=ident.source_trial_number,
+        )
+        repo.add_epoch_metrics(session, trial_id=row.id, rows=cand.history)
+        repo.add_curves(session, trial_id=row.id, rows=cand.curves)
+        repo.add_preact_stats(session, trial_id=row.id, rows=cand.preact_stats)
+        if save_weights_with is not None and cand.state_dict is not None:
+            repo.save_weights(session, trial_id=row.id, state_dict=cand.state_dict,
+                              scaler=save_weights_with["scaler"],
+                              label_map=save_weights_with["label_map"])
+        rows.append(row)
+    return rows

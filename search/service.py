@@ -1,0 +1,125 @@
+"""Creating searches and loading what they train on: the entry points the CLI and API call."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from sqlalchemy.orm import Session
+
+from actsearch.errors import NotFound
+from models.engine import TensorData
+from store import repo
+from store.artifacts import get_artifact_bytes
+
+from .datasets import Dataset, Splits, resolve_dataset, split_dataset
+from .factories import make_pruner, make_sampler
+from .spec import SearchSpec
+
+
+def register_dataset(session: Session, *, dataset: Dataset, name: str | None = None,
+                     owner: str | None = None) -> Any:
+    """Store a dataset as a named, versioned artifact (same content: same row)."""
+    return repo.add_dataset(
+        session, name=name or dataset.name, data_bytes=dataset.to_npz_bytes(),
+        meta=dataset_meta(dataset), owner=owner,
+    )
+
+
+def dataset_meta(dataset: Dataset) -> dict[str, Any]:
+    """The columns of the dataset row."""
+    return {
+        "content_hash": dataset.content_hash(),
+        "source": dataset.source,
+        "task": dataset.task,
+        "n_rows": dataset.n_rows,
+        "n_features": dataset.n_features,
+        "n_classes": dataset.n_classes,
+        "input_shape": list(dataset.input_shape) if dataset.input_shape else None,
+        "schema": dataset.schema(),
+    }
+
+
+def find_or_register_dataset(session: Session, spec: SearchSpec, owner: str | None = None) -> Any:
+    """The dataset row a spec names: a stored dataset by name, else a built-in or a file."""
+    try:
+        if spec.dataset_version is not None:
+            return repo.get_dataset_version(session, name=spec.dataset, version=spec.dataset_version)
+        return repo.latest_dataset(session, name=spec.dataset)
+    except NotFound:
+        if spec.dataset_version is not None:
+            raise
+    dataset = resolve_dataset(spec.dataset, label=spec.label, task=spec.task)
+    return register_dataset(session, dataset=dataset, owner=owner)
+
+
+def new_study_name() -> str:
+    return f"actsearch-{uuid.uuid4().hex[:12]}"
+
+
+def create_study(spec: SearchSpec, study_name: str, storage_url: str) -> optuna.Study:
+    """The Optuna study of a search, beside our tables in the same database."""
+    directions = ["maximize", "minimize"] if spec.multi_objective else ["maximize"]
+    return optuna.create_study(
+        study_name=study_name, storage=storage_url, directions=directions,
+        sampler=make_sampler(spec.sampler, spec.seed, spec.multi_objective),
+        pruner=make_pruner("none" if spec.multi_objective else spec.pruner, spec.epochs),
+    )
+
+
+def load_study(spec: SearchSpec, study_name: str, storage_url: str) -> optuna.Study:
+    """Re-open a search's study with its sampler and pruner."""
+    return optuna.load_study(
+        study_name=study_name, storage=storage_url,
+        sampler=make_sampler(spec.sampler, spec.seed, spec.multi_objective),
+        pruner=make_pruner("none" if spec.multi_objective else spec.pruner, spec.epochs),
+    )
+
+
+def create_search(*, session: Session, spec: SearchSpec, storage_url: str,
+                  owner: str | None = None, name: str | None = None) -> Any:
+    """A search row plus its Optuna study; training starts when a runner picks it up."""
+    dataset_row = find_or_register_dataset(session, spec, owner)
+    study_name = new_study_name()
+    row = repo.create_search(
+        session, name=name or f"{spec.dataset} {spec.architecture if isinstance(spec.architecture, str) else 'custom'}",
+        study_name=study_name, dataset_id=dataset_row.id, spec=spec.model_dump(mode="json"),
+        owner=owner,
+    )
+    session.flush()
+    study = create_study(spec, study_name, storage_url)
+    study.set_user_attr("actsearch_search_id", row.id)
+    study.set_user_attr("dataset", f"{dataset_row.name} v{dataset_row.version}")
+    return row
+
+
+@dataclass
+class PreparedData:
+    """The splits a search trains on, and what export needs to undo the preprocessing."""
+
+    dataset: Dataset
+    splits: Splits
+
+    def tensor_data(self) -> TensorData:
+        s = self.splits
+        return TensorData(X_train=s.X_train, y_train=s.y_train, X_val=s.X_val, y_val=s.y_val,
+                          task=self.dataset.task, n_outputs=self.n_outputs)
+
+    @property
+    def n_outputs(self) -> int:
+        return self.dataset.n_classes if self.dataset.task == "classification" else 1
+
+    @property
+    def n_inputs(self) -> int:
+        return int(self.splits.X_train.shape[1])
+
+
+def prepare_data(session: Session, *, dataset_id: int, spec: SearchSpec) -> PreparedData:
+    """Load a stored dataset and split it as the spec says (seeded, scaler fitted on train)."""
+    row = repo.get_dataset(session, dataset_id=dataset_id)
+    dataset = Dataset.from_npz_bytes(get_artifact_bytes(session, row.artifact_id))
+    splits = split_dataset(dataset, seed=spec.seed, val_fraction=spec.val_fraction,
+                           test_fraction=spec.test_fraction)
+    return PreparedData(dataset=dataset, splits=splits)

@@ -1,0 +1,63 @@
+"""The search space: what Optuna samples for one candidate of one family.
+
+Family parameters are named ``"<family>.<param>"`` so each family's conditional
+space stays apart in Optuna's storage (and in optuna-dashboard), while readable
+``{param: value}`` dicts go to actsearch's own tables.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+from models.activations import ParamSpec, get_activation
+
+from .spec import SearchSpec
+
+FAMILY_KEY = "family"
+
+
+def optuna_name(family: str, param: str) -> str:
+    """The Optuna parameter name of one family parameter."""
+    return f"{family}.{param}"
+
+
+def suggest(trial: optuna.Trial, name: str, spec: ParamSpec) -> Any:
+    """Ask Optuna for one value following a family's ParamSpec."""
+    if spec.kind == "categorical":
+        return trial.suggest_categorical(name, list(spec.choices or ()))
+    if spec.kind == "int":
+        step = int(spec.step or 1)
+        return trial.suggest_int(name, int(spec.low), int(spec.high), step=step, log=spec.log)
+    return trial.suggest_float(name, float(spec.low), float(spec.high), log=spec.log,
+                               step=spec.step)
+
+
+def suggest_candidate(
+    trial: optuna.Trial, family: str, spec: SearchSpec
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Sample one candidate: the family's parameters and the training hyperparameters.
+
+    Returns ``(act_params, hparams)`` with readable names. The family itself is
+    suggested too (the sampler fixes it per population) so that Optuna records
+    it and its importance can be measured.
+    """
+    chosen = trial.suggest_categorical(FAMILY_KEY, spec.families)
+    if chosen != family:  # a sampler that ignores the fixed value would break the protocol
+        raise RuntimeError(f"sampler proposed family {chosen!r} for a {family!r} population")
+    cls = get_activation(family)
+    act_params = {p.name: suggest(trial, optuna_name(family, p.name), p) for p in cls.space()}
+    hparams = {
+        "lr": trial.suggest_float("lr", spec.lr[0], spec.lr[1], log=True),
+        "weight_decay": trial.suggest_float(
+            "weight_decay", spec.weight_decay[0], spec.weight_decay[1], log=True
+        ),
+    }
+    return act_params, hparams
+
+
+def structural_params(family: str, act_params: dict[str, Any]) -> dict[str, Any]:
+    """The Optuna-named structural values of a sampled candidate (fixed for its population)."""
+    cls = get_activation(family)
+    return {optuna_name(family, p.name): act_params[p.name] for p in cls.space() if p.structural}

@@ -1,0 +1,137 @@
+"""The search request: what to search over, on which data, with which budget.
+
+One pydantic model serves the CLI (flags or a JSON/YAML spec file), the API body
+and the stored ``actsearch_searches.spec`` column, so the three never drift.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from actsearch.errors import InvalidInput
+from models.activations import REGISTRY, get_activation
+from models.spec import ArchSpec
+
+DEFAULT_FAMILIES = ["relu", "leaky_relu", "elu", "gelu", "silu", "prelu", "rational", "vaf"]
+SAMPLERS = ("tpe", "random", "qmc", "cmaes", "gp", "nsga2")
+PRUNERS = ("median", "hyperband", "successive_halving", "percentile", "none")
+SECONDARY_OBJECTIVES = ("params", "flops")
+
+
+class SearchSpec(BaseModel):
+    """Everything a search needs. Defaults give a sensible search on a small tabular set."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field(description="built-in name (digits, ...), a file path, or a stored dataset name")
+    dataset_version: int | None = Field(default=None, ge=1)
+    label: str | None = Field(default=None, description="label column (CSV/Parquet) or y array name (NPZ)")
+    task: Literal["classification", "regression"] | None = None
+    architecture: str | dict[str, Any] = Field(default="mlp:64,64")
+    families: list[str] = Field(default_factory=lambda: list(DEFAULT_FAMILIES), min_length=1)
+    trials: int = Field(default=32, ge=1, description="tuning trials in all, split evenly across families")
+    time_budget_s: float | None = Field(default=None, gt=0)
+    epochs: int = Field(default=20, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    schedule: Literal["constant", "cosine", "step"] = "cosine"
+    lr: tuple[float, float] = (1e-4, 3e-2)
+    weight_decay: tuple[float, float] = (1e-6, 1e-2)
+    sampler: str = "tpe"
+    pruner: str = "median"
+    population_size: int | None = Field(default=None, ge=1, description="K; None picks it")
+    finalist_seeds: int = Field(default=3, ge=1)
+    objective: Literal["metric"] | Literal["metric+params", "metric+flops"] = "metric"
+    seed: int = 0
+    val_fraction: float = Field(default=0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(default=0.15, gt=0, lt=0.5)
+
+    @field_validator("families")
+    @classmethod
+    def _known_families(cls, value: list[str]) -> list[str]:
+        names = [get_activation(v).name for v in value]  # raises UnknownActivation
+        if len(set(names)) != len(names):
+            raise ValueError(f"families listed twice: {sorted({n for n in names if names.count(n) > 1})}")
+        if "relu" not in names:
+            names.insert(0, "relu")  # the baseline is always tuned alongside (evaluation protocol)
+        return names
+
+    @field_validator("sampler")
+    @classmethod
+    def _known_sampler(cls, value: str) -> str:
+        if value not in SAMPLERS:
+            raise ValueError(f"unknown sampler {value!r}; choose from {', '.join(SAMPLERS)}")
+        return value
+
+    @field_validator("pruner")
+    @classmethod
+    def _known_pruner(cls, value: str) -> str:
+        if value not in PRUNERS:
+            raise ValueError(f"unknown pruner {value!r}; choose from {', '.join(PRUNERS)}")
+        return value
+
+    @field_validator("lr", "weight_decay")
+    @classmethod
+    def _range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not 0 < low <= high:
+            raise ValueError(f"range must satisfy 0 < low <= high, got {list(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _arch(self) -> SearchSpec:
+        self.arch_spec()  # raises InvalidInput on a malformed architecture
+        return self
+
+    @property
+    def multi_objective(self) -> bool:
+        return self.objective != "metric"
+
+    def arch_spec(self) -> ArchSpec:
+        """The architecture as the models package's dataclass."""
+        if isinstance(self.architecture, str):
+            arch = ArchSpec.parse(self.architecture)
+        else:
+            arch = ArchSpec.from_dict(self.architecture)
+        arch.validate()
+        return arch
+
+    def trials_per_family(self) -> int:
+        """Equal tuning budget per family: the ReLU baseline gets as many trials as any other."""
+        return max(1, -(-self.trials // len(self.families)))
+
+
+def known_families() -> list[str]:
+    """Names a spec may list."""
+    return sorted(REGISTRY)
+
+
+def parse_spec(data: dict[str, Any]) -> SearchSpec:
+    """Validate a dict into a spec, turning pydantic's errors into one readable InvalidInput."""
+    try:
+        return SearchSpec.model_validate(data)
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "spec"
+            parts.append(f"{where}: {err['msg']}")
+        raise InvalidInput("invalid search spec: " + "; ".join(parts)) from None
+
+
+def load_spec_file(path: Path) -> dict[str, Any]:
+    """Read a JSON or YAML spec file (YAML is a superset of JSON)."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read spec file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InvalidInput(f"spec file {path} is not valid JSON/YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidInput(f"spec file {path} must hold a mapping of options, not {type(data).__name__}")
+    return data
