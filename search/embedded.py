@@ -120,6 +120,7 @@ class EmbeddedCoordinator:
         self.progress = Progress(total=tpf * len(self.spec.families))
         self.started = time.monotonic()
         self.finalist_queue: list[tuple[str, Any]] | None = None
+        self._search_in_flight = 0  # search populations asked but not yet told
 
     # ----- lifecycle ----------------------------------------------------------------------
     def run(self) -> Leaderboard:
@@ -200,22 +201,20 @@ class EmbeddedCoordinator:
         if self.finalist_queue is None:
             left = self._time_left()
             out_of_time = left is not None and left <= 0
-            planned = None if (out_of_time or self._cancelled()) else self.planner.next()
+            cancelled = self._cancelled()
+            planned = None if (out_of_time or cancelled) else self.planner.next()
             if planned is not None:
                 return self._search_job(*planned)
-            if self._any_search_running:
+            if self._search_in_flight:
                 return None  # finalists start once every search population is told
-            self._plan_finalists()
+            if cancelled:
+                self.finalist_queue = []  # cancel: no new trainings, finalists included
+            else:
+                self._plan_finalists()
         if self.finalist_queue:
             family, best = self.finalist_queue.pop(0)
             return self._finalist_job(family, best)
         return None
-
-    _any_search_running_count = 0
-
-    @property
-    def _any_search_running(self) -> bool:
-        return self._any_search_running_count > 0
 
     def _search_job(self, family: str, k: int) -> _Running:
         asked = ask_population(self.study, self.base_sampler, family, k, self.spec)
@@ -227,7 +226,7 @@ class EmbeddedCoordinator:
                       for a in asked]
         job = PopulationJob(self.arch.to_dict(), family, [i.candidate for i in identities],
                             self._config(data_seed=asked[0].seed))
-        self._any_search_running_count += 1
+        self._search_in_flight += 1
         self.progress.current = f"{family} x{k}"
         self._emit()
         return _Running(job, "search", family, identities, asked,
@@ -275,7 +274,7 @@ class EmbeddedCoordinator:
         if running.phase == "search":
             told = tell_population(self.study, self.spec, running.asked, result.candidates,
                                    result.n_params, result.flops)
-            self._any_search_running_count -= 1
+            self._search_in_flight -= 1
         weights = None
         if running.phase == "finalist":
             weights = {"scaler": self.data.splits.scaler, "label_map": self.data.splits.label_map}
@@ -304,7 +303,7 @@ class EmbeddedCoordinator:
     def _failed(self, running: _Running, error: str) -> None:
         if running.phase == "search":
             fail_population(self.study, running.asked, error)
-            self._any_search_running_count -= 1
+            self._search_in_flight -= 1
             self.progress.done += len(running.asked)
             self.progress.failed += len(running.asked)
         else:
@@ -350,6 +349,8 @@ class EmbeddedCoordinator:
     def _set_state(self, state: str, error: str | None = None,
                    best: dict[str, Any] | None = None) -> None:
         with self.sessions.begin() as session:
+            if repo.get_search(session, search_id=self.search_id).state == "cancelled":
+                state = "cancelled"  # a cancel wins; we still record the best found so far
             repo.set_search_state(session, search_id=self.search_id, state=state, error=error,
                                   best=best)
 

@@ -78,20 +78,28 @@ def load_study(spec: SearchSpec, study_name: str, storage_url: str) -> optuna.St
     )
 
 
+def _default_name(spec: SearchSpec) -> str:
+    arch = spec.architecture if isinstance(spec.architecture, str) else spec.arch_spec().kind
+    return f"{spec.dataset} {arch}"
+
+
 def create_search(*, session: Session, spec: SearchSpec, storage_url: str,
                   owner: str | None = None, name: str | None = None) -> Any:
     """A search row plus its Optuna study; training starts when a runner picks it up."""
     dataset_row = find_or_register_dataset(session, spec, owner)
     study_name = new_study_name()
-    row = repo.create_search(
-        session, name=name or f"{spec.dataset} {spec.architecture if isinstance(spec.architecture, str) else 'custom'}",
-        study_name=study_name, dataset_id=dataset_row.id, spec=spec.model_dump(mode="json"),
-        owner=owner,
-    )
-    session.flush()
+    # Optuna writes through its own connection: create the study before this
+    # session takes SQLite's write lock, and remove it if our row cannot be made.
     study = create_study(spec, study_name, storage_url)
-    study.set_user_attr("actsearch_search_id", row.id)
     study.set_user_attr("dataset", f"{dataset_row.name} v{dataset_row.version}")
+    try:
+        row = repo.create_search(
+            session, name=name or _default_name(spec), study_name=study_name,
+            dataset_id=dataset_row.id, spec=spec.model_dump(mode="json"), owner=owner,
+        )
+    except BaseException:
+        optuna.delete_study(study_name=study_name, storage=storage_url)
+        raise
     return row
 
 

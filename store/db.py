@@ -55,8 +55,10 @@ def normalize_url(url: str | URL) -> URL:
 
 def _is_sqlite_memory(url: URL) -> bool:
     database = url.database or ""
-    return database in ("", ":memory:") or "mode=memory" in database or (
-        url.query.get("mode") == "memory"
+    return (
+        database in ("", ":memory:")
+        or "mode=memory" in database
+        or (url.query.get("mode") == "memory")
     )
 
 

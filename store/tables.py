@@ -170,7 +170,9 @@ class PopulationRow(Base):
     """K same-shape candidates of one family trained together (one task)."""
 
     __tablename__ = "actsearch_populations"
-    __table_args__ = (Index("ix_actsearch_populations_state_heartbeat_at", "state", "heartbeat_at"),)
+    __table_args__ = (
+        Index("ix_actsearch_populations_state_heartbeat_at", "state", "heartbeat_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     search_id: Mapped[int] = mapped_column(

@@ -37,6 +37,7 @@ class LeakyReLU(Activation):
     formula = "z if z > 0 else slope*z"
     weight_init = "kaiming_normal"
     reference = "Maas et al. 2013"
+    slope: torch.Tensor  # (K, 1) buffer
 
     def __init__(self, params: Sequence[Mapping[str, Any]], units: int, layout: Layout = "mlp"):
         super().__init__(params, units, layout)
@@ -60,6 +61,7 @@ class ELU(Activation):
     formula = "z if z > 0 else alpha*(exp(z) - 1)"
     weight_init = "kaiming_normal"
     reference = "Clevert et al. 2016"
+    alpha: torch.Tensor  # (K, 1) buffer
 
     def __init__(self, params: Sequence[Mapping[str, Any]], units: int, layout: Layout = "mlp"):
         super().__init__(params, units, layout)
@@ -115,6 +117,7 @@ class SiLU(Activation):
     name = "silu"
     formula = "z*sigmoid(beta*z)"
     reference = "Ramachandran et al. 2017; Elfwing et al. 2018"
+    beta: torch.Tensor  # (K, 1) buffer
 
     def __init__(self, params: Sequence[Mapping[str, Any]], units: int, layout: Layout = "mlp"):
         super().__init__(params, units, layout)
@@ -150,6 +153,7 @@ class Softplus(Activation):
     name = "softplus"
     formula = "log(1 + exp(beta*z))/beta"
     reference = "Dugas et al. 2001"
+    beta: torch.Tensor  # (K, 1) buffer
 
     def __init__(self, params: Sequence[Mapping[str, Any]], units: int, layout: Layout = "mlp"):
         super().__init__(params, units, layout)
@@ -223,6 +227,7 @@ class Snake(Activation):
     formula = "z + sin(freq*z)^2/freq"
     weight_init = "snake"
     reference = "Ziyin et al. 2020"
+    freq: torch.Tensor  # (K, 1) buffer
 
     def __init__(self, params: Sequence[Mapping[str, Any]], units: int, layout: Layout = "mlp"):
         super().__init__(params, units, layout)
@@ -353,6 +358,7 @@ class KWTA(Activation):
     formula = "z_i if z_i among the top round(ratio*U) else 0"
     pointwise = False
     reference = "Xiao et al. 2020"
+    kept: torch.Tensor  # (K, 1) buffer
 
     def __init__(self, params: Sequence[Mapping[str, Any]], units: int, layout: Layout = "mlp"):
         super().__init__(params, units, layout)

@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import SHARING, Activation, Layout, ParamSpec, register
-from .trainable import per_unit
 
 ORDER = 3  # cubic
 
@@ -30,6 +29,21 @@ def bspline_basis(x: torch.Tensor, knots: torch.Tensor, order: int = ORDER) -> t
         right = (knots[p + 1 :] - z) / (knots[p + 1 :] - knots[1:-p])
         basis = left * basis[..., :-1] + right * basis[..., 1:]
     return basis
+
+
+def uniform_cubic_basis(x: torch.Tensor, grid: int, grid_range: float) -> torch.Tensor:
+    """The same basis as :func:`bspline_basis` on the extended uniform knots, in closed form.
+
+    On uniform knots every basis function is a shifted cardinal cubic B-spline,
+    ``N(v) = (relu(2-|v|)^3 - 4*relu(1-|v|)^3)/6`` with v the distance to its centre in
+    grid steps: about half the elementwise work (and autograd memory) of the recursion.
+    ``x (...)`` -> ``(..., grid+3)``.
+    """
+    h = 2 * grid_range / grid
+    centres = torch.arange(grid + ORDER, device=x.device, dtype=x.dtype)  # (G+3,)
+    # knot 0 sits at -range - 3h; basis i is centred on knot i+2
+    v = ((x.unsqueeze(-1) + grid_range + (ORDER - 2) * h) / h - centres).abs()
+    return (torch.relu(2 - v).pow(3) - 4 * torch.relu(1 - v).pow(3)) / 6
 
 
 @register
@@ -70,6 +84,6 @@ class Spline(Activation):
         return torch.linspace(-r - ORDER * h, r + ORDER * h, n, device=x.device, dtype=x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        basis = bspline_basis(x, self.knots(x))  # (..., G+3)
+        basis = uniform_cubic_basis(x, self.grid, self.grid_range)  # (..., G+3)
         spline = (basis * self.view(self.c)).sum(-1)
         return self.view(self.w_b) * F.silu(x) + self.view(self.w_s) * spline

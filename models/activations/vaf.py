@@ -9,7 +9,9 @@ Initialisation (so training starts from a known activation, not a random curve):
 
 * neuron 0 of the input layer is ``f(z)`` (``w_in=1, b_in=0``); the other W-1 neurons
   get random ``w_in, b_in ~ N(0, 1)`` to break symmetry;
-* ``w_out = e_0`` plus ``N(0, init_std^2)`` noise, so the output reads neuron 0;
+* ``w_out = e_0``: the output reads neuron 0 only (the other neurons' readout starts at
+  zero, like a zero-initialised residual branch; its gradient is their activations, so
+  they join in from the first step): with ``depth=1`` the subnetwork starts exactly at f;
 * residual links: hidden weights ~ ``N(0, init_std^2/W)``, biases 0, and
   ``b_out = -(depth-1)*f(0)`` cancels the constant each near-zero layer adds: the
   subnetwork starts at ``f(z)`` up to O(init_std);
@@ -36,7 +38,7 @@ class VAF(Activation):
     name = "vaf"
     formula = "w_out . f(W_{d-1} ... f(w_in*z + b_in) ...) + b_out  (all weights learned)"
     trainable = True
-    reference = "Apicella et al. 2019 (VAF); meta-neurons, Jiang et al. 2021"
+    reference = "Apicella et al. 2019 (VAF)"
 
     def __init__(self, params: Sequence[Mapping[str, Any]], units: int, layout: Layout = "mlp"):
         super().__init__(params, units, layout)
@@ -63,9 +65,9 @@ class VAF(Activation):
             self.register_parameter("w_hidden", None)
             self.register_parameter("b_hidden", None)
 
-        w_out = torch.randn(k, u, width) * std
-        w_out[..., 0] += 1.0
-        self.w_out = nn.Parameter(w_out)  # (K, U', W)
+        w_out = torch.zeros(k, u, width)
+        w_out[..., 0] = 1.0
+        self.w_out = nn.Parameter(w_out)  # (K, U', W) reads neuron 0 only, at first
         f0 = float(BASE_FUNCTIONS[self.inner].fn(torch.zeros(())))
         shift = -(depth - 1) * f0 if self.residual else 0.0
         self.b_out = nn.Parameter(torch.full((k, u), shift))  # (K, U')
@@ -82,8 +84,8 @@ class VAF(Activation):
                       structural=True, help="activation inside the subnetwork"),
             ParamSpec("residual", "categorical", default=True, choices=(False, True),
                       structural=True, help="residual links between the hidden layers"),
-            ParamSpec("init_std", "float", default=0.05, low=1e-3, high=0.3, log=True,
-                      learned=True, help="scale of the symmetry-breaking init noise"),
+            ParamSpec("init_std", "float", default=0.01, low=1e-3, high=0.3, log=True,
+                      learned=True, help="scale of the hidden layers' init noise"),
         ]
 
     def _to_ku(self, x: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from logging.config import fileConfig
+from typing import Any
 
 from alembic import context
 from sqlalchemy import Connection
@@ -38,13 +39,14 @@ def _url() -> str:
     return url
 
 
-def _configure(**kwargs: object) -> None:
+def _configure(**kwargs: Any) -> None:
     context.configure(
         target_metadata=target_metadata,
         version_table=VERSION_TABLE,
         include_name=include_name,
         include_object=include_object,
         compare_type=True,
+        compare_server_default=True,
         **kwargs,
     )
 

@@ -1,0 +1,451 @@
+"""The population training engine: K candidates of one shape trained at once.
+
+One call trains a whole population (K=1 is a plain trial): the data moves to the
+device once, every candidate sees the same batches (a permutation from
+``data_seed``: common random numbers, so candidates differ only by what the search
+chose), and per-candidate results come back as plain Python/numpy values. The
+caller prunes through ``on_epoch``; pruned, diverged and finished candidates are
+compacted away so they stop costing compute.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from actsearch.errors import InvalidDataset, InvalidInput
+
+from .network import ActParams, PopulationNet
+from .optim import BatchedOptimizer, schedule_multiplier
+from .spec import ArchSpec, Candidate, TrainConfig
+from .stats import chunk_rows, preact_stats, sample_curves
+
+Task = Literal["classification", "regression"]
+Status = Literal["complete", "pruned", "deadline", "failed"]
+TASKS = ("classification", "regression")
+
+
+@dataclass
+class TensorData:
+    """Arrays for one population (numpy or torch).
+
+    X: float32 ``(N, D)``; y: int64 class ids ``(N,)`` (classification) or float32
+    ``(N,)`` / ``(N, 1)`` (regression). Scaling and label encoding happen before.
+    """
+
+    X_train: Any
+    y_train: Any
+    X_val: Any
+    y_val: Any
+    task: Task
+    n_outputs: int
+
+
+@dataclass
+class EpochReport:
+    """What ``on_epoch`` sees after each epoch; lists are aligned with ``candidates``."""
+
+    epoch: int  # 1-based
+    candidates: list[int]  # original indices still training
+    train_loss: list[float]
+    val_loss: list[float]
+    val_metric: list[float]
+    elapsed_s: float
+
+
+@dataclass
+class CandidateResult:
+    """Everything the engine learned about one candidate (original index ``index``).
+
+    ``history`` has one dict per epoch trained: {epoch, train_loss, val_loss,
+    val_metric, elapsed_s} (plus ``partial: True`` for an epoch cut by the deadline).
+    A diverged ("failed") candidate's last epoch is not in history; see ``error``.
+    """
+
+    index: int
+    status: Status = "complete"
+    history: list[dict[str, Any]] = field(default_factory=list)
+    val_metric: float | None = None
+    best_val_metric: float | None = None
+    curves: list[dict[str, Any]] = field(default_factory=list)
+    preact_stats: list[dict[str, Any]] = field(default_factory=list)
+    state_dict: dict[str, np.ndarray] | None = None
+    error: str | None = None
+
+
+@dataclass
+class PopulationResult:
+    """Per-candidate results plus what the population cost.
+
+    ``n_params`` and ``flops`` are for one candidate (:func:`count_params`,
+    :func:`count_flops`); ``candidate_epochs`` is the sum over candidates of epochs trained.
+    """
+
+    candidates: list[CandidateResult]
+    n_params: int
+    flops: int
+    device: str
+    wall_s: float
+    candidate_epochs: int
+
+
+# ----- helpers on one network ---------------------------------------------------------
+def build_network(
+    arch: ArchSpec,
+    family: str | Sequence[str],
+    act_params: Sequence[ActParams],
+    n_inputs: int,
+    n_outputs: int,
+    seeds: Sequence[int] | None = None,
+) -> PopulationNet:
+    """A population network; ``act_params`` has one entry per candidate (K = its length)."""
+    return PopulationNet(arch, family, act_params, n_inputs, n_outputs, seeds=seeds)
+
+
+def count_params(arch: ArchSpec, family: str | Sequence[str], act_params: ActParams,
+                 n_inputs: int, n_outputs: int) -> int:
+    """Trainable parameters of one candidate (``act_params``: that candidate's)."""
+    return build_network(arch, family, [act_params], n_inputs, n_outputs).count_params()
+
+
+def count_flops(arch: ArchSpec, family: str | Sequence[str], act_params: ActParams,
+                n_inputs: int, n_outputs: int) -> int:
+    """FLOPs of one forward of one row (see :meth:`PopulationNet.count_flops`)."""
+    return build_network(arch, family, [act_params], n_inputs, n_outputs).count_flops()
+
+
+def _single_net(arch: ArchSpec, family: str | Sequence[str], act_params: ActParams,
+                state_dict: Mapping[str, Any], n_inputs: int, n_outputs: int,
+                device: str) -> PopulationNet:
+    net = build_network(arch, family, [act_params], n_inputs, n_outputs)
+    net.load_candidate_state(state_dict)
+    return net.to(torch.device(device)).eval()
+
+
+@torch.no_grad()
+def _forward_chunks(net: PopulationNet, x: torch.Tensor) -> torch.Tensor:
+    """No-grad forward in chunks sized to memory: ``(K, N, n_outputs)``."""
+    step = chunk_rows(net, x.shape[0])
+    return torch.cat([net(x[i : i + step]) for i in range(0, x.shape[0], step)], dim=1)
+
+
+def predict(arch: ArchSpec, family: str | Sequence[str], act_params: ActParams,
+            state_dict: Mapping[str, Any], X: Any, n_outputs: int, task: Task,
+            *, device: str = "cpu") -> np.ndarray:
+    """K=1 inference with one candidate's state.
+
+    Returns class probabilities ``(N, n_outputs)`` (classification; ``argmax(1)`` gives
+    the labels) or predictions ``(N,)`` (regression).
+    """
+    x = _as_x(X, "X").to(torch.device(device))
+    net = _single_net(arch, family, act_params, state_dict, x.shape[1], n_outputs, device)
+    out = _forward_chunks(net, x)[0]  # (N, C)
+    if task == "classification":
+        return out.softmax(-1).cpu().numpy()
+    return out[:, 0].cpu().numpy()
+
+
+def evaluate(arch: ArchSpec, family: str | Sequence[str], act_params: ActParams,
+             state_dict: Mapping[str, Any], X: Any, y: Any, n_outputs: int, task: Task,
+             *, device: str = "cpu") -> float:
+    """The metric of one candidate's state on ``(X, y)``: accuracy, or R^2 (regression)."""
+    dev = torch.device(device)
+    x = _as_x(X, "X").to(dev)
+    yt = _as_y(y, task, n_outputs, "y").to(dev)
+    net = _single_net(arch, family, act_params, state_dict, x.shape[1], n_outputs, device)
+    _, metric = _population_metrics(net, x, yt, task)
+    return float(metric[0])
+
+
+# ----- data -----------------------------------------------------------------------------
+def _as_x(a: Any, name: str) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(a) if not isinstance(a, torch.Tensor) else a).float()
+    if t.ndim != 2 or t.shape[0] == 0:
+        raise InvalidDataset(f"{name} must be a non-empty 2-D array (rows, features), got {tuple(t.shape)}")
+    if not bool(torch.isfinite(t).all()):
+        raise InvalidDataset(f"{name} contains NaN or infinite values; impute or drop them first")
+    return t.contiguous()
+
+
+def _as_y(a: Any, task: str, n_outputs: int, name: str) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(a) if not isinstance(a, torch.Tensor) else a)
+    if t.ndim == 2 and t.shape[1] == 1:
+        t = t[:, 0]
+    if t.ndim != 1:
+        raise InvalidDataset(f"{name} must be one target per row, got shape {tuple(t.shape)}")
+    if task == "classification":
+        if t.is_floating_point() and not bool((t == t.round()).all()):
+            raise InvalidDataset(f"{name}: class labels must be integers 0..{n_outputs - 1}")
+        t = t.long()
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= n_outputs):
+            raise InvalidDataset(
+                f"{name}: class labels must be in 0..{n_outputs - 1}, found {int(t.min())}..{int(t.max())}"
+            )
+        return t.contiguous()
+    t = t.float()
+    if not bool(torch.isfinite(t).all()):
+        raise InvalidDataset(f"{name} contains NaN or infinite targets")
+    return t.contiguous()
+
+
+def _prepare(data: TensorData, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Validate and move the four arrays to ``device`` (the only host->device transfer)."""
+    if data.task not in TASKS:
+        raise InvalidInput(f"task must be 'classification' or 'regression', not {data.task!r}")
+    if data.task == "regression" and data.n_outputs != 1:
+        raise InvalidInput(f"regression has n_outputs=1, got {data.n_outputs}")
+    if data.task == "classification" and data.n_outputs < 2:
+        raise InvalidInput(f"classification needs n_outputs >= 2 classes, got {data.n_outputs}")
+    xtr, xva = _as_x(data.X_train, "X_train"), _as_x(data.X_val, "X_val")
+    ytr = _as_y(data.y_train, data.task, data.n_outputs, "y_train")
+    yva = _as_y(data.y_val, data.task, data.n_outputs, "y_val")
+    if xtr.shape[1] != xva.shape[1]:
+        raise InvalidDataset(f"X_train has {xtr.shape[1]} features but X_val has {xva.shape[1]}")
+    if xtr.shape[0] != ytr.shape[0] or xva.shape[0] != yva.shape[0]:
+        raise InvalidDataset("X and y must have the same number of rows")
+    return tuple(t.to(device) for t in (xtr, ytr, xva, yva))
+
+
+# ----- losses and metrics ---------------------------------------------------------------
+def _cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-row cross-entropy ``(K, B)``; classes as dim 1 (``(K, C, B)``), which on CPU is
+    several times faster than ``(K*B, C)`` rows (log-softmax over a short last dim is slow)."""
+    k, b, _ = out.shape
+    return F.cross_entropy(out.transpose(1, 2), y.expand(k, b), reduction="none")
+
+
+def _losses(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
+    """Mean loss per candidate ``(K,)`` of outputs ``(K, B, C)`` against shared targets ``(B,)``."""
+    if task == "classification":
+        return _cross_entropy(out, y).mean(1)
+    return (out[..., 0] - y).square().mean(1)
+
+
+@torch.no_grad()
+def _population_metrics(net: PopulationNet, x: torch.Tensor, y: torch.Tensor,
+                        task: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(loss (K,), metric (K,))`` on (x, y) in eval mode, in memory-sized chunks.
+
+    Metric: accuracy, or R^2 = 1 - SSE/SST (SST over these targets; 1.0 for a perfect
+    fit of constant targets, else 0.0 when SST is 0, as scikit-learn does).
+    """
+    was_training = net.training
+    net.eval()
+    try:
+        n = x.shape[0]
+        step = chunk_rows(net, n)
+        loss_sum = torch.zeros(net.k, dtype=torch.float64, device=x.device)
+        score = torch.zeros(net.k, dtype=torch.float64, device=x.device)
+        for i in range(0, n, step):
+            out = net(x[i : i + step])  # (K, b, C)
+            yb = y[i : i + step]
+            if task == "classification":
+                loss_sum += _cross_entropy(out, yb).double().sum(1)
+                score += (out.argmax(-1) == yb).double().sum(1)
+            else:
+                loss_sum += (out[..., 0] - yb).double().square().sum(1)
+        if task == "classification":
+            return (loss_sum / n).float(), (score / n).float()
+        sst = (y.double() - y.double().mean()).square().sum()
+        if float(sst) > 0:
+            r2 = 1.0 - loss_sum / sst
+        else:
+            r2 = torch.where(loss_sum == 0, 1.0, 0.0).double()
+        return (loss_sum / n).float(), r2.float()
+    finally:
+        net.train(was_training)
+
+
+# ----- recording ------------------------------------------------------------------------
+def record_schedule(epochs: int, record_epochs: int) -> list[int]:
+    """Epochs at which every training candidate is recorded (0 = before training).
+
+    ``record_epochs`` >= 2: epoch 0, ``record_epochs - 2`` evenly spaced epochs between,
+    and the last; 1: only the last; 0: none. A candidate that stops early is also
+    recorded at the epoch it stops.
+    """
+    if record_epochs <= 0:
+        return []
+    if record_epochs == 1:
+        return [epochs]
+    between = {round(epochs * j / (record_epochs - 1)) for j in range(1, record_epochs - 1)}
+    return sorted({0, epochs} | between)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return str(device)
+
+
+# ----- the engine -----------------------------------------------------------------------
+def train_population(
+    arch: ArchSpec,
+    family: str | list[str],
+    candidates: list[Candidate],
+    data: TensorData,
+    config: TrainConfig,
+    on_epoch: Callable[[EpochReport], Iterable[int] | None] | None = None,
+) -> PopulationResult:
+    """Train K candidates together and return one result per candidate.
+
+    ``on_epoch`` gets an :class:`EpochReport` after every epoch and returns the original
+    indices to stop now (pruned). A candidate whose training or validation loss turns
+    NaN/inf is marked "failed" and removed without disturbing the others. Past
+    ``config.deadline_s`` (checked after every batch) all candidates stop with status
+    "deadline", keeping what they trained; the cut epoch is evaluated and recorded
+    (``partial: True`` in its history) but not reported to ``on_epoch``.
+    """
+    t0 = time.perf_counter()
+    if not candidates:
+        raise InvalidInput("a population needs at least one candidate")
+    config.validate()
+    for c in candidates:
+        c.validate()
+    device = torch.device(config.device)
+    x_tr, y_tr, x_va, y_va = _prepare(data, device)
+    arch.validate(n_inputs=x_tr.shape[1])
+    task = data.task
+
+    net = build_network(arch, family, [c.act_params for c in candidates], x_tr.shape[1],
+                        data.n_outputs, seeds=[c.seed for c in candidates]).to(device)
+    n_params, flops = net.count_params(), net.count_flops()
+    opt = BatchedOptimizer(net, [c.lr for c in candidates], [c.weight_decay for c in candidates],
+                           config.optimizer, momentum=config.momentum)
+    results = [CandidateResult(index=i) for i in range(len(candidates))]
+    active = list(range(len(candidates)))  # position in the net -> original index
+
+    n_val = x_va.shape[0]
+    if n_val > config.stats_sample:
+        g = torch.Generator().manual_seed(config.data_seed)
+        rows = torch.randperm(n_val, generator=g)[: config.stats_sample].sort().values
+        x_stats = x_va.index_select(0, rows.to(device))
+    else:
+        x_stats = x_va
+    schedule = set(record_schedule(config.epochs, config.record_epochs))
+    recorded: set[tuple[int, int]] = set()  # (original index, epoch)
+
+    def record(positions: list[int], epoch: int) -> None:
+        positions = [p for p in positions if (active[p], epoch) not in recorded]
+        if not positions:
+            return
+        stats = preact_stats(net, x_stats, hist_bins=config.hist_bins, positions=positions)
+        curves = sample_curves(net, stats, positions, config.curve_points)
+        for layer, (layer_stats, layer_curves) in enumerate(zip(stats, curves, strict=True)):
+            for j, pos in enumerate(positions):
+                res = results[active[pos]]
+                res.preact_stats.append({"layer": layer, "epoch": epoch, **layer_stats[j]})
+                if layer_curves:
+                    res.curves.append({"layer": layer, "epoch": epoch, **layer_curves[j]})
+        recorded.update((active[p], epoch) for p in positions)
+
+    if 0 in schedule:
+        record(list(range(net.k)), 0)
+
+    n_train, bs = x_tr.shape[0], config.batch_size
+    starts = list(range(0, n_train, bs))
+    if arch.norm == "batch" and n_train > 1 and n_train % bs == 1:
+        starts = starts[:-1]  # a batch of one row has no batch statistics
+    total_steps = config.epochs * len(starts)
+    data_gen = torch.Generator().manual_seed(config.data_seed)
+    deadline = config.deadline_s
+    step = 0
+    candidate_epochs = 0
+
+    for epoch in range(1, config.epochs + 1):
+        net.train()
+        perm = torch.randperm(n_train, generator=data_gen).to(device)
+        loss_sum = torch.zeros(net.k, device=device)
+        seen = 0
+        done_batches = 0
+        deadline_hit = False
+        for start in starts:
+            idx = perm[start : start + bs]
+            out = net(x_tr.index_select(0, idx))  # (K, B, C)
+            loss = _losses(out, y_tr.index_select(0, idx), task)  # (K,)
+            opt.zero_grad()
+            loss.sum().backward()  # each candidate's gradient is its own loss's
+            opt.step(schedule_multiplier(config.schedule, step=step, total_steps=total_steps,
+                                         epoch=epoch - 1, epochs=config.epochs))
+            step += 1
+            loss_sum += loss.detach() * idx.shape[0]
+            seen += idx.shape[0]
+            done_batches += 1
+            if deadline is not None and time.perf_counter() - t0 > deadline:
+                deadline_hit = True
+                break
+        partial = done_batches < len(starts)
+        candidate_epochs += net.k
+
+        train_loss = (loss_sum / max(seen, 1)).tolist()
+        val_loss_t, val_metric_t = _population_metrics(net, x_va, y_va, task)
+        val_loss, val_metric = val_loss_t.tolist(), val_metric_t.tolist()
+        elapsed = time.perf_counter() - t0
+
+        ok: list[int] = []
+        for p in range(net.k):
+            if math.isfinite(train_loss[p]) and math.isfinite(val_loss[p]):
+                ok.append(p)
+                continue
+            res = results[active[p]]
+            res.status = "failed"
+            res.error = (
+                f"training diverged at epoch {epoch}: train loss {train_loss[p]}, val loss "
+                f"{val_loss[p]}; lower the learning rate (was {candidates[active[p]].lr:g})"
+            )
+        for p in ok:
+            entry = {"epoch": epoch, "train_loss": train_loss[p], "val_loss": val_loss[p],
+                     "val_metric": val_metric[p], "elapsed_s": elapsed}
+            if partial:
+                entry["partial"] = True
+            results[active[p]].history.append(entry)
+
+        stopping: dict[int, Status] = {}
+        if deadline_hit and (partial or epoch < config.epochs):
+            stopping = {p: "deadline" for p in ok}
+        else:
+            if on_epoch is not None and ok:
+                report = EpochReport(epoch, [active[p] for p in ok], [train_loss[p] for p in ok],
+                                     [val_loss[p] for p in ok], [val_metric[p] for p in ok], elapsed)
+                stop = {int(i) for i in (on_epoch(report) or ())}
+                stopping = {p: "pruned" for p in ok if active[p] in stop}
+            if epoch == config.epochs:
+                stopping = {p: stopping.get(p, "complete") for p in ok}
+
+        if config.record_epochs > 0:
+            record(ok if epoch in schedule else sorted(stopping), epoch)
+        for p, status in stopping.items():
+            res = results[active[p]]
+            res.status = status
+            res.state_dict = net.candidate_state(p)
+
+        survivors = [p for p in ok if p not in stopping]
+        if not survivors:
+            break
+        if len(survivors) < net.k:
+            index = torch.tensor(survivors, dtype=torch.long)
+            net.keep(index)
+            opt.keep(index)
+            active = [active[p] for p in survivors]
+
+    for res in results:
+        metrics = [h["val_metric"] for h in res.history]
+        if metrics:
+            res.val_metric = metrics[-1]
+            res.best_val_metric = max(metrics)
+    return PopulationResult(
+        candidates=results,
+        n_params=n_params,
+        flops=flops,
+        device=_device_name(device),
+        wall_s=time.perf_counter() - t0,
+        candidate_epochs=candidate_epochs,
+    )

@@ -1,0 +1,368 @@
+"""``PopulationNet``: K same-shape candidates (MLP or small CNN) in one module.
+
+Each candidate has its own weights, norms and activation parameters, all stored
+as stacked tensors with a leading K axis, so one forward/backward trains the
+whole population; the loss summed over candidates gives each one its own gradient.
+K=1 is a plain network, and :meth:`PopulationNet.candidate_state` /
+:meth:`PopulationNet.load_candidate_state` move one candidate between populations.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from actsearch.errors import InvalidInput
+
+from .activations import Activation, get_activation
+from .layers import (
+    BatchedConv2d,
+    BatchedLinear,
+    BatchedNorm,
+    apply_dropout,
+    dropout_masks,
+    init_weight_,
+)
+from .spec import ArchSpec
+
+ActParams = Mapping[str, Any] | Sequence[Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One hidden layer (a linear/conv followed by an activation).
+
+    ``pre`` is the width the layer produces (the activation's input), ``post`` the
+    width after the activation; ``spatial`` is (H, W) of a conv layer before pooling.
+    """
+
+    index: int
+    kind: str  # "conv" or "dense"
+    family: str
+    n_in: int
+    pre: int
+    post: int
+    spatial: tuple[int, int] | None
+    residual: bool
+
+
+def _dropout_seed(seed: int) -> int:
+    """A dropout stream seed derived from the candidate's seed, distinct from its init stream."""
+    return (int(seed) * 1_000_003 + 0x5EED) % (2**63 - 1)
+
+
+def resolve_layers(
+    arch: ArchSpec, family: str | Sequence[str], act_params: Sequence[ActParams]
+) -> tuple[list[type[Activation]], list[list[Mapping[str, Any]]]]:
+    """Per hidden layer: the family class and the K candidates' parameter dicts.
+
+    ``act_params`` has one entry per candidate: a dict (the same parameters at every
+    layer) or, with ``activation_scope="layer"``, a list with one dict per hidden layer.
+    """
+    n_layers = arch.n_hidden_layers()
+    if isinstance(family, str):
+        names = [family] * n_layers
+    else:
+        names = list(family)
+        if len(names) != n_layers:
+            raise InvalidInput(
+                f"{len(names)} activation families given for {n_layers} hidden layers; "
+                "give one family, or one per hidden layer"
+            )
+        if arch.activation_scope == "net" and len(set(names)) > 1:
+            raise InvalidInput(
+                "different families per layer need activation_scope='layer'; "
+                "with scope 'net' give one family"
+            )
+    classes = [get_activation(n) for n in names]
+    per_layer: list[list[Mapping[str, Any]]] = [[] for _ in range(n_layers)]
+    for c, p in enumerate(act_params):
+        if isinstance(p, Mapping):
+            layer_params: Sequence[Mapping[str, Any]] = [p] * n_layers
+        elif arch.activation_scope == "layer" and isinstance(p, Sequence) and not isinstance(p, str):
+            layer_params = list(p)
+            if len(layer_params) != n_layers or not all(isinstance(q, Mapping) for q in layer_params):
+                raise InvalidInput(
+                    f"candidate {c}: act_params needs one dict per hidden layer "
+                    f"({n_layers}), got {len(layer_params)} entries"
+                )
+        else:
+            raise InvalidInput(
+                f"candidate {c}: act_params must be a dict"
+                + (" or a list of dicts (one per hidden layer)" if arch.activation_scope == "layer"
+                   else "; per-layer lists need activation_scope='layer'")
+            )
+        for layer in range(n_layers):
+            per_layer[layer].append(layer_params[layer])
+    return classes, per_layer
+
+
+def _structural(cls: type[Activation], params: Mapping[str, Any]) -> dict[str, Any]:
+    resolved = cls.resolve_params(params)
+    return {s.name: resolved[s.name] for s in cls.space() if s.structural}
+
+
+class PopulationNet(nn.Module):
+    """K candidates of one architecture, trained together.
+
+    Args:
+        arch: the architecture (validated here).
+        family: one family name, or one per hidden layer (``activation_scope="layer"``).
+        act_params: one entry per candidate (see :func:`resolve_layers`); K = its length.
+        n_inputs: features per row.
+        n_outputs: classes, or 1 for regression.
+        seeds: one per candidate: weight init (and dropout). Default ``0..K-1``.
+
+    Forward: ``(B, n_inputs) -> (K, B, n_outputs)``. Pass a list as ``preacts`` to
+    collect each hidden layer's pre-activation as ``(K, N, U)`` (N = rows, or
+    rows x positions for conv layers; U = channels/units).
+    """
+
+    def __init__(
+        self,
+        arch: ArchSpec,
+        family: str | Sequence[str],
+        act_params: Sequence[ActParams],
+        n_inputs: int,
+        n_outputs: int,
+        seeds: Sequence[int] | None = None,
+    ):
+        super().__init__()
+        arch.validate(n_inputs=n_inputs)
+        k = len(act_params)
+        if k == 0:
+            raise InvalidInput("a population needs at least one candidate")
+        if n_outputs < 1:
+            raise InvalidInput(f"n_outputs must be >= 1, got {n_outputs}")
+        seeds = list(range(k)) if seeds is None else [int(s) for s in seeds]
+        if len(seeds) != k:
+            raise InvalidInput(f"{len(seeds)} seeds for {k} candidates")
+        self.arch, self.k, self.seeds = arch, k, seeds
+        self.n_inputs, self.n_outputs = int(n_inputs), int(n_outputs)
+        classes, per_layer = resolve_layers(arch, family, act_params)
+        self.families = [c.name for c in classes]
+
+        gens = [torch.Generator().manual_seed(s) for s in seeds]
+        self.convs = nn.ModuleList()
+        self.dense = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        self.acts = nn.ModuleList()
+        self.layers: list[LayerInfo] = []
+        self.dropout_kinds: list[str] = []
+
+        layer = 0
+        if arch.kind == "cnn":
+            assert arch.input_shape is not None
+            c_in, h, w = arch.input_shape
+            for i, channels in enumerate(arch.conv_channels):
+                cls, params = classes[layer], per_layer[layer]
+                st = _structural(cls, params[0])
+                pre = cls.pre_units(channels, st)
+                post = cls.post_units(pre, st)
+                conv = BatchedConv2d(k, c_in, pre, arch.kernel, shared_input=(i == 0))
+                init_weight_(conv, cls.weight_init, gens)
+                act = cls(params, units=pre, layout="conv")
+                act._n_spatial = 2
+                self.convs.append(conv)
+                self.norms.append(self._make_norm(k, pre, "conv"))
+                self.acts.append(act)
+                self.layers.append(LayerInfo(layer, "conv", cls.name, c_in, pre, post, (h, w),
+                                             arch.residual and i > 0 and c_in == post))
+                c_in, h, w = post, h // arch.pool, w // arch.pool
+                layer += 1
+            n_in = c_in * h * w
+            shared = False
+        else:
+            n_in, shared = self.n_inputs, True
+        for j, width in enumerate(arch.hidden):
+            cls, params = classes[layer], per_layer[layer]
+            st = _structural(cls, params[0])
+            pre = cls.pre_units(width, st)
+            post = cls.post_units(pre, st)
+            lin = BatchedLinear(k, n_in, pre, shared_input=shared)
+            init_weight_(lin, cls.weight_init, gens)
+            self.dense.append(lin)
+            self.norms.append(self._make_norm(k, pre, "mlp"))
+            self.acts.append(cls(params, units=pre, layout="mlp"))
+            self.dropout_kinds.append(cls.dropout_kind)
+            self.layers.append(LayerInfo(layer, "dense", cls.name, n_in, pre, post, None,
+                                         arch.residual and j > 0 and n_in == post))
+            n_in, shared = post, False
+            layer += 1
+        self.out = BatchedLinear(k, n_in, self.n_outputs, shared_input=shared)
+        # The output layer follows the init of the last hidden layer's family.
+        init_weight_(self.out, classes[-1].weight_init if classes else "default", gens)
+        self._drop_gens: list[torch.Generator] | None = None
+
+    def _make_norm(self, k: int, units: int, layout: str) -> nn.Module:
+        if self.arch.norm == "none":
+            return nn.Identity()
+        return BatchedNorm(k, units, self.arch.norm, layout)
+
+    # ----- forward --------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, preacts: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """``x (B, n_inputs) -> (K, B, n_outputs)``; appends pre-activations to ``preacts``."""
+        b = x.shape[0]
+        k = self.k
+        layer = 0
+        h: torch.Tensor = x
+        if self.arch.kind == "cnn":
+            assert self.arch.input_shape is not None
+            h = x.reshape(b, *self.arch.input_shape)  # (B, C, H, W)
+            for conv in self.convs:
+                info = self.layers[layer]
+                z = self.norms[layer](conv(h))  # (B, K*pre, H, W)
+                hh, ww = z.shape[-2:]
+                z5 = z.view(b, k, info.pre, hh, ww)  # (B, K, pre, H, W)
+                if preacts is not None:
+                    preacts.append(z5.detach().permute(1, 0, 3, 4, 2).reshape(k, -1, info.pre))
+                a = self.acts[layer](z5).reshape(b, k * info.post, hh, ww)  # (B, K*post, H, W)
+                if info.residual:
+                    a = a + h
+                if self.arch.pool > 1:
+                    a = F.max_pool2d(a, self.arch.pool)
+                h = a
+                layer += 1
+            h = h.reshape(b, k, -1).transpose(0, 1)  # (K, B, F)
+        p = float(self.arch.dropout)
+        for j, lin in enumerate(self.dense):
+            info = self.layers[layer]
+            z = self.norms[layer](lin(h))  # (K, B, pre)
+            if preacts is not None:
+                preacts.append(z.detach())
+            a = self.acts[layer](z)  # (K, B, post)
+            if p > 0 and self.training:
+                masks = dropout_masks(self._dropout_generators(a.device), (b, info.post), 1 - p, a.device)
+                a = apply_dropout(a, masks, p, self.dropout_kinds[j])
+            if info.residual:
+                a = a + h
+            h = a
+            layer += 1
+        return self.out(h)  # (K, B, n_outputs)
+
+    def _dropout_generators(self, device: torch.device) -> list[torch.Generator]:
+        if self._drop_gens is None or self._drop_gens[0].device != device:
+            self._drop_gens = [
+                torch.Generator(device=device).manual_seed(_dropout_seed(s)) for s in self.seeds
+            ]
+        return self._drop_gens
+
+    # ----- bookkeeping ----------------------------------------------------------------
+    def own_modules(self) -> Iterator[nn.Module]:
+        """Every submodule except activations (which compact themselves)."""
+        stack: list[nn.Module] = [self]
+        while stack:
+            m = stack.pop()
+            yield m
+            stack.extend(c for c in m.children() if not isinstance(c, Activation))
+
+    def parameter_groups(self) -> tuple[list[tuple[str, nn.Parameter]], list[tuple[str, nn.Parameter]]]:
+        """``(decay, no_decay)``: weight decay applies to linear/conv weights only.
+
+        Biases, norm affine parameters and every parameter inside an activation
+        are never decayed (decaying a learned slope or coefficient changes the
+        activation's shape, not the network's capacity).
+        """
+        decay_ids = {
+            id(m.weight) for m in self.own_modules() if isinstance(m, (BatchedLinear, BatchedConv2d))
+        }
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            (decay if id(p) in decay_ids else no_decay).append((name, p))
+        return decay, no_decay
+
+    def keep(self, index: torch.Tensor | Sequence[int]) -> None:
+        """Keep only the candidates at positions ``index`` (compaction after pruning)."""
+        index = torch.as_tensor(index, dtype=torch.long)
+        for m in self.own_modules():
+            for name, p in list(m._parameters.items()):
+                if p is not None:
+                    m._parameters[name] = nn.Parameter(p.data.index_select(0, index.to(p.device)),
+                                                       requires_grad=p.requires_grad)
+            for name, buf in list(m._buffers.items()):
+                if buf is not None:
+                    m._buffers[name] = buf.index_select(0, index.to(buf.device))
+        for act in self.acts:
+            dev = act._probe_device()
+            act.keep(index.to(dev))
+        pos = index.tolist()
+        self.seeds = [self.seeds[i] for i in pos]
+        if self._drop_gens is not None:
+            self._drop_gens = [self._drop_gens[i] for i in pos]
+        self.k = len(pos)
+
+    def candidate_state(self, i: int) -> dict[str, np.ndarray]:
+        """Candidate ``i``'s parameters and buffers, each with a leading axis of 1.
+
+        Loadable with :meth:`load_candidate_state` into any net of the same
+        architecture and family (normally a K=1 one, which then reproduces candidate i).
+        """
+        if not 0 <= i < self.k:
+            raise IndexError(f"candidate position {i} out of range for K={self.k}")
+        return {name: t[i : i + 1].detach().cpu().numpy().copy() for name, t in self.state_dict().items()}
+
+    def load_candidate_state(self, state: Mapping[str, Any], position: int = 0) -> None:
+        """Write one candidate's state (from :meth:`candidate_state`) into slot ``position``."""
+        own = self.state_dict()
+        missing, unexpected = set(own) - set(state), set(state) - set(own)
+        if missing or unexpected:
+            raise InvalidInput(
+                f"state does not match this network: missing {sorted(missing)}, "
+                f"unexpected {sorted(unexpected)}; same architecture and family?"
+            )
+        with torch.no_grad():
+            for name, t in own.items():
+                src = torch.as_tensor(np.asarray(state[name]))
+                if tuple(src.shape[1:]) != tuple(t.shape[1:]):
+                    raise InvalidInput(
+                        f"state {name!r} has shape {tuple(src.shape)}, the network expects "
+                        f"(1, {', '.join(map(str, t.shape[1:]))})"
+                    )
+                t[position].copy_(src[0].to(t.dtype))
+
+    # ----- size -----------------------------------------------------------------------
+    def count_params(self) -> int:
+        """Trainable parameters of one candidate (weights, biases, norm affine, activation)."""
+        return int(sum(p[0].numel() for p in self.parameters()))
+
+    def count_flops(self) -> int:
+        """FLOPs of one forward of one row for one candidate.
+
+        Counted: 2 per multiply-add of every linear and conv layer (including the
+        output layer), 1 per bias add, 1 per residual add. Not counted: activations,
+        normalisation, dropout, pooling and the loss (their cost depends on the
+        family's implementation and is small next to the matmuls).
+        """
+        flops = 0
+        for info in self.layers:
+            if info.kind == "conv":
+                assert info.spatial is not None
+                positions = info.spatial[0] * info.spatial[1]
+                kk = self.arch.kernel * self.arch.kernel
+                flops += positions * info.pre * (2 * info.n_in * kk + 1)
+                if info.residual:
+                    flops += positions * info.post
+            else:
+                flops += info.pre * (2 * info.n_in + 1)
+                if info.residual:
+                    flops += info.post
+        flops += self.n_outputs * (2 * self.out.n_in + 1)
+        return int(flops)
+
+    def elements_per_row(self) -> int:
+        """Activation elements per input row per candidate (sizes evaluation chunks)."""
+        total = 0
+        for info in self.layers:
+            positions = math.prod(info.spatial) if info.spatial else 1
+            total += (info.pre + info.post) * positions
+        return max(total + self.n_outputs, 1)
+
+    def extra_repr(self) -> str:
+        return f"k={self.k}, families={self.families}"

@@ -1,0 +1,177 @@
+"""A batched optimizer for K stacked candidates: per-candidate lr and weight decay.
+
+Every parameter has a leading K axis, so a per-candidate value is a ``(K,)``
+tensor viewed as ``(K, 1, ...)`` and broadcast; the update is a handful of
+``torch._foreach_*`` calls over the few stacked tensors, never a loop over K.
+Compaction (:meth:`BatchedOptimizer.keep`) slices the state with the same index
+as the network.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+
+from actsearch.errors import InvalidInput
+
+from .network import PopulationNet
+
+
+def _constant(step: int, total_steps: int, epoch: int, epochs: int) -> float:
+    return 1.0
+
+
+def _cosine(step: int, total_steps: int, epoch: int, epochs: int) -> float:
+    return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+
+
+def _step(step: int, total_steps: int, epoch: int, epochs: int) -> float:
+    drops = int(epoch >= math.ceil(0.5 * epochs)) + int(epoch >= math.ceil(0.75 * epochs))
+    return 0.1**drops
+
+
+SCHEDULES: dict[str, Callable[[int, int, int, int], float]] = {
+    "constant": _constant,
+    "cosine": _cosine,
+    "step": _step,
+}
+
+
+def schedule_multiplier(name: str, *, step: int, total_steps: int, epoch: int, epochs: int) -> float:
+    """Learning-rate multiplier before update ``step`` (0-based) in ``epoch`` (0-based).
+
+    constant: 1. cosine: ``0.5 (1 + cos(pi step / total_steps))`` per step.
+    step: 1, then x0.1 from 50% of the epochs and x0.01 from 75%.
+    """
+    try:
+        fn = SCHEDULES[name]
+    except KeyError:
+        raise InvalidInput(f"unknown schedule {name!r}; use one of {sorted(SCHEDULES)}") from None
+    return fn(step, total_steps, epoch, epochs)
+
+
+class BatchedOptimizer:
+    """Adam, AdamW or SGD with momentum over a :class:`PopulationNet`'s stacked parameters.
+
+    * ``adam``: L2 decay folded into the gradient (``g + wd * w``), as torch.optim.Adam.
+    * ``adamw``: decoupled decay ``w *= 1 - lr * wd`` (torch.optim.AdamW).
+    * ``sgd``: ``buf = momentum * buf + g (+ wd * w)``; ``w -= lr * buf`` (torch.optim.SGD).
+
+    Decay applies to linear/conv weights only (:meth:`PopulationNet.parameter_groups`).
+
+    Args:
+        net: the population.
+        lr: ``(K,)`` learning rates.
+        weight_decay: ``(K,)`` decay coefficients.
+        kind: ``"adam"``, ``"adamw"`` or ``"sgd"``.
+    """
+
+    def __init__(
+        self,
+        net: PopulationNet,
+        lr: Sequence[float] | torch.Tensor,
+        weight_decay: Sequence[float] | torch.Tensor,
+        kind: str = "adam",
+        *,
+        momentum: float = 0.9,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ):
+        if kind not in ("adam", "adamw", "sgd"):
+            raise InvalidInput(f"unknown optimizer {kind!r}; use 'adam', 'adamw' or 'sgd'")
+        self.net, self.kind, self.momentum, self.betas, self.eps = net, kind, momentum, betas, eps
+        device = next(net.parameters()).device
+        self.lr = torch.as_tensor(lr, dtype=torch.float32).to(device).reshape(-1)  # (K,)
+        self.weight_decay = torch.as_tensor(weight_decay, dtype=torch.float32).to(device).reshape(-1)
+        if self.lr.numel() != net.k or self.weight_decay.numel() != net.k:
+            raise InvalidInput(f"need {net.k} learning rates and weight decays, one per candidate")
+        self.step_count = 0
+        self.state: dict[str, dict[str, torch.Tensor]] = {}
+        self._bind()
+
+    def _bind(self) -> None:
+        """(Re)collect the parameters and the per-candidate views after building or compaction."""
+        decay, no_decay = self.net.parameter_groups()
+        self.names = [n for n, _ in decay] + [n for n, _ in no_decay]
+        self.params = [p for _, p in decay] + [p for _, p in no_decay]
+        self.n_decay = len(decay)
+        self._lr_now = torch.empty_like(self.lr)  # (K,) lr x schedule, refreshed each step
+        self._step_now = torch.empty_like(self.lr)  # (K,) Adam's -lr x bias corrections
+        self._shrink_now = torch.empty_like(self.lr)  # (K,) AdamW's 1 - lr * wd
+
+        def views(t: torch.Tensor, ps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+            return [t.view(-1, *([1] * (p.ndim - 1))) for p in ps]
+
+        self._lr_views = views(self._lr_now, self.params)
+        self._step_views = views(self._step_now, self.params)
+        self._wd_views = views(self.weight_decay, self.params[: self.n_decay])
+        self._shrink_views = views(self._shrink_now, self.params[: self.n_decay])
+        self._any_decay = bool((self.weight_decay > 0).any()) and self.n_decay > 0
+        for name, p in zip(self.names, self.params, strict=True):
+            if name not in self.state:
+                keys = ("exp_avg", "exp_avg_sq") if self.kind != "sgd" else ("momentum_buffer",)
+                self.state[name] = {key: torch.zeros_like(p) for key in keys}
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self, lr_mult: float = 1.0) -> None:
+        """One update of every candidate with lr ``lr * lr_mult``."""
+        self.step_count += 1
+        torch.mul(self.lr, lr_mult, out=self._lr_now)
+        idx = [i for i, p in enumerate(self.params) if p.grad is not None]
+        if not idx:
+            return
+        params = [self.params[i] for i in idx]
+        grads = [self.params[i].grad for i in idx]
+        decay_pos = [j for j, i in enumerate(idx) if i < self.n_decay]
+        if self._any_decay and decay_pos and self.kind in ("adam", "sgd"):
+            dp = [params[j] for j in decay_pos]
+            extra = torch._foreach_mul(dp, [self._wd_views[idx[j]] for j in decay_pos])
+            for j, e in zip(decay_pos, extra, strict=True):
+                grads[j] = grads[j] + e
+        if self._any_decay and decay_pos and self.kind == "adamw":
+            torch.addcmul(torch.ones_like(self._lr_now), self._lr_now, self.weight_decay,
+                          value=-1.0, out=self._shrink_now)
+            torch._foreach_mul_([params[j] for j in decay_pos],
+                                [self._shrink_views[idx[j]] for j in decay_pos])
+        names = [self.names[i] for i in idx]
+        if self.kind == "sgd":
+            bufs = [self.state[n]["momentum_buffer"] for n in names]
+            if self.momentum > 0:
+                torch._foreach_mul_(bufs, self.momentum)
+                torch._foreach_add_(bufs, grads)
+                upd = torch._foreach_mul(bufs, [self._lr_views[i] for i in idx])
+            else:
+                upd = torch._foreach_mul(grads, [self._lr_views[i] for i in idx])
+            torch._foreach_sub_(params, upd)
+            return
+        b1, b2 = self.betas
+        m = [self.state[n]["exp_avg"] for n in names]
+        v = [self.state[n]["exp_avg_sq"] for n in names]
+        torch._foreach_lerp_(m, grads, 1.0 - b1)
+        torch._foreach_mul_(v, b2)
+        torch._foreach_addcmul_(v, grads, grads, value=1.0 - b2)
+        # w -= lr/bc1 * m / (sqrt(v/bc2) + eps), with sqrt(bc2) folded into the step size
+        t = self.step_count
+        bc2_sqrt = math.sqrt(1.0 - b2**t)
+        torch.mul(self._lr_now, -bc2_sqrt / (1.0 - b1**t), out=self._step_now)
+        denom = torch._foreach_sqrt(v)
+        torch._foreach_add_(denom, self.eps * bc2_sqrt)
+        upd = torch._foreach_mul(m, [self._step_views[i] for i in idx])
+        torch._foreach_addcdiv_(params, upd, denom)
+
+    def keep(self, index: torch.Tensor | Sequence[int]) -> None:
+        """Slice every per-candidate tensor with ``index``; call after ``net.keep(index)``."""
+        index = torch.as_tensor(index, dtype=torch.long).to(self.lr.device)
+        self.lr = self.lr.index_select(0, index)
+        self.weight_decay = self.weight_decay.index_select(0, index)
+        self.state = {
+            name: {key: t.index_select(0, index) for key, t in st.items()}
+            for name, st in self.state.items()
+        }
+        self._bind()

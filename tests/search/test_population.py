@@ -1,0 +1,64 @@
+"""Asking a population from Optuna: one family, shared structure, per-candidate pruning."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from actsearch.errors import InvalidInput, UnknownActivation
+from models.engine import EpochReport
+from search.factories import make_pruner, make_sampler
+from search.population import PruningReporter, ask_population
+from search.spec import SearchSpec, parse_spec
+
+
+def _study(spec: SearchSpec) -> optuna.Study:
+    return optuna.create_study(direction="maximize", sampler=make_sampler("tpe", 0, False),
+                               pruner=make_pruner("median", spec.epochs))
+
+
+@pytest.mark.parametrize("family", ["rational", "vaf", "prelu", "leaky_relu"])
+def test_population_shares_family_and_structure(family: str) -> None:
+    spec = SearchSpec(dataset="digits", families=[family], trials=8)
+    study = _study(spec)
+    asked = ask_population(study, study.sampler, family, 4, spec)
+    assert len(asked) == 4
+    assert {a.trial.params["family"] for a in asked} == {family}
+    from models.activations import get_activation
+
+    structural = [p.name for p in get_activation(family).space() if p.structural]
+    for name in structural:
+        assert len({repr(a.act_params[name]) for a in asked}) == 1
+    assert len({a.seed for a in asked}) == 4
+    assert all(spec.lr[0] <= a.hparams["lr"] <= spec.lr[1] for a in asked)
+
+
+def test_pruning_reporter_prunes_a_laggard_within_its_family() -> None:
+    spec = SearchSpec(dataset="digits", families=["relu"], trials=8, epochs=8)
+    study = _study(spec)
+    # two completed relu trials with good curves
+    for _ in range(2):
+        t = study.ask({"family": optuna.distributions.CategoricalDistribution(["relu"])})
+        for epoch in range(1, 9):
+            t.report(0.9, epoch)
+        study.tell(t, 0.9)
+    asked = ask_population(study, study.sampler, "relu", 2, spec)
+    reporter = PruningReporter(asked)
+    stops = []
+    for epoch in range(1, 5):
+        stops = reporter(EpochReport(epoch=epoch, candidates=[0, 1], train_loss=[1.0, 1.0],
+                                     val_loss=[1.0, 1.0], val_metric=[0.95, 0.1], elapsed_s=0.1))
+        if stops:
+            break
+    assert stops == [1]
+
+
+def test_spec_errors_are_readable() -> None:
+    with pytest.raises(UnknownActivation, match="unknown activation 'nope'"):
+        SearchSpec(dataset="digits", families=["nope"])
+    with pytest.raises(InvalidInput, match="trials"):
+        parse_spec({"dataset": "digits", "trials": 0})
+    with pytest.raises(InvalidInput, match="sampler"):
+        parse_spec({"dataset": "digits", "sampler": "grid-of-doom"})
+    spec = parse_spec({"dataset": "digits", "families": ["gelu"]})
+    assert spec.families == ["relu", "gelu"]  # the baseline is always tuned alongside
