@@ -85,7 +85,8 @@ class PopulationResult:
     """Per-candidate results plus what the population cost.
 
     ``n_params`` and ``flops`` are for one candidate (:func:`count_params`,
-    :func:`count_flops`); ``candidate_epochs`` is the sum over candidates of epochs trained.
+    :func:`count_flops`); ``candidate_epochs`` is the sum over candidates of epochs trained
+    (an epoch cut by the deadline counts; so does a diverged candidate's last epoch).
     """
 
     candidates: list[CandidateResult]
@@ -279,6 +280,20 @@ def record_schedule(epochs: int, record_epochs: int) -> list[int]:
     return sorted({0, epochs} | between)
 
 
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InvalidInput(f"unknown device {name!r}; use 'cpu' or 'cuda:0'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInput(f"device {name!r} asked for, but CUDA is not available here; use 'cpu'")
+    return device
+
+
+def _past(deadline: float | None, t0: float) -> bool:
+    return deadline is not None and time.perf_counter() - t0 > deadline
+
+
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
@@ -300,9 +315,10 @@ def train_population(
     ``on_epoch`` gets an :class:`EpochReport` after every epoch and returns the original
     indices to stop now (pruned). A candidate whose training or validation loss turns
     NaN/inf is marked "failed" and removed without disturbing the others. Past
-    ``config.deadline_s`` (checked after every batch) all candidates stop with status
-    "deadline", keeping what they trained; the cut epoch is evaluated and recorded
-    (``partial: True`` in its history) but not reported to ``on_epoch``.
+    ``config.deadline_s`` (checked after every batch and after each epoch's evaluation)
+    all candidates stop with status "deadline", keeping what they trained; a cut epoch
+    is evaluated and recorded (``partial: True`` in its history) but not reported to
+    ``on_epoch``.
     """
     t0 = time.perf_counter()
     if not candidates:
@@ -310,7 +326,7 @@ def train_population(
     config.validate()
     for c in candidates:
         c.validate()
-    device = torch.device(config.device)
+    device = _device(config.device)
     x_tr, y_tr, x_va, y_va = _prepare(data, device)
     arch.validate(n_inputs=x_tr.shape[1])
     task = data.task
@@ -379,7 +395,7 @@ def train_population(
             loss_sum += loss.detach() * idx.shape[0]
             seen += idx.shape[0]
             done_batches += 1
-            if deadline is not None and time.perf_counter() - t0 > deadline:
+            if _past(deadline, t0):
                 deadline_hit = True
                 break
         partial = done_batches < len(starts)
@@ -409,16 +425,15 @@ def train_population(
             results[active[p]].history.append(entry)
 
         stopping: dict[int, Status] = {}
-        if deadline_hit and (partial or epoch < config.epochs):
-            stopping = {p: "deadline" for p in ok}
-        else:
-            if on_epoch is not None and ok:
-                report = EpochReport(epoch, [active[p] for p in ok], [train_loss[p] for p in ok],
-                                     [val_loss[p] for p in ok], [val_metric[p] for p in ok], elapsed)
-                stop = {int(i) for i in (on_epoch(report) or ())}
-                stopping = {p: "pruned" for p in ok if active[p] in stop}
-            if epoch == config.epochs:
-                stopping = {p: stopping.get(p, "complete") for p in ok}
+        if on_epoch is not None and ok and not partial:
+            report = EpochReport(epoch, [active[p] for p in ok], [train_loss[p] for p in ok],
+                                 [val_loss[p] for p in ok], [val_metric[p] for p in ok], elapsed)
+            stop = {int(i) for i in (on_epoch(report) or ())}
+            stopping = {p: "pruned" for p in ok if active[p] in stop}
+        if epoch == config.epochs and not partial:
+            stopping = {p: stopping.get(p, "complete") for p in ok}
+        elif deadline_hit or _past(deadline, t0):
+            stopping = {p: stopping.get(p, "deadline") for p in ok}
 
         if config.record_epochs > 0:
             record(ok if epoch in schedule else sorted(stopping), epoch)

@@ -166,7 +166,8 @@ class PopulationNet(nn.Module):
                 st = _structural(cls, params[0])
                 pre = cls.pre_units(channels, st)
                 post = cls.post_units(pre, st)
-                conv = BatchedConv2d(k, c_in, pre, arch.kernel, shared_input=(i == 0))
+                conv = BatchedConv2d(k, c_in, pre, arch.kernel, shared_input=(i == 0),
+                                     bias=arch.norm != "batch")
                 init_weight_(conv, cls.weight_init, gens)
                 act = cls(params, units=pre, layout="conv")
                 act._n_spatial = 2
@@ -186,7 +187,7 @@ class PopulationNet(nn.Module):
             st = _structural(cls, params[0])
             pre = cls.pre_units(width, st)
             post = cls.post_units(pre, st)
-            lin = BatchedLinear(k, n_in, pre, shared_input=shared)
+            lin = BatchedLinear(k, n_in, pre, shared_input=shared, bias=arch.norm != "batch")
             init_weight_(lin, cls.weight_init, gens)
             self.dense.append(lin)
             self.norms.append(self._make_norm(k, pre, "mlp"))
@@ -273,7 +274,8 @@ class PopulationNet(nn.Module):
         decay_ids = {
             id(m.weight) for m in self.own_modules() if isinstance(m, (BatchedLinear, BatchedConv2d))
         }
-        decay, no_decay = [], []
+        decay: list[tuple[str, nn.Parameter]] = []
+        no_decay: list[tuple[str, nn.Parameter]] = []
         for name, p in self.named_parameters():
             (decay if id(p) in decay_ids else no_decay).append((name, p))
         return decay, no_decay
@@ -290,8 +292,8 @@ class PopulationNet(nn.Module):
                 if buf is not None:
                     m._buffers[name] = buf.index_select(0, index.to(buf.device))
         for act in self.acts:
-            dev = act._probe_device()
-            act.keep(index.to(dev))
+            assert isinstance(act, Activation)
+            act.keep(index.to(act._probe_device()))
         pos = index.tolist()
         self.seeds = [self.seeds[i] for i in pos]
         if self._drop_gens is not None:
@@ -336,21 +338,23 @@ class PopulationNet(nn.Module):
         """FLOPs of one forward of one row for one candidate.
 
         Counted: 2 per multiply-add of every linear and conv layer (including the
-        output layer), 1 per bias add, 1 per residual add. Not counted: activations,
+        output layer), 1 per bias add (hidden layers have no bias before batch norm),
+        1 per residual add. Not counted: activations,
         normalisation, dropout, pooling and the loss (their cost depends on the
         family's implementation and is small next to the matmuls).
         """
         flops = 0
+        bias = 0 if self.arch.norm == "batch" else 1
         for info in self.layers:
             if info.kind == "conv":
                 assert info.spatial is not None
                 positions = info.spatial[0] * info.spatial[1]
                 kk = self.arch.kernel * self.arch.kernel
-                flops += positions * info.pre * (2 * info.n_in * kk + 1)
+                flops += positions * info.pre * (2 * info.n_in * kk + bias)
                 if info.residual:
                     flops += positions * info.post
             else:
-                flops += info.pre * (2 * info.n_in + 1)
+                flops += info.pre * (2 * info.n_in + bias)
                 if info.residual:
                     flops += info.post
         flops += self.n_outputs * (2 * self.out.n_in + 1)

@@ -95,7 +95,8 @@ class BatchedOptimizer:
         """(Re)collect the parameters and the per-candidate views after building or compaction."""
         decay, no_decay = self.net.parameter_groups()
         self.names = [n for n, _ in decay] + [n for n, _ in no_decay]
-        self.params = [p for _, p in decay] + [p for _, p in no_decay]
+        self.params: list[torch.Tensor] = [p for _, p in decay]
+        self.params += [p for _, p in no_decay]
         self.n_decay = len(decay)
         self._lr_now = torch.empty_like(self.lr)  # (K,) lr x schedule, refreshed each step
         self._step_now = torch.empty_like(self.lr)  # (K,) Adam's -lr x bias corrections
@@ -126,8 +127,8 @@ class BatchedOptimizer:
         idx = [i for i, p in enumerate(self.params) if p.grad is not None]
         if not idx:
             return
-        params = [self.params[i] for i in idx]
-        grads = [self.params[i].grad for i in idx]
+        params: list[torch.Tensor] = [self.params[i] for i in idx]
+        grads: list[torch.Tensor] = [g for i in idx if (g := self.params[i].grad) is not None]
         decay_pos = [j for j, i in enumerate(idx) if i < self.n_decay]
         if self._any_decay and decay_pos and self.kind in ("adam", "sgd"):
             dp = [params[j] for j in decay_pos]

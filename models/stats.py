@@ -58,8 +58,7 @@ class _LayerAccumulator:
                 stride += 1
             self.stride = stride
         mn, mx = v.amin(1), v.amax(1)  # (K,)
-        vd = v.double()
-        s, ss = vd.sum(1), (vd * vd).sum(1)
+        s, ss = v.sum(1, dtype=torch.float64), (v * v).sum(1, dtype=torch.float64)
         umax = z.amax(1)  # (K, U)
         if self.mn is None:
             self.mn, self.mx, self.s, self.ss, self.unit_max = mn, mx, s, ss, umax
@@ -77,7 +76,10 @@ class _LayerAccumulator:
         assert self.mn is not None and self.mx is not None and self.s is not None
         assert self.ss is not None and self.unit_max is not None
         sample = torch.cat(self.samples, dim=1).float()  # (K, M)
-        sorted_v = sample.sort(dim=1).values
+        if sample.device.type == "cpu":  # numpy's sort is about twice as fast as torch's on CPU
+            sorted_v = torch.from_numpy(np.sort(sample.numpy(), axis=1))
+        else:
+            sorted_v = sample.sort(dim=1).values
         m = sorted_v.shape[1]
         q = torch.tensor(QUANTILES, dtype=torch.float64) * (m - 1)
         lo_i, hi_i = q.floor().long(), q.ceil().long()

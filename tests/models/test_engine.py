@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -154,6 +155,17 @@ def test_deadline_stops_everyone() -> None:
         assert len(c.history) == 1 and c.history[0]["partial"] is True
         assert c.state_dict is not None and c.val_metric is not None
         assert sorted({s["epoch"] for s in c.preact_stats}) == [0, 1]
+
+
+def test_deadline_after_a_complete_epoch() -> None:
+    def slow(report: EpochReport) -> list[int]:
+        time.sleep(0.6)  # the deadline passes while the caller handles epoch 1
+        return []
+
+    cfg = TrainConfig(epochs=50, batch_size=32, record_epochs=0, deadline_s=0.5)
+    res = train_population(MLP, "relu", candidates(2), DATA, cfg, on_epoch=slow)
+    for c in res.candidates:
+        assert c.status == "deadline" and len(c.history) == 1 and "partial" not in c.history[0]
 
 
 def test_diverging_candidate_fails_alone() -> None:

@@ -27,7 +27,7 @@ def family_or_skip(name: str) -> str:
 
 
 def cnn_arch(**kw: object) -> ArchSpec:
-    return ArchSpec.parse("cnn:3,4/5", input_shape=(2, 6, 6), **kw)
+    return ArchSpec.parse("cnn:4,4/6", input_shape=(2, 6, 6), **kw)
 
 
 # ----- specs --------------------------------------------------------------------------
@@ -122,8 +122,12 @@ def test_param_count_by_hand() -> None:
     assert count_params(mlp, "relu", {}, 3, 2) == (3 * 5 + 5) + (5 * 2 + 2)
     assert count_params(mlp, "prelu", {"sharing": "layer"}, 3, 2) == 32 + 1
     assert count_params(mlp, "prelu", {"sharing": "unit"}, 3, 2) == 32 + 5
-    # batch norm: gamma and beta per unit; running statistics are buffers, not parameters
-    assert count_params(ArchSpec.parse("mlp:5", norm="batch"), "relu", {}, 3, 2) == 32 + 10
+    # batch norm: gamma and beta per unit replace the hidden bias; running statistics
+    # are buffers, not parameters
+    assert count_params(ArchSpec.parse("mlp:5", norm="batch"), "relu", {}, 3, 2) == 32 - 5 + 10
+    assert count_flops(ArchSpec.parse("mlp:5", norm="batch"), "relu", {}, 3, 2) == (
+        5 * 2 * 3 + 2 * (2 * 5 + 1)
+    )
 
 
 def test_flops_by_hand() -> None:
