@@ -20,7 +20,7 @@ from actsearch.errors import ActsearchError, InvalidInput
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Which activation function should your network use? Search it on your data.")
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 140)
 err_console = Console(stderr=True)
 
 
@@ -57,24 +57,20 @@ def _si(n: int | None) -> str:
 def leaderboard_table(board: Any, title: str) -> Table:
     """The leaderboard as a Rich table: mean ± 95% interval, baseline marked, Δ vs ReLU."""
     table = Table(title=title, title_justify="left")
-    table.add_column("#", justify="right")
-    table.add_column("family")
-    table.add_column(f"val {board.metric} (mean ± 95% CI)", justify="right")
-    table.add_column("seeds", justify="right")
-    table.add_column("Δ vs relu", justify="right")
-    table.add_column("params", justify="right")
-    table.add_column("FLOPs", justify="right")
-    table.add_column("trials (pruned)", justify="right")
-    table.add_column(f"test {board.metric}", justify="right")
+    for name, justify in (("#", "right"), ("family", "left"), (f"val {board.metric}", "right"),
+                          ("±95% CI", "right"), ("seeds", "right"), ("Δ vs relu", "right"),
+                          ("params", "right"), ("FLOPs", "right"), ("trials/pruned", "right"),
+                          (f"test {board.metric}", "right")):
+        table.add_column(name, justify=justify, no_wrap=True)
     for rank, row in enumerate(board.rows, start=1):
         delta = row.delta_vs_baseline
         delta_txt = "baseline" if row.baseline else (
             "-" if delta is None else f"[{'green' if delta > 0 else 'red'}]{delta:+.4f}[/]")
         test = "-" if row.test_mean is None else f"{row.test_mean:.4f} ± {row.test_ci95:.4f}"
         table.add_row(str(rank), f"[bold]{row.family}[/]" if rank == 1 else row.family,
-                      f"{row.mean:.4f} ± {row.ci95:.4f}", str(row.n_seeds), delta_txt,
+                      f"{row.mean:.4f}", f"{row.ci95:.4f}", str(row.n_seeds), delta_txt,
                       _si(row.n_params), _si(row.flops),
-                      f"{row.search_trials} ({row.search_pruned})", test)
+                      f"{row.search_trials}/{row.search_pruned}", test)
     return table
 
 

@@ -339,22 +339,23 @@ class PopulationNet(nn.Module):
 
         Counted: 2 per multiply-add of every linear and conv layer (including the
         output layer), 1 per bias add (hidden layers have no bias before batch norm),
-        1 per residual add. Not counted: activations,
-        normalisation, dropout, pooling and the loss (their cost depends on the
-        family's implementation and is small next to the matmuls).
+        1 per residual add, and each activation's ``element_flops`` per
+        pre-activation element (a trainable unit can cost as much as a layer).
+        Not counted: normalisation, dropout, pooling and the loss.
         """
         flops = 0
         bias = 0 if self.arch.norm == "batch" else 1
-        for info in self.layers:
+        for info, act in zip(self.layers, self.acts, strict=True):
+            act_cost = type(act).element_flops(act.structural)
             if info.kind == "conv":
                 assert info.spatial is not None
                 positions = info.spatial[0] * info.spatial[1]
                 kk = self.arch.kernel * self.arch.kernel
-                flops += positions * info.pre * (2 * info.n_in * kk + bias)
+                flops += positions * info.pre * (2 * info.n_in * kk + bias + act_cost)
                 if info.residual:
                     flops += positions * info.post
             else:
-                flops += info.pre * (2 * info.n_in + bias)
+                flops += info.pre * (2 * info.n_in + bias + act_cost)
                 if info.residual:
                     flops += info.post
         flops += self.n_outputs * (2 * self.out.n_in + 1)

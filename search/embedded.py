@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import wait
 from typing import Any
 
 import numpy as np
@@ -26,7 +26,13 @@ from models.spec import Candidate, TrainConfig
 from store import repo
 
 from .planner import FamilyPlanner
-from .population import AskedTrial, PruningReporter, ask_population, fail_population, tell_population
+from .population import (
+    AskedTrial,
+    PruningReporter,
+    ask_population,
+    fail_population,
+    tell_population,
+)
 from .protocol import Leaderboard, best_per_family, build_leaderboard
 from .results import TrialIdentity, record_population
 from .service import PreparedData, load_study, prepare_data

@@ -115,6 +115,7 @@ class Activation(nn.Module):
     weight_init: ClassVar[WeightInit] = "default"
     dropout_kind: ClassVar[DropoutKind] = "standard"
     reference: ClassVar[str] = ""
+    flops_per_element: ClassVar[int] = 1
 
     def __init__(self, params: Sequence[Mapping[str, Any]], units: int, layout: Layout = "mlp"):
         super().__init__()
@@ -164,6 +165,16 @@ class Activation(nn.Module):
     def post_units(cls, pre: int, structural: Mapping[str, Any]) -> int:
         """Width after the activation for ``pre`` inputs (crelu: 2*pre; maxout: pre/k)."""
         return pre
+
+    @classmethod
+    def element_flops(cls, structural: Mapping[str, Any]) -> int:
+        """Approximate FLOPs per pre-activation element (counted in a network's FLOPs).
+
+        Trainable units can cost far more than a ReLU (a rational is two
+        polynomials, a meta-neuron a small network), and a FLOPs column that
+        ignored them would flatter exactly the families it should not.
+        """
+        return cls.flops_per_element
 
     @classmethod
     def describe(cls) -> dict[str, Any]:

@@ -6,6 +6,7 @@ leading K axis, so one module serves a whole population.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,6 +35,7 @@ register_base("relu", torch.relu, "max(0, z)")
 @register
 class LeakyReLU(Activation):
     name = "leaky_relu"
+    flops_per_element = 2
     formula = "z if z > 0 else slope*z"
     weight_init = "kaiming_normal"
     reference = "Maas et al. 2013"
@@ -58,6 +60,7 @@ register_base("leaky_relu", lambda z: F.leaky_relu(z, 0.01), "leaky_relu(z, 0.01
 @register
 class ELU(Activation):
     name = "elu"
+    flops_per_element = 4
     formula = "z if z > 0 else alpha*(exp(z) - 1)"
     weight_init = "kaiming_normal"
     reference = "Clevert et al. 2016"
@@ -85,6 +88,7 @@ class SELU(Activation):
     """Self-normalising only with LeCun-normal weights and AlphaDropout, hence the flags."""
 
     name = "selu"
+    flops_per_element = 5
     formula = "1.0507*(z if z > 0 else 1.6733*(exp(z) - 1))"
     weight_init = "lecun_normal"
     dropout_kind = "alpha"
@@ -100,6 +104,7 @@ register_base("selu", torch.selu, "selu(z)")
 @register
 class GELU(Activation):
     name = "gelu"
+    flops_per_element = 8
     formula = "z*Phi(z)"
     reference = "Hendrycks & Gimpel 2016"
 
@@ -115,6 +120,7 @@ class SiLU(Activation):
     """SiLU / swish; ``beta`` sharpens it towards ReLU (large) or a line (small)."""
 
     name = "silu"
+    flops_per_element = 5
     formula = "z*sigmoid(beta*z)"
     reference = "Ramachandran et al. 2017; Elfwing et al. 2018"
     beta: torch.Tensor  # (K, 1) buffer
@@ -138,6 +144,7 @@ register_base("silu", F.silu, "z*sigmoid(z)")
 @register
 class Mish(Activation):
     name = "mish"
+    flops_per_element = 8
     formula = "z*tanh(softplus(z))"
     reference = "Misra 2019"
 
@@ -151,6 +158,7 @@ register_base("mish", F.mish, "z*tanh(softplus(z))")
 @register
 class Softplus(Activation):
     name = "softplus"
+    flops_per_element = 4
     formula = "log(1 + exp(beta*z))/beta"
     reference = "Dugas et al. 2001"
     beta: torch.Tensor  # (K, 1) buffer
@@ -175,6 +183,7 @@ register_base("softplus", F.softplus, "log(1 + exp(z))")
 @register
 class Tanh(Activation):
     name = "tanh"
+    flops_per_element = 4
     formula = "tanh(z)"
     weight_init = "xavier_normal"
     reference = "LeCun et al. 1998"
@@ -189,6 +198,7 @@ register_base("tanh", torch.tanh, "tanh(z)")
 @register
 class Sigmoid(Activation):
     name = "sigmoid"
+    flops_per_element = 4
     formula = "1/(1 + exp(-z))"
     weight_init = "xavier_normal"
     reference = "Rumelhart et al. 1986"
@@ -203,6 +213,7 @@ register_base("sigmoid", torch.sigmoid, "1/(1 + exp(-z))")
 @register
 class HardSwish(Activation):
     name = "hardswish"
+    flops_per_element = 4
     formula = "z*relu6(z + 3)/6"
     weight_init = "kaiming_normal"
     reference = "Howard et al. 2019"
@@ -224,6 +235,7 @@ class Snake(Activation):
     """
 
     name = "snake"
+    flops_per_element = 5
     formula = "z + sin(freq*z)^2/freq"
     weight_init = "snake"
     reference = "Ziyin et al. 2020"
@@ -279,6 +291,10 @@ class Maxout(Activation):
         _check_divisible(self, self.group, "k")
 
     @classmethod
+    def element_flops(cls, structural: Mapping[str, Any]) -> int:
+        return 1  # one comparison per input element (k-1 per output)
+
+    @classmethod
     def space(cls) -> list[ParamSpec]:
         return [ParamSpec("k", "int", default=2, low=2, high=4, structural=True,
                           help="pieces per unit (pre-activation width is k*units)")]
@@ -305,6 +321,7 @@ class CReLU(Activation):
     """
 
     name = "crelu"
+    flops_per_element = 2
     formula = "concat(relu(z), relu(-z))"
     pointwise = False
     weight_init = "kaiming_normal"
@@ -338,6 +355,11 @@ class GroupSort(Activation):
         _check_divisible(self, self.group, "group")
 
     @classmethod
+    def element_flops(cls, structural: Mapping[str, Any]) -> int:
+        g = int(structural.get("group", 2))
+        return max(1, math.ceil(math.log2(g)))  # comparisons per element of a sorting network
+
+    @classmethod
     def space(cls) -> list[ParamSpec]:
         return [ParamSpec("group", "categorical", default=2, choices=(2, 4, 8), structural=True,
                           help="group size (2 = MaxMin); must divide the layer width")]
@@ -355,6 +377,7 @@ class KWTA(Activation):
     """
 
     name = "k_wta"
+    flops_per_element = 4
     formula = "z_i if z_i among the top round(ratio*U) else 0"
     pointwise = False
     reference = "Xiao et al. 2020"

@@ -90,7 +90,8 @@ class Rational(Activation):
 
     def __init__(self, params: Sequence[Mapping[str, Any]], units: int, layout: Layout = "mlp"):
         super().__init__(params, units, layout)
-        m, n = int(self.structural["m"]), int(self.structural["n"])
+        m = int(self.structural["m"])
+        n = m - 1  # degree m over m-1: grows linearly at infinity, like the ReLU family
         num, den = fit_rational(str(self.structural["base"]), m, n)
         u = self.param_units()
         a = torch.tensor(num, dtype=torch.float32).expand(self.k, u, m + 1)
@@ -99,13 +100,17 @@ class Rational(Activation):
         self.b = nn.Parameter(b.clone())  # (K, U', n)
 
     @classmethod
+    def element_flops(cls, structural: Mapping[str, Any]) -> int:
+        m = int(structural.get("m", 5))
+        return 2 * m + 2 * (m - 1) + 3  # two Horner polynomials, abs, add, divide
+
+    @classmethod
     def space(cls) -> list[ParamSpec]:
         return [
             SHARING,
-            ParamSpec("m", "int", default=5, low=2, high=6, structural=True,
-                      help="numerator degree"),
-            ParamSpec("n", "int", default=4, low=1, high=5, structural=True,
-                      help="denominator degree"),
+            ParamSpec("m", "int", default=5, low=3, high=6, structural=True,
+                      help="numerator degree; the denominator has degree m-1 (PAU's 5/4, "
+                           "rational nets' 3/2): m <= n would decay to 0 for large |z|"),
             ParamSpec("base", "categorical", default="leaky_relu", choices=base_choices(),
                       structural=True, help="function the coefficients are fitted to at init"),
         ]

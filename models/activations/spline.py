@@ -66,6 +66,10 @@ class Spline(Activation):
         self.c = nn.Parameter(torch.randn(self.k, u, g + ORDER) * std)  # (K, U', G+3)
 
     @classmethod
+    def element_flops(cls, structural: Mapping[str, Any]) -> int:
+        return 40  # silu, four cubic basis values, their weighted sum
+
+    @classmethod
     def space(cls) -> list[ParamSpec]:
         return [
             SHARING,

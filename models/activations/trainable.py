@@ -22,13 +22,21 @@ def per_unit(act: Activation, key: str) -> torch.Tensor:
 
 
 def base_choices() -> tuple[str, ...]:
-    """Names of the registered base functions, in registration order (stable for Optuna)."""
-    return tuple(BASE_FUNCTIONS)
+    """Base functions a family may start from, in registration order (stable for Optuna).
+
+    ``identity`` is left out: an affine map or meta-neuron over it is linear, so
+    sampling it spends trials on networks that collapse to one linear layer.
+    """
+    return tuple(name for name in BASE_FUNCTIONS if name != "identity")
+
+
+_BASE_FLOPS = 5  # a typical smooth base function (silu, tanh, ...)
 
 
 @register
 class PReLU(Activation):
     name = "prelu"
+    flops_per_element = 2
     formula = "z if z > 0 else a*z  (a learned)"
     trainable = True
     weight_init = "kaiming_normal"
@@ -53,6 +61,7 @@ class AGSig(Activation):
     """Sigmoid with learned amplitude ``a`` and gain ``b`` (a smooth, bounded family)."""
 
     name = "agsig"
+    flops_per_element = 6
     formula = "a/(1 + exp(-b*z))  (a, b learned)"
     trainable = True
     weight_init = "xavier_normal"
@@ -82,6 +91,7 @@ class FReLU(Activation):
     """ReLU with a learned input shift ``d`` and output bias ``e`` (negative outputs allowed)."""
 
     name = "frelu"
+    flops_per_element = 3
     formula = "relu(z + d) + e  (d, e learned)"
     trainable = True
     weight_init = "kaiming_normal"
@@ -127,6 +137,10 @@ class Affine(Activation):
         self.d = nn.Parameter(per_unit(self, "d_init"))  # (K, U')
 
     @classmethod
+    def element_flops(cls, structural: Mapping[str, Any]) -> int:
+        return 4 + _BASE_FLOPS  # a*f(b*z+c)+d: two multiply-adds around the base
+
+    @classmethod
     def space(cls) -> list[ParamSpec]:
         return [
             SHARING,
@@ -169,6 +183,10 @@ class APL(Activation):
         centres = (2 * torch.arange(s, dtype=torch.float32) + 1) / s - 1  # (S,) in (-1, 1)
         spread = per_unit(self, "hinge_range")[..., None]  # (K, U', 1)
         self.b = nn.Parameter(spread * centres)  # (K, U', S)
+
+    @classmethod
+    def element_flops(cls, structural: Mapping[str, Any]) -> int:
+        return 1 + 3 * int(structural.get("hinges", 2))  # relu + per hinge: add, relu, multiply-add
 
     @classmethod
     def space(cls) -> list[ParamSpec]:

@@ -30,6 +30,8 @@ from torch import nn
 from .base import BASE_FUNCTIONS, SHARING, Activation, Layout, ParamSpec, register
 from .trainable import base_choices
 
+_BASE_FLOPS = 5  # a typical smooth base function (silu, tanh, ...)
+
 
 @register
 class VAF(Activation):
@@ -71,6 +73,11 @@ class VAF(Activation):
         f0 = float(BASE_FUNCTIONS[self.inner].fn(torch.zeros(())))
         shift = -(depth - 1) * f0 if self.residual else 0.0
         self.b_out = nn.Parameter(torch.full((k, u), shift))  # (K, U')
+
+    @classmethod
+    def element_flops(cls, structural: Mapping[str, Any]) -> int:
+        w, d = int(structural.get("width", 4)), int(structural.get("depth", 1))
+        return 2 * w + w * _BASE_FLOPS + (d - 1) * w * (2 * w + _BASE_FLOPS) + 2 * w
 
     @classmethod
     def space(cls) -> list[ParamSpec]:

@@ -40,7 +40,7 @@ EXTRA_STRUCTURES: dict[str, list[dict[str, Any]]] = {
     "groupsort": [{"group": 4}],
     "affine": [{"base": "tanh", "sharing": "unit"}],
     "apl": [{"hinges": 3, "sharing": "unit"}],
-    "rational": [{"m": 3, "n": 2, "base": "tanh"}],
+    "rational": [{"m": 3, "base": "tanh"}],
     "spline": [{"grid": 4, "grid_range": 1.5, "sharing": "unit"}],
     "vaf": [
         {"depth": 3, "residual": True, "width": 3, "inner": "tanh"},

@@ -126,21 +126,25 @@ def test_param_count_by_hand() -> None:
     # are buffers, not parameters
     assert count_params(ArchSpec.parse("mlp:5", norm="batch"), "relu", {}, 3, 2) == 32 - 5 + 10
     assert count_flops(ArchSpec.parse("mlp:5", norm="batch"), "relu", {}, 3, 2) == (
-        5 * 2 * 3 + 2 * (2 * 5 + 1)
+        5 * (2 * 3 + 1) + 2 * (2 * 5 + 1)  # + 1 FLOP per relu element
     )
 
 
 def test_flops_by_hand() -> None:
-    # 2 per multiply-add + 1 per bias add (+ 1 per residual add)
+    # 2 per multiply-add + 1 per bias add + the activation's cost per element
+    # (relu: 1) (+ 1 per residual add)
     assert count_flops(ArchSpec.parse("mlp:4,6"), "relu", {}, 3, 2) == (
-        4 * (2 * 3 + 1) + 6 * (2 * 4 + 1) + 2 * (2 * 6 + 1)
+        4 * (2 * 3 + 2) + 6 * (2 * 4 + 2) + 2 * (2 * 6 + 1)
     )
     assert count_flops(ArchSpec.parse("mlp:4,4", residual=True), "relu", {}, 3, 2) == (
-        4 * 7 + (4 * 9 + 4) + 2 * 9
+        4 * 8 + (4 * 10 + 4) + 2 * 9
     )
     cnn = ArchSpec.parse("cnn:2/3", input_shape=(1, 4, 4), kernel=3, pool=2)
-    conv = 16 * 2 * (2 * 1 * 9 + 1)  # 16 positions x 2 channels x (9 MACs + bias)
-    assert count_flops(cnn, "relu", {}, 16, 2) == conv + 3 * (2 * 8 + 1) + 2 * (2 * 3 + 1)
+    conv = 16 * 2 * (2 * 1 * 9 + 2)  # 16 positions x 2 channels x (9 MACs + bias + relu)
+    assert count_flops(cnn, "relu", {}, 16, 2) == conv + 3 * (2 * 8 + 2) + 2 * (2 * 3 + 1)
+    # a rational unit (m=5 over 4) costs 2*5 + 2*4 + 3 = 21 FLOPs per element
+    rational = count_flops(ArchSpec.parse("mlp:4"), "rational", {"m": 5}, 3, 2)
+    assert rational == 4 * (2 * 3 + 1 + 21) + 2 * (2 * 4 + 1)
 
 
 def test_width_bookkeeping_follows_the_family() -> None:
