@@ -257,6 +257,17 @@ def families() -> None:
     console.print("* initial value of a learned parameter")
 
 
+def _register_service_commands() -> None:
+    """`serve` (API + embedded coordinator) and `worker`/`beat` (distributed) live in their own modules."""
+    from actsearch import cli_service
+
+    for name, fn in cli_service.COMMANDS.items():
+        app.command(name)(fn)
+
+
+_register_service_commands()
+
+
 def main() -> None:
     """Console-script entry point: user errors become one line and exit code 2."""
     try:

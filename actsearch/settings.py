@@ -35,6 +35,9 @@ class Settings(BaseSettings):
 
     home: Path = Field(default_factory=_default_home)
     database_url: str | None = None
+    broker_url: str | None = Field(
+        default=None, description="redis://... : distributed mode (Celery workers); unset: embedded"
+    )
     artifact_dir: Path | None = None
     torch_threads: int = Field(default=0, ge=0)
     workers: int = Field(default=1, ge=1)
@@ -50,6 +53,11 @@ class Settings(BaseSettings):
                 "ACTSEARCH_DATABASE_URL must be sqlite:///PATH or postgresql+psycopg://..."
             )
         return value
+
+    @property
+    def distributed(self) -> bool:
+        """True when a broker is configured: searches run on Celery workers."""
+        return self.broker_url is not None
 
     @property
     def resolved_database_url(self) -> str:
