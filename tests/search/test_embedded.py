@@ -1,0 +1,148 @@
+"""A real search end to end in embedded mode: child training processes, SQLite, Optuna beside us."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from wsgiref.util import setup_testing_defaults
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search.embedded import EmbeddedCoordinator, Progress
+from search.protocol import build_leaderboard
+from search.service import create_search
+from search.spec import parse_spec
+from store import repo
+from store.db import init_db, make_engine, session_factory
+
+SPEC = {"dataset": "iris", "architecture": "mlp:8", "families": ["relu", "rational"],
+        "trials": 6, "epochs": 4, "batch_size": 16, "population_size": 2, "finalist_seeds": 3,
+        "pruner": "median", "seed": 3}
+
+
+@pytest.fixture(scope="module")
+def finished_search(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    home = tmp_path_factory.mktemp("embedded")
+    url = f"sqlite:///{home / 'actsearch.db'}"
+    init_db(url)
+    sessions = session_factory(make_engine(url))
+    with sessions.begin() as session:
+        row = create_search(session=session, spec=parse_spec(SPEC), storage_url=url)
+        search_id, study_name = row.id, row.study_name
+    events: list[Progress] = []
+    board = EmbeddedCoordinator(sessions=sessions, storage_url=url, search_id=search_id,
+                                workers=1, threads=1,
+                                progress=lambda p: events.append(Progress(**vars(p)))).run()
+    yield {"url": url, "sessions": sessions, "search_id": search_id, "study_name": study_name,
+           "board": board, "events": events}
+
+
+def test_search_completes_with_equal_budgets(finished_search: dict[str, Any]) -> None:
+    with finished_search["sessions"]() as session:
+        search = repo.get_search(session, search_id=finished_search["search_id"])
+        assert search.state == "complete"
+        assert search.best["family"] in ("relu", "rational")
+        trials = repo.list_trials(session, search_id=search.id, phase="search", limit=None)
+    per_family: dict[str, int] = {}
+    for t in trials:
+        per_family[t.family] = per_family.get(t.family, 0) + 1
+    assert per_family == {"relu": 3, "rational": 3}  # 6 trials split evenly
+
+
+def test_optuna_owns_every_trial_and_none_is_left_running(finished_search: dict[str, Any]) -> None:
+    study = optuna.load_study(study_name=finished_search["study_name"],
+                              storage=finished_search["url"])
+    assert len(study.trials) == 6
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
+    assert {t.params["family"] for t in study.trials} == {"relu", "rational"}
+    # every completed trial reported its per-epoch values (pruning works per candidate)
+    for t in study.trials:
+        assert t.intermediate_values, t.number
+
+
+def test_leaderboard_has_finalists_on_three_seeds_and_one_test_score(
+    finished_search: dict[str, Any],
+) -> None:
+    board = finished_search["board"]
+    assert {r.family for r in board.rows} == {"relu", "rational"}
+    assert all(r.n_seeds == 3 for r in board.rows)
+    assert board.baseline is not None and board.baseline.family == "relu"
+    assert board.winner.test_mean is not None
+    assert all(r.test_mean is None for r in board.rows[1:])
+    with finished_search["sessions"]() as session:
+        trials = repo.list_trials(session, search_id=finished_search["search_id"], limit=None)
+        again = build_leaderboard(trials, board.metric)
+        assert [r.family for r in again.rows] == [r.family for r in board.rows]
+        finalists = [t for t in trials if t.phase == "finalist"]
+        assert len({t.seed for t in finalists if t.family == "relu"}) == 3
+        # finalists keep their weights for export; search-phase trials do not need to
+        state_dict, scaler, _ = repo.load_weights(session, trial_id=finalists[0].id)
+        assert state_dict and len(scaler["mean"]) == 4
+
+
+def test_rational_curves_and_preactivation_stats_are_stored(finished_search: dict[str, Any]) -> None:
+    with finished_search["sessions"]() as session:
+        trial = next(t for t in repo.list_trials(session, search_id=finished_search["search_id"],
+                                                 family="rational", phase="search", limit=None)
+                     if t.state == "complete")
+        curves = repo.trial_curves(session, trial_id=trial.id)
+        stats = repo.trial_preact_stats(session, trial_id=trial.id)
+        epochs = repo.trial_epochs(session, trial_id=trial.id)
+    recorded = sorted({c["epoch"] for c in curves})
+    assert recorded[0] == 0 and recorded[-1] == 4 and len(recorded) >= 3
+    first = curves[0]
+    assert first["x"].dtype.name == "float32" and first["y"].shape[-1] == first["x"].shape[0]
+    # the grid spans the observed pre-activation range of that layer and epoch
+    stat = next(s for s in stats if s["layer"] == first["layer"] and s["epoch"] == first["epoch"])
+    assert first["x"][0] <= stat["quantiles"]["0.01"] and first["x"][-1] >= stat["quantiles"]["0.99"]
+    assert len(epochs) == 4 and all(0 <= e["val_metric"] <= 1 for e in epochs)
+
+
+def test_progress_was_reported_live(finished_search: dict[str, Any]) -> None:
+    events = finished_search["events"]
+    assert events[0].done == 0 and events[-1].done == 6
+    assert any(e.phase == "finalists" for e in events)
+    assert [e.done for e in events] == sorted(e.done for e in events)
+
+
+def _wsgi_get(app: Any, path: str) -> tuple[str, Any]:
+    environ: dict[str, Any] = {"PATH_INFO": path, "REQUEST_METHOD": "GET"}
+    setup_testing_defaults(environ)
+    environ["wsgi.errors"] = io.StringIO()
+    status: list[str] = []
+    body = b"".join(app(environ, lambda s, h, *a: status.append(s)))
+    return status[0], json.loads(body)
+
+
+def test_optuna_dashboard_reads_the_study_unchanged(finished_search: dict[str, Any]) -> None:
+    optuna_dashboard = pytest.importorskip("optuna_dashboard")
+    app = optuna_dashboard.wsgi(finished_search["url"])
+    status, studies = _wsgi_get(app, "/api/studies")
+    assert status.startswith("200")
+    summary = next(s for s in studies["study_summaries"]
+                   if s["study_name"] == finished_search["study_name"])
+    status, detail = _wsgi_get(app, f"/api/studies/{summary['study_id']}")
+    assert status.startswith("200")
+    assert len(detail["trials"]) == 6
+
+
+def test_cli_search_runs_end_to_end_and_prints_the_leaderboard(tmp_path: Path) -> None:
+    import subprocess
+
+    env = {"ACTSEARCH_HOME": str(tmp_path), "PATH": str(Path(sys.executable).parent),
+           "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "actsearch"), "search", "--dataset", "wine",
+         "--arch", "mlp:8", "--families", "gelu", "--trials", "4", "--epochs", "3", "--json"],
+        env=env, capture_output=True, text=True, timeout=180,
+    )
+    assert out.returncode == 0, out.stderr
+    board = json.loads(out.stdout.strip().splitlines()[-1])
+    assert {r["family"] for r in board["rows"]} == {"relu", "gelu"}
+    assert (tmp_path / "actsearch.db").exists()
