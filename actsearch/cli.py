@@ -156,6 +156,8 @@ def search(
         print(json.dumps({"search_id": search_id, "study_name": study_name, **board.as_dict()}))
         return
     _print_board(board, f"search {search_id}: leaderboard ({search_spec.finalist_seeds} seeds per finalist)")
+    if search_spec.multi_objective:
+        _print_pareto(coordinator.study, search_spec.objective.split("+")[1])
     console.print(f"database: {url}  (optuna-dashboard {url})")
 
 
@@ -171,6 +173,18 @@ def _print_board(board: Any, title: str) -> None:
     console.print(f"best: [bold]{w.family}[/] {board.metric} {w.mean:.4f} ± {w.ci95:.4f} "
                   f"({verdict}); test {board.metric} {_fmt(w.test_mean)} ± {_fmt(w.test_ci95)}"
                   + ("  [yellow](intervals overlap the baseline's)[/]" if overlap else ""))
+
+
+def _print_pareto(study: Any, second: str) -> None:
+    """The trade-off front of a multi-objective search (metric up, size or cost down)."""
+    table = Table(title=f"Pareto front: validation metric vs {second}", title_justify="left")
+    for col in ("trial", "family", "metric", second, "family parameters"):
+        table.add_column(col)
+    for t in sorted(study.best_trials, key=lambda t: t.values[1]):
+        params = {k.split(".", 1)[1]: v for k, v in t.params.items() if "." in k}
+        table.add_row(str(t.number), t.params["family"], f"{t.values[0]:.4f}", _si(int(t.values[1])),
+                      json.dumps(params)[:60])
+    console.print(table)
 
 
 @app.command()

@@ -236,7 +236,7 @@ class EmbeddedCoordinator:
         self.progress.current = f"{family} x{k}"
         self._emit()
         return _Running(job, "search", family, identities, asked,
-                        PruningReporter(asked, prune=not self.spec.multi_objective), population_id)
+                        PruningReporter(asked, multi_objective=self.spec.multi_objective), population_id)
 
     @staticmethod
     def _structural(a: AskedTrial) -> dict[str, Any]:

@@ -7,7 +7,7 @@ coordinator and the Celery worker share them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -74,17 +74,18 @@ class PruningReporter:
     """The engine's ``on_epoch`` callback: report each candidate to Optuna and prune it alone."""
 
     asked: list[AskedTrial]
-    prune: bool = True
-    best_seen: dict[int, float] = field(default_factory=dict)
+    multi_objective: bool = False
 
     def __call__(self, report: EpochReport) -> list[int]:
+        if self.multi_objective:
+            return []  # Optuna takes no intermediate values (and prunes nothing) with several objectives
         stop: list[int] = []
         for index, value in zip(report.candidates, report.val_metric, strict=True):
             trial = self.asked[index].trial
             if not math.isfinite(value):
                 continue  # the engine fails non-finite candidates itself
             trial.report(value, report.epoch)
-            if self.prune and trial.should_prune():
+            if trial.should_prune():
                 stop.append(index)
         return stop
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, Select, delete, func, select
+from sqlalchemy import ColumnElement, Select, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -80,6 +80,15 @@ __all__ = [
     "trial_curves",
     "trial_epochs",
     "trial_preact_stats",
+    "best_search_trial",
+    "count_datasets",
+    "dataset_ids_by_name",
+    "has_weights",
+    "oldest_pending_search",
+    "query_trials",
+    "search_ids_by_architecture",
+    "search_population_counts",
+    "search_trial_counts",
 ]
 
 # --------------------------------------------------------------------------- helpers
@@ -973,3 +982,368 @@ def load_weights(session: Session, *, trial_id: int) -> tuple[dict[str, np.ndarr
         raise NotFound(f"trial {trial_id} has no saved weights")
     state_dict = _npz_load(get_artifact_bytes(session, row.artifact_id))
     return state_dict, row.scaler, row.label_map
+
+
+# --------------------------------------------------------------------------- read helpers (API, runner)
+#
+# Added for the HTTP API and the embedded runner: counts beside the existing lists
+# (pagination needs a total), the progress of a running search, and the cross-search
+# trial query. All read-only.
+
+
+def count_datasets(
+    session: Session,
+    *,
+    name: str | None = None,
+    owner: str | None = None,
+    latest_only: bool = False,
+) -> int:
+    """How many rows :func:`list_datasets` would return without paging."""
+    if latest_only:
+        stmt = select(func.count(func.distinct(DatasetRow.name)))
+    else:
+        stmt = select(func.count(DatasetRow.id))
+    if name is not None:
+        stmt = stmt.where(DatasetRow.name == name)
+    if owner is not None:
+        stmt = stmt.where(DatasetRow.owner == owner)
+    return int(session.scalar(stmt) or 0)
+
+
+def dataset_ids_by_name(session: Session, *, name: str) -> list[int]:
+    """Ids of every version of the dataset called ``name`` (empty when there is none)."""
+    stmt = select(DatasetRow.id).where(DatasetRow.name == name).order_by(DatasetRow.version)
+    return list(session.scalars(stmt))
+
+
+def oldest_pending_search(session: Session) -> SearchRow | None:
+    """The search that has waited longest in ``pending`` (what a runner picks next)."""
+    stmt = select(SearchRow).where(SearchRow.state == "pending")
+    stmt = stmt.order_by(SearchRow.created_at.asc(), SearchRow.id.asc()).limit(1)
+    return session.scalars(stmt).first()
+
+
+def _architecture_kind(spec: Any) -> str | None:
+    """``"mlp"``/``"cnn"`` from a stored spec's architecture (short string or dict form)."""
+    arch = spec.get("architecture") if isinstance(spec, Mapping) else None
+    if isinstance(arch, str):
+        return arch.partition(":")[0].strip().lower() or None
+    if isinstance(arch, Mapping):
+        return str(arch.get("kind", "mlp")).lower()
+    return None
+
+
+def search_ids_by_architecture(session: Session, *, kind: str) -> list[int]:
+    """Ids of searches whose architecture is of ``kind`` (``mlp`` or ``cnn``).
+
+    The kind lives inside the spec's JSON, whose query syntax differs between
+    SQLite and PostgreSQL; the searches table is small, so it is read in Python.
+    """
+    rows = session.execute(select(SearchRow.id, SearchRow.spec).order_by(SearchRow.id))
+    return [sid for sid, spec in rows if _architecture_kind(spec) == kind.lower()]
+
+
+def search_trial_counts(session: Session, *, search_id: int) -> dict[str, dict[str, int]]:
+    """Recorded trials of a search counted by phase, then state: ``{"search": {"complete": 3}}``."""
+    stmt = (
+        select(TrialRow.phase, TrialRow.state, func.count(TrialRow.id))
+        .where(TrialRow.search_id == search_id)
+        .group_by(TrialRow.phase, TrialRow.state)
+    )
+    out: dict[str, dict[str, int]] = {}
+    for phase, state, n in session.execute(stmt):
+        out.setdefault(phase, {})[state] = int(n)
+    return out
+
+
+def search_population_counts(
+    session: Session, *, search_id: int
+) -> dict[str, dict[str, tuple[int, int]]]:
+    """A search's populations by phase, then state: ``(populations, candidates)``.
+
+    Trials are written when their population finishes, so the candidates of
+    pending and running populations are what a search has in flight.
+    """
+    stmt = (
+        select(PopulationRow.phase, PopulationRow.state, func.count(PopulationRow.id),
+               func.coalesce(func.sum(PopulationRow.k), 0))
+        .where(PopulationRow.search_id == search_id)
+        .group_by(PopulationRow.phase, PopulationRow.state)
+    )
+    out: dict[str, dict[str, tuple[int, int]]] = {}
+    for phase, state, n, k in session.execute(stmt):
+        out.setdefault(phase, {})[state] = (int(n), int(k))
+    return out
+
+
+def best_search_trial(session: Session, *, search_id: int) -> TrialRow | None:
+    """The completed search-phase trial with the highest validation metric, if any."""
+    stmt = (
+        select(TrialRow)
+        .where(TrialRow.search_id == search_id, TrialRow.phase == "search",
+               TrialRow.state == "complete", TrialRow.value.is_not(None))
+        .order_by(TrialRow.value.desc(), TrialRow.id.asc())
+        .limit(1)
+    )
+    return session.scalars(stmt).first()
+
+
+def has_weights(session: Session, *, trial_id: int) -> bool:
+    """Whether trained weights are stored for ``trial_id`` (finalists only)."""
+    stmt = select(WeightsRow.id).where(WeightsRow.trial_id == trial_id)
+    return session.scalars(stmt).first() is not None
+
+
+def query_trials(
+    session: Session,
+    *,
+    search_ids: Sequence[int] | None = None,
+    dataset_ids: Sequence[int] | None = None,
+    family: str | None = None,
+    phase: str | None = None,
+    state: str | None = None,
+    min_value: float | None = None,
+    max_value: float | None = None,
+    order_by: str = "value",
+    descending: bool = True,
+    limit: int | None = 100,
+    offset: int = 0,
+) -> tuple[list[TrialRow], int]:
+    """Trials across searches, filtered and sorted, with the total before paging.
+
+    Like :func:`list_trials` but each of ``search_ids`` / ``dataset_ids`` may name
+    several (an empty list matches nothing), which the cross-search query needs:
+    a dataset name stands for all of its versions, an architecture kind for many
+    searches.
+    """
+    column = _TRIAL_ORDER.get(order_by)
+    if column is None:
+        raise InvalidInput(f"cannot sort trials by {order_by!r}; use one of {sorted(_TRIAL_ORDER)}")
+    where = _trial_filters(None, family, phase, state, min_value, max_value)
+    if search_ids is not None:
+        where.append(TrialRow.search_id.in_(list(search_ids)))
+
+    def build(select_: Select[Any]) -> Select[Any]:
+        stmt = select_.where(*where)
+        if dataset_ids is not None:
+            stmt = stmt.join(SearchRow, SearchRow.id == TrialRow.search_id).where(
+                SearchRow.dataset_id.in_(list(dataset_ids))
+            )
+        return stmt
+
+    total = int(session.scalar(build(select(func.count(TrialRow.id)))) or 0)
+    stmt = build(select(TrialRow)).order_by(
+        column.is_(None),
+        column.desc() if descending else column.asc(),
+        TrialRow.id.desc() if descending else TrialRow.id.asc(),
+    )
+    return list(session.scalars(_page(stmt, limit, offset))), total
+
+
+# --------------------------------------------------------------------------- distributed mode
+#
+# Workers and the reconciler race for the same rows from different processes and
+# machines. Each helper below is one conditional UPDATE (or a row lock) whose
+# result says whether this caller won, so a duplicate task delivery, a late
+# worker and the reconciler can never all act on one population.
+
+
+def _won(result: Any) -> bool:
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+def claim_population(
+    session: Session, *, population_id: int, worker: str, task_id: str | None = None
+) -> bool:
+    """Take a pending population for ``worker`` (pending -> running); False if someone else did.
+
+    Counts the attempt and stamps started_at and heartbeat_at. A broker that
+    delivers the same task twice finds the population running and gets False.
+    """
+    now = utcnow()
+    values: dict[str, Any] = {
+        "state": "running",
+        "worker": worker,
+        "attempts": PopulationRow.attempts + 1,
+        "started_at": now,
+        "heartbeat_at": now,
+        "finished_at": None,
+    }
+    if task_id is not None:
+        values["task_id"] = task_id
+    stmt = (
+        update(PopulationRow)
+        .where(PopulationRow.id == population_id, PopulationRow.state == "pending")
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    won = _won(session.execute(stmt))
+    session.expire_all()
+    return won
+
+
+def heartbeat_owned_population(session: Session, *, population_id: int, worker: str) -> bool:
+    """Stamp the heartbeat if ``worker`` still runs the population; False once it lost it.
+
+    Unlike :func:`heartbeat_population` this never revives a population the
+    reconciler has already failed: the worker learns that it should stop.
+    """
+    stmt = (
+        update(PopulationRow)
+        .where(
+            PopulationRow.id == population_id,
+            PopulationRow.state == "running",
+            PopulationRow.worker == worker,
+        )
+        .values(heartbeat_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return _won(session.execute(stmt))
+
+
+def record_asked_trials(
+    session: Session,
+    *,
+    population_id: int,
+    trial_numbers: Sequence[int],
+    structural: Mapping[str, Any] | None = None,
+) -> PopulationRow:
+    """Remember which Optuna trials a population asked (and the structure they share)."""
+    row: PopulationRow = _require(session, PopulationRow, population_id, "population")
+    row.trial_numbers = [int(n) for n in trial_numbers]
+    if structural is not None:
+        row.structural = jsonable(structural)
+    session.flush()
+    return row
+
+
+def fail_stale_population(
+    session: Session,
+    *,
+    population_id: int,
+    older_than_s: float,
+    error: str,
+    now: datetime | None = None,
+) -> bool:
+    """running -> failed if its heartbeat is still older than ``older_than_s``; False otherwise.
+
+    The condition is re-checked inside the UPDATE: a worker that heartbeated
+    since the reconciler listed the population keeps it.
+    """
+    now = now or utcnow()
+    cutoff = now - timedelta(seconds=older_than_s)
+    stmt = (
+        update(PopulationRow)
+        .where(
+            PopulationRow.id == population_id,
+            PopulationRow.state == "running",
+            PopulationRow.heartbeat_at < cutoff,
+        )
+        .values(state="failed", error=error, finished_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    won = _won(session.execute(stmt))
+    session.expire_all()
+    return won
+
+
+def cancel_pending_populations(
+    session: Session, *, search_id: int, population_id: int | None = None, reason: str = "cancelled"
+) -> list[int]:
+    """pending -> cancelled for a search's populations (or just ``population_id``).
+
+    Returns the ids that changed; a population a worker has already claimed is
+    left to finish.
+    """
+    where = [PopulationRow.search_id == search_id, PopulationRow.state == "pending"]
+    if population_id is not None:
+        where.append(PopulationRow.id == population_id)
+    ids = list(session.scalars(select(PopulationRow.id).where(*where)))
+    if not ids:
+        return []
+    stmt = (
+        update(PopulationRow)
+        .where(PopulationRow.id.in_(ids), PopulationRow.state == "pending")
+        .values(state="cancelled", error=reason, finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(stmt)
+    session.expire_all()
+    return [
+        pid
+        for pid in session.scalars(
+            select(PopulationRow.id).where(
+                PopulationRow.id.in_(ids), PopulationRow.state == "cancelled"
+            )
+        )
+    ]
+
+
+def lock_search(session: Session, *, search_id: int) -> SearchRow:
+    """The search row, locked until the transaction ends (``SELECT ... FOR UPDATE``).
+
+    Serialises the decisions made once per search (plan the finalists, finish)
+    between workers. SQLite has no row locks; its single writer serialises anyway.
+    """
+    stmt = (
+        select(SearchRow)
+        .where(SearchRow.id == search_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    row = session.scalars(stmt).first()
+    if row is None:
+        raise NotFound(f"search {search_id} not found")
+    return row
+
+
+def lock_population(session: Session, *, population_id: int) -> PopulationRow:
+    """The population row, locked until the transaction ends (a worker's final write)."""
+    stmt = (
+        select(PopulationRow)
+        .where(PopulationRow.id == population_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    row = session.scalars(stmt).first()
+    if row is None:
+        raise NotFound(f"population {population_id} not found")
+    return row
+
+
+def transition_search(
+    session: Session, *, search_id: int, from_states: Sequence[str], to_state: str
+) -> bool:
+    """Move a search to ``to_state`` only from one of ``from_states``; True if this call did.
+
+    The atomic form of :func:`set_search_state` for transitions that exactly one
+    process may make (pending -> running when the search is planned).
+    """
+    _check(to_state, SEARCH_STATES, "search state")
+    now = utcnow()
+    values: dict[str, Any] = {"state": to_state}
+    if to_state in ("running", "finalizing"):
+        values["started_at"] = func.coalesce(SearchRow.started_at, now)
+    if to_state in SEARCH_TERMINAL_STATES:
+        values["finished_at"] = func.coalesce(SearchRow.finished_at, now)
+    stmt = (
+        update(SearchRow)
+        .where(SearchRow.id == search_id, SearchRow.state.in_(list(from_states)))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    won = _won(session.execute(stmt))
+    session.expire_all()
+    return won
+
+
+__all__ += [
+    "cancel_pending_populations",
+    "claim_population",
+    "fail_stale_population",
+    "heartbeat_owned_population",
+    "lock_population",
+    "lock_search",
+    "record_asked_trials",
+    "transition_search",
+]

@@ -43,7 +43,10 @@ ARTIFACT_KINDS = ("dataset", "weights")
 DATASET_SOURCES = ("builtin", "upload")
 SEARCH_STATES = ("pending", "running", "finalizing", "complete", "failed", "cancelled")
 SEARCH_TERMINAL_STATES = ("complete", "failed", "cancelled")
-POPULATION_STATES = ("pending", "running", "complete", "failed")
+POPULATION_STATES = ("pending", "running", "complete", "failed", "cancelled")
+# A population in one of these states will never train again (cancelled: its
+# search was cancelled or ran out of time before a worker claimed it).
+POPULATION_FINISHED_STATES = ("complete", "failed", "cancelled")
 PHASES = ("search", "finalist")
 TRIAL_STATES = ("running", "complete", "pruned", "failed")
 
@@ -193,6 +196,14 @@ class PopulationRow(Base):
     created_at: Mapped[datetime] = _created_at()
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Added in 0002 for the distributed mode. trial_numbers: the Optuna trials a
+    # worker asked for this population, stored right after asking so the
+    # reconciler can fail them if the worker dies. source_trial_number: the
+    # search trial a finalist population re-trains. retry_of: the population
+    # whose lost attempt this one repeats (no foreign key: history only).
+    trial_numbers: Mapped[Any | None] = mapped_column(_json_nullable(), nullable=True)
+    source_trial_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    retry_of: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class TrialRow(Base):

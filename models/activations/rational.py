@@ -83,7 +83,7 @@ class Rational(Activation):
     """Padé activation unit; starts as a fit of ``base`` (default leaky_relu, as in PAU)."""
 
     name = "rational"
-    formula = "(a_0 + a_1 z + ... + a_m z^m) / (1 + |b_1 z + ... + b_n z^n|)  (a, b learned)"
+    formula = "(a_0 + a_1 z + ... + a_m z^m) / (1 + |b_1 z + ... + b_{m-1} z^{m-1}|)  (a, b learned)"
     trainable = True
     weight_init = "kaiming_normal"
     reference = "Molina et al. 2020 (PAU); Boullé et al. 2020"

@@ -62,3 +62,14 @@ def test_spec_errors_are_readable() -> None:
         parse_spec({"dataset": "digits", "sampler": "grid-of-doom"})
     spec = parse_spec({"dataset": "digits", "families": ["gelu"]})
     assert spec.families == ["relu", "gelu"]  # the baseline is always tuned alongside
+
+
+def test_multi_objective_reports_nothing_and_prunes_nothing() -> None:
+    spec = SearchSpec(dataset="digits", families=["relu"], trials=2, objective="metric+params")
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    asked = ask_population(study, study.sampler, "relu", 2, spec)
+    reporter = PruningReporter(asked, multi_objective=True)
+    report = EpochReport(epoch=1, candidates=[0, 1], train_loss=[1.0, 1.0], val_loss=[1.0, 1.0],
+                         val_metric=[0.9, 0.1], elapsed_s=0.1)
+    assert reporter(report) == []
+    assert all(not study.trials[i].intermediate_values for i in range(2))

@@ -1,0 +1,333 @@
+"""Pydantic schemas of the HTTP API, kept apart from the tables in ``store/tables.py``.
+
+Naming ladder per resource (full-stack-fastapi-template): ``XCreate`` is what a
+client sends, ``XPublic`` what it gets back for one object, ``XsPublic`` a page of
+them as ``{data, count}`` where ``count`` is the total before paging.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from search.spec import SearchSpec
+
+SearchState = Literal["pending", "running", "finalizing", "complete", "failed", "cancelled"]
+TrialState = Literal["running", "complete", "pruned", "failed"]
+Phase = Literal["search", "finalist"]
+Task = Literal["classification", "regression"]
+ArchitectureKind = Literal["mlp", "cnn"]
+TrialSort = Literal["value", "created", "family", "duration"]
+SortOrder = Literal["asc", "desc"]
+
+
+class _FromRow(BaseModel):
+    """Schemas read straight from ORM rows (attributes, not dict keys)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+# --------------------------------------------------------------------------- health
+
+
+class ComponentHealth(BaseModel):
+    ok: bool
+    detail: str
+
+
+class HealthPublic(BaseModel):
+    status: Literal["ok", "degraded"]
+    mode: Literal["embedded", "distributed"]
+    version: str
+    database: ComponentHealth
+    broker: ComponentHealth | None = Field(
+        default=None, description="null in embedded mode (no broker configured)"
+    )
+
+
+# --------------------------------------------------------------------------- activations
+
+
+class ActivationParameter(BaseModel):
+    name: str
+    kind: Literal["float", "int", "categorical"]
+    default: Any
+    structural: bool
+    learned: bool = Field(description="the value initialises a parameter trained with the weights")
+    help: str = ""
+    low: float | None = None
+    high: float | None = None
+    log: bool | None = None
+    step: float | None = None
+    choices: list[Any] | None = None
+
+
+class ActivationPublic(BaseModel):
+    name: str
+    formula: str
+    trainable: bool
+    pointwise: bool
+    weight_init: str
+    dropout: str
+    reference: str | None = None
+    parameters: list[ActivationParameter]
+
+
+class ActivationsPublic(BaseModel):
+    data: list[ActivationPublic]
+    count: int
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+class DatasetBuiltinCreate(BaseModel):
+    """Register one of the built-in datasets (optionally generated with options)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"builtin": "two_spirals", "name": "spirals-noisy",
+                                         "options": {"n": 2000, "noise": 0.1}}]},
+    )
+
+    builtin: str = Field(description="digits, breast_cancer, wine, iris, diabetes, mnist1d, "
+                                     "two_spirals or teacher")
+    name: str | None = Field(default=None, description="stored name; default: the builtin's")
+    options: dict[str, Any] = Field(default_factory=dict,
+                                    description="generation options of the builtin")
+
+
+class DatasetVersion(_FromRow):
+    id: int
+    version: int
+    content_hash: str
+    n_rows: int
+    created_at: datetime
+
+
+class DatasetPublic(_FromRow):
+    id: int
+    name: str
+    version: int
+    source: str
+    task: str
+    n_rows: int
+    n_features: int
+    n_classes: int | None
+    input_shape: list[int] | None
+    content_hash: str
+    created_at: datetime
+
+
+class DatasetDetail(DatasetPublic):
+    schema_: dict[str, Any] | None = Field(
+        default=None, alias="schema",
+        description="feature names, label, class names and counts (or target stats)",
+    )
+    classes: list[str] | None = None
+    versions: list[DatasetVersion] = Field(description="every version of this name, newest first")
+
+
+class DatasetsPublic(BaseModel):
+    data: list[DatasetPublic]
+    count: int
+
+
+class BuiltinPublic(BaseModel):
+    name: str
+    description: str
+    task: str
+    defaults: dict[str, Any]
+    limits: dict[str, list[float]]
+
+
+class BuiltinsPublic(BaseModel):
+    data: list[BuiltinPublic]
+    count: int
+
+
+# --------------------------------------------------------------------------- searches
+
+
+class SearchCreate(SearchSpec):
+    """A search request: the spec, plus an optional display name.
+
+    Over HTTP ``dataset`` names a stored dataset (see ``GET /datasets``) or a
+    built-in; never a file path on the server: upload files with ``POST /datasets``.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{
+            "dataset": "iris", "architecture": "mlp:32,32", "families": ["relu", "prelu", "gelu"],
+            "trials": 24, "epochs": 20, "name": "iris smoke test",
+        }]},
+    )
+
+    name: str | None = Field(default=None, max_length=200, description="display name")
+
+    def spec(self) -> SearchSpec:
+        """The spec without the API-only fields."""
+        return SearchSpec.model_validate(self.model_dump(exclude={"name"}))
+
+
+class SearchPublic(_FromRow):
+    id: int
+    name: str
+    study_name: str = Field(description="the Optuna study (open it with optuna-dashboard)")
+    dataset_id: int
+    state: SearchState
+    error: str | None
+    best: dict[str, Any] | None = Field(description="the final choice once the search is done")
+    spec: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class SearchProgress(BaseModel):
+    state: SearchState
+    phase: Literal["pending", "search", "finalists", "done"]
+    budget: int = Field(description="search-phase trials planned (trials per family x families)")
+    done: int = Field(description="search-phase trials finished (complete + pruned + failed)")
+    complete: int
+    pruned: int
+    failed: int
+    running: int = Field(description="candidates in populations not yet finished")
+    best_value: float | None
+    best_family: str | None
+    best_trial_id: int | None
+    finalists_total: int
+    finalists_done: int
+    elapsed_s: float | None
+
+
+class SearchDetail(SearchPublic):
+    progress: SearchProgress
+
+
+class SearchesPublic(BaseModel):
+    data: list[SearchPublic]
+    count: int
+
+
+class LeaderboardRowPublic(BaseModel):
+    rank: int
+    family: str
+    baseline: bool
+    mean: float
+    ci95: float
+    n_seeds: int
+    values: list[float]
+    delta_vs_baseline: float | None
+    test_mean: float | None = Field(description="scored for the final choice only")
+    test_ci95: float | None
+    n_params: int | None
+    flops: int | None
+    family_params: dict[str, Any]
+    hparams: dict[str, Any]
+    source_trial_number: int | None
+    search_trials: int
+    search_pruned: int
+    best_search_value: float | None
+
+
+class LeaderboardPublic(BaseModel):
+    search_id: int
+    state: SearchState
+    metric: str
+    winner: str | None
+    rows: list[LeaderboardRowPublic]
+
+
+# --------------------------------------------------------------------------- trials
+
+
+class TrialPublic(_FromRow):
+    id: int
+    search_id: int
+    trial_number: int | None
+    phase: Phase
+    family: str
+    family_params: Any
+    hparams: dict[str, Any]
+    seed: int
+    state: TrialState
+    value: float | None = Field(description="validation metric (accuracy, or R^2)")
+    best_value: float | None
+    test_value: float | None
+    n_params: int | None
+    flops: int | None
+    device: str | None
+    duration_s: float | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    source_trial_number: int | None
+
+
+class TrialsPublic(BaseModel):
+    data: list[TrialPublic]
+    count: int
+
+
+class EpochPublic(BaseModel):
+    epoch: int
+    train_loss: float | None
+    val_loss: float | None
+    val_metric: float | None
+    elapsed_s: float | None
+
+
+class PreactSummary(BaseModel):
+    layer: int
+    epoch: int
+    min: float | None
+    max: float | None
+    mean: float | None
+    std: float | None
+    quantiles: dict[str, Any]
+    dead_fraction: float | None
+
+
+class TrialDetail(TrialPublic):
+    population_id: int | None
+    error: str | None
+    has_weights: bool
+    epochs: list[EpochPublic]
+    preact_stats: list[PreactSummary]
+
+
+class CurvePublic(BaseModel):
+    layer: int
+    epoch: int
+    params: dict[str, Any]
+    x: list[float | None] = Field(description="grid; null where not finite")
+    y: list[Any] = Field(description="nested lists of shape y_shape: (units or 1, len(x))")
+    y_shape: list[int]
+
+
+class HistogramPublic(BaseModel):
+    layer: int
+    epoch: int
+    hist: list[float | None]
+    edges: list[float | None]
+    min: float | None
+    max: float | None
+    dead_fraction: float | None
+
+
+class TrialActivations(BaseModel):
+    trial_id: int
+    family: str
+    family_params: Any
+    curves: list[CurvePublic]
+    histograms: list[HistogramPublic]
+    fits: list[dict[str, Any]] = Field(
+        default_factory=list, description="fitted closed forms of the learned curves (to come)"
+    )
+
+
+class ErrorPublic(BaseModel):
+    detail: Any

@@ -1,0 +1,321 @@
+"""What the routes call: HTTP policy on top of ``search/`` and ``store.repo``.
+
+Routes stay one call deep; the rules that exist only because a request came over
+the network live here, for example that a spec's ``dataset`` may name a stored
+dataset or a built-in but never a file on the server's disk (the CLI may read
+local files; a remote client must not make the server read its files).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from actsearch.errors import Conflict, InvalidInput, NotFound
+from actsearch.settings import Settings
+from search import datasets as ds
+from search.protocol import build_leaderboard
+from search.service import create_search, register_dataset
+from search.spec import SearchSpec
+from store import repo
+from store.tables import SEARCH_TERMINAL_STATES, DatasetRow, SearchRow, utcnow
+
+#: Stored dataset names: no slashes or leading dots, so a name never reads as a path.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
+_FILE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq", ".npz", ".npy", ".json", ".xlsx")
+
+_UPLOAD_HINT = "upload the file with POST /datasets (multipart: file, name, label, task)"
+
+
+def check_dataset_name(name: str) -> str:
+    """A valid stored name, or InvalidInput saying what a name may contain."""
+    if not NAME_RE.match(name):
+        raise InvalidInput(
+            f"dataset name {name!r} is not allowed: use 1-200 letters, digits, '.', '_', '+' "
+            "or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def _looks_like_path(value: str) -> bool:
+    return (
+        "/" in value
+        or "\\" in value
+        or value.startswith((".", "~"))
+        or value.lower().endswith(_FILE_SUFFIXES)
+    )
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def register_upload(
+    session: Session,
+    *,
+    data: bytes,
+    filename: str,
+    name: str | None,
+    label: str | None,
+    task: str | None,
+    settings: Settings,
+) -> DatasetRow:
+    """Validate an uploaded file (never unpickled) and store it as the name's next version."""
+    if task is not None and task not in ds.TASKS:
+        raise InvalidInput(f"task must be 'classification' or 'regression', got {task!r}")
+    stem = filename.rsplit("/", 1)[-1].rsplit(".", 1)[0] or "upload"
+    dataset_name = check_dataset_name(name or stem)
+    lim = settings.limits
+    dataset = ds.load_file(
+        data, filename=filename, label=label or None, task=task, name=dataset_name,  # type: ignore[arg-type]
+        max_bytes=lim.max_upload_bytes, max_rows=lim.max_rows, max_columns=lim.max_features,
+    )
+    return register_dataset(session, dataset=dataset, name=dataset_name)
+
+
+def register_builtin(
+    session: Session, *, builtin: str, name: str | None, options: dict[str, Any]
+) -> DatasetRow:
+    """Generate or load a built-in dataset and store it (same content: same row)."""
+    if builtin not in ds.BUILTINS:
+        raise InvalidInput(
+            f"unknown builtin dataset {builtin!r}; builtins: {', '.join(ds.BUILTINS)}"
+        )
+    dataset_name = check_dataset_name(name or builtin)
+    dataset = ds.load_builtin(builtin, **options)
+    return register_dataset(session, dataset=dataset, name=dataset_name)
+
+
+def dataset_versions(session: Session, *, name: str) -> list[DatasetRow]:
+    """Every version of ``name``, newest first."""
+    return repo.list_datasets(session, name=name, limit=None)
+
+
+def resolve_spec_dataset(session: Session, *, spec: SearchSpec) -> DatasetRow:
+    """The dataset row a spec submitted over HTTP names: stored first, then a built-in.
+
+    A file path is refused (422) whether or not such a file exists on the server:
+    the client's files are not the server's. A built-in is registered on first use
+    without touching the working directory (``resolve_dataset`` would prefer a
+    same-named local file).
+    """
+    name = spec.dataset
+    if spec.dataset_version is not None:
+        try:
+            return repo.get_dataset_version(session, name=name, version=spec.dataset_version)
+        except NotFound as exc:
+            raise InvalidInput(f"dataset: {exc.detail}; see GET /datasets?name={name}") from None
+    stored = repo.dataset_ids_by_name(session, name=name)
+    if stored:
+        if spec.label is not None:
+            raise InvalidInput(
+                f"label: dataset {name!r} is stored with its label already; omit 'label' "
+                "(it applies when a file is uploaded)"
+            )
+        return repo.latest_dataset(session, name=name)
+    if name in ds.BUILTINS:
+        if spec.label is not None:
+            raise InvalidInput(f"label: builtin {name!r} has its own labels; omit 'label'")
+        dataset = ds.load_builtin(name)
+        if spec.task is not None and spec.task != dataset.task:
+            raise InvalidInput(f"task: builtin {name!r} is a {dataset.task} dataset, not {spec.task}")
+        return register_dataset(session, dataset=dataset, name=name)
+    if _looks_like_path(name):
+        raise InvalidInput(
+            f"dataset: {name!r} looks like a file path; the service does not read files from "
+            f"its own disk. {_UPLOAD_HINT}, then use the name you gave it"
+        )
+    raise InvalidInput(
+        f"dataset: no stored dataset named {name!r} and no such builtin; {_UPLOAD_HINT}, "
+        f"register a builtin with POST /datasets/builtin, or use one of: {', '.join(ds.BUILTINS)}"
+    )
+
+
+# --------------------------------------------------------------------------- searches
+
+
+def submit_search(
+    session: Session, *, spec: SearchSpec, name: str | None, settings: Settings
+) -> SearchRow:
+    """Validate a spec against the service's limits and create a pending search.
+
+    The embedded runner (``actsearch serve``) or the Celery workers pick it up.
+    """
+    lim = settings.limits
+    if spec.trials > lim.max_trials:
+        raise InvalidInput(
+            f"trials: {spec.trials} is above this service's limit of {lim.max_trials}"
+        )
+    if spec.epochs > lim.max_epochs:
+        raise InvalidInput(
+            f"epochs: {spec.epochs} is above this service's limit of {lim.max_epochs}"
+        )
+    row = resolve_spec_dataset(session, spec=spec)
+    spec.arch_spec().validate(n_inputs=row.n_features, max_width=lim.max_width,
+                              max_layers=lim.max_layers)
+    if spec.task is not None and spec.task != row.task:
+        raise InvalidInput(f"task: dataset {row.name!r} v{row.version} is {row.task}, not {spec.task}")
+    # Pin the exact version, so that create_search finds the stored row and never
+    # falls back to reading a file or re-generating a builtin.
+    pinned = spec.model_copy(update={"dataset": row.name, "dataset_version": row.version,
+                                     "label": None})
+    return create_search(session=session, spec=pinned, storage_url=settings.resolved_database_url,
+                         name=name)
+
+
+def cancel_search(session: Session, *, search_id: int) -> SearchRow:
+    """Stop scheduling new trials; what is training finishes (409 once finished)."""
+    row = repo.get_search(session, search_id=search_id)
+    if row.state in SEARCH_TERMINAL_STATES:
+        raise Conflict(f"search {search_id} is already {row.state}; only a pending or running "
+                       "search can be cancelled")
+    return repo.set_search_state(session, search_id=search_id, state="cancelled")
+
+
+def _elapsed(row: SearchRow) -> float | None:
+    if row.started_at is None:
+        return None
+    end: datetime = row.finished_at or utcnow()
+    return max(0.0, (end - row.started_at).total_seconds())
+
+
+def search_progress(session: Session, *, row: SearchRow) -> dict[str, Any]:
+    """Trials done/pruned/failed/running of the budget, best so far, finalists, elapsed."""
+    spec = SearchSpec.model_validate(row.spec)
+    trials = repo.search_trial_counts(session, search_id=row.id)
+    pops = repo.search_population_counts(session, search_id=row.id)
+    search_t = trials.get("search", {})
+    complete, pruned, failed = (search_t.get(s, 0) for s in ("complete", "pruned", "failed"))
+    unfinished = ("pending", "running")
+    running = sum(k for ph in pops.values() for st, (_, k) in ph.items() if st in unfinished)
+    finalist_pops = pops.get("finalist", {})
+    finalists_total = sum(n for n, _ in finalist_pops.values())
+    finalists_done = sum(n for st, (n, _) in finalist_pops.items() if st not in unfinished)
+    best = repo.best_search_trial(session, search_id=row.id)
+    if row.state in SEARCH_TERMINAL_STATES:
+        phase = "done"
+    elif row.state == "pending":
+        phase = "pending"
+    elif finalists_total or row.state == "finalizing":
+        phase = "finalists"
+    else:
+        phase = "search"
+    return {
+        "state": row.state,
+        "phase": phase,
+        "budget": spec.trials_per_family() * len(spec.families),
+        "done": complete + pruned + failed,
+        "complete": complete,
+        "pruned": pruned,
+        "failed": failed,
+        "running": running,
+        "best_value": best.value if best is not None else None,
+        "best_family": best.family if best is not None else None,
+        "best_trial_id": best.id if best is not None else None,
+        "finalists_total": finalists_total or len(spec.families),
+        "finalists_done": finalists_done,
+        "elapsed_s": _elapsed(row),
+    }
+
+
+def _metric(session: Session, row: SearchRow) -> str:
+    if row.best and row.best.get("metric"):
+        return str(row.best["metric"])
+    task = repo.get_dataset(session, dataset_id=row.dataset_id).task
+    return "accuracy" if task == "classification" else "r2"
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _json_array(arr: np.ndarray) -> list[Any]:
+    """Nested lists for JSON; NaN and infinities (a curve that overflowed) become null."""
+    finite = np.isfinite(arr)
+    if finite.all():
+        return arr.tolist()
+    return np.where(finite, arr, None).tolist()
+
+
+def leaderboard(session: Session, *, search_id: int) -> dict[str, Any]:
+    """The search's leaderboard (finalists per family, baseline marked), JSON-safe."""
+    row = repo.get_search(session, search_id=search_id)
+    trials = repo.list_trials(session, search_id=search_id, limit=None)
+    board = build_leaderboard(trials, _metric(session, row))
+    rows = []
+    for rank, r in enumerate(board.as_dict()["rows"], start=1):
+        for key in ("ci95", "delta_vs_baseline", "test_mean", "test_ci95", "best_search_value"):
+            r[key] = _finite(r[key])
+        rows.append({"rank": rank, **r})
+    return {"search_id": row.id, "state": row.state, "metric": board.metric,
+            "winner": board.winner.family if board.winner else None, "rows": rows}
+
+
+# --------------------------------------------------------------------------- trials
+
+
+def resolve_trial_dataset(session: Session, *, dataset: str) -> list[int]:
+    """Dataset ids for a ``dataset`` filter: a numeric id, or a name (all of its versions)."""
+    if dataset.isdigit():
+        return [repo.get_dataset(session, dataset_id=int(dataset)).id]
+    ids = repo.dataset_ids_by_name(session, name=dataset)
+    if not ids:
+        raise NotFound(f"no dataset named {dataset!r}; see GET /datasets")
+    return ids
+
+
+_TRIAL_SORT = {"value": "value", "created": "id", "family": "family", "duration": "duration_s"}
+
+
+def trial_sort_column(sort: str) -> str:
+    """The repo column behind an API sort key."""
+    return _TRIAL_SORT[sort]
+
+
+def trial_detail(session: Session, *, trial_id: int) -> dict[str, Any]:
+    """One trial with its per-epoch curve, a summary of its pre-activation statistics."""
+    row = repo.get_trial(session, trial_id=trial_id)
+    stats = repo.trial_preact_stats(session, trial_id=trial_id)
+    summary = [{k: s[k] for k in ("layer", "epoch", "min", "max", "mean", "std", "quantiles",
+                                  "dead_fraction")} for s in stats]
+    out = {c: getattr(row, c) for c in (
+        "id", "search_id", "trial_number", "phase", "family", "family_params", "hparams", "seed",
+        "state", "value", "best_value", "test_value", "n_params", "flops", "device",
+        "duration_s", "started_at", "finished_at", "source_trial_number", "population_id",
+        "error")}
+    out["has_weights"] = repo.has_weights(session, trial_id=trial_id)
+    out["epochs"] = repo.trial_epochs(session, trial_id=trial_id)
+    out["preact_stats"] = summary
+    return out
+
+
+def trial_activations(
+    session: Session, *, trial_id: int, layer: int | None = None, epoch: int | None = None
+) -> dict[str, Any]:
+    """Learned curves per layer and epoch and the pre-activation histograms, as lists."""
+    row = repo.get_trial(session, trial_id=trial_id)
+    curves = repo.trial_curves(session, trial_id=trial_id, layer=layer, epoch=epoch)
+    stats = repo.trial_preact_stats(session, trial_id=trial_id)
+    hists = [
+        {"layer": s["layer"], "epoch": s["epoch"], "hist": _json_array(s["hist"]),
+         "edges": _json_array(s["edges"]), "min": s["min"], "max": s["max"],
+         "dead_fraction": s["dead_fraction"]}
+        for s in stats
+        if (layer is None or s["layer"] == layer) and (epoch is None or s["epoch"] == epoch)
+    ]
+    return {
+        "trial_id": row.id,
+        "family": row.family,
+        "family_params": row.family_params,
+        "curves": [
+            {"layer": c["layer"], "epoch": c["epoch"], "params": c["params"] or {},
+             "x": _json_array(c["x"]), "y": _json_array(c["y"]), "y_shape": list(c["y"].shape)}
+            for c in curves
+        ],
+        "histograms": hists,
+        "fits": [],
+    }
