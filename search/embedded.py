@@ -76,14 +76,22 @@ class _Running:
 
 
 class _Child:
-    """One training process and its pipe."""
+    """One training process and its pipe; restarted in place if it dies."""
 
-    def __init__(self, ctx: Any, threads: int) -> None:
+    def __init__(self, threads: int, data: Any) -> None:
+        self.threads = threads
+        self.data = data
+        self.running: _Running | None = None
+        self.start()
+
+    def start(self) -> None:
+        ctx = mp.get_context("spawn")  # fork after torch/sqlite initialised is unsafe
         self.conn, child_end = ctx.Pipe(duplex=True)
-        self.process = ctx.Process(target=worker_main, args=(child_end, threads), daemon=True)
+        self.process = ctx.Process(target=worker_main, args=(child_end, self.threads), daemon=True)
         self.process.start()
         child_end.close()
-        self.running: _Running | None = None
+        self.conn.send(("data", self.data))
+        self.running = None
 
     def close(self) -> None:
         try:
@@ -127,23 +135,22 @@ class EmbeddedCoordinator:
         self.started = time.monotonic()
         self.finalist_queue: list[tuple[str, Any]] | None = None
         self._search_in_flight = 0  # search populations asked but not yet told
+        self.children: list[_Child] = []
 
     # ----- lifecycle ----------------------------------------------------------------------
     def run(self) -> Leaderboard:
         """Train every population, re-run the finalists, score the winner on test."""
         self._set_state("running")
-        ctx = mp.get_context("spawn")  # fork after torch/sqlite initialised is unsafe
-        children = [_Child(ctx, self.threads) for _ in range(self.workers)]
+        data = self.data.tensor_data()
+        self.children = [_Child(self.threads, data) for _ in range(self.workers)]
         try:
-            for child in children:
-                child.conn.send(("data", self.data.tensor_data()))
-            self._loop(children)
+            self._loop(self.children)
             leaderboard = self._finish()
         except BaseException as exc:
             self._set_state("failed", error=f"{type(exc).__name__}: {exc}")
             raise
         finally:
-            for child in children:
+            for child in self.children:
                 child.close()
         return leaderboard
 
@@ -169,9 +176,8 @@ class EmbeddedCoordinator:
             kind, payload = child.conn.recv()
         except (EOFError, OSError):
             self._failed(running, "training process died (out of memory or killed)")
-            child.running = None
-            child.__init__(mp.get_context("spawn"), self.threads)  # replace the dead child
-            child.conn.send(("data", self.data.tensor_data()))
+            child.process.join(timeout=5)
+            child.start()  # a fresh child takes the next population
             return
         if kind == "epoch":
             stop = running.reporter(payload) if running.reporter else []

@@ -146,3 +146,32 @@ def test_cli_search_runs_end_to_end_and_prints_the_leaderboard(tmp_path: Path) -
     board = json.loads(out.stdout.strip().splitlines()[-1])
     assert {r["family"] for r in board["rows"]} == {"relu", "gelu"}
     assert (tmp_path / "actsearch.db").exists()
+
+
+def test_a_killed_training_process_fails_its_trials_and_the_search_goes_on(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'actsearch.db'}"
+    init_db(url)
+    sessions = session_factory(make_engine(url))
+    spec = dict(SPEC, families=["relu"], trials=4, population_size=2, finalist_seeds=2)
+    with sessions.begin() as session:
+        row = create_search(session=session, spec=parse_spec(spec), storage_url=url)
+    killed: list[int] = []
+
+    def kill_first_population(progress: Progress) -> None:
+        child = coordinator.children[0] if coordinator.children else None
+        if not killed and child is not None and progress.current.endswith("epoch 1"):
+            killed.append(child.process.pid)
+            child.process.kill()
+
+    coordinator = EmbeddedCoordinator(sessions=sessions, storage_url=url, search_id=row.id,
+                                      workers=1, threads=1, progress=kill_first_population)
+    board = coordinator.run()
+    assert killed
+    study = optuna.load_study(study_name=row.study_name, storage=url)
+    states = [t.state for t in study.trials]
+    assert TrialState.RUNNING not in states
+    assert states.count(TrialState.FAIL) == 2  # the killed population's two candidates
+    assert any(s == TrialState.COMPLETE for s in states)
+    assert board.winner is not None  # the surviving population's best still got its finalists
+    with sessions() as session:
+        assert repo.get_search(session, search_id=row.id).state == "complete"

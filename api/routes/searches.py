@@ -1,0 +1,138 @@
+"""``/searches``: submit, list, follow, cancel, and read results (trials, leaderboard, export)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Response
+
+from api import services
+from api.deps import PageDep, SessionDep, SettingsDep
+from api.schemas import (
+    ErrorPublic,
+    LeaderboardPublic,
+    Phase,
+    SearchCreate,
+    SearchDetail,
+    SearchesPublic,
+    SearchPublic,
+    SearchState,
+    SortOrder,
+    TrialPublic,
+    TrialSort,
+    TrialsPublic,
+    TrialState,
+)
+from search.export import export_search
+from store import repo
+
+router = APIRouter(prefix="/searches", tags=["searches"])
+
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorPublic}}
+_EXAMPLES = {
+    "tabular": {
+        "summary": "a small tabular search",
+        "value": {"dataset": "iris", "architecture": "mlp:32,32",
+                  "families": ["relu", "prelu", "gelu"], "trials": 24, "epochs": 20},
+    },
+    "uploaded": {
+        "summary": "on an uploaded dataset (POST /datasets first)",
+        "value": {"dataset": "my-table", "dataset_version": 2, "architecture": "mlp:64,64",
+                  "families": ["relu", "rational", "vaf"], "trials": 60, "epochs": 30,
+                  "time_budget_s": 600, "name": "my-table v2"},
+    },
+}
+
+
+def _detail(session: Any, row: Any) -> SearchDetail:
+    return SearchDetail.model_validate(
+        {**SearchPublic.model_validate(row).model_dump(),
+         "progress": services.search_progress(session, row=row)}
+    )
+
+
+@router.post("", status_code=201, response_model=SearchDetail,
+             responses={422: {"model": ErrorPublic}})
+def create_search(
+    body: Annotated[SearchCreate, Body(openapi_examples=_EXAMPLES)],
+    session: SessionDep,
+    settings: SettingsDep,
+) -> SearchDetail:
+    """Submit a search; it starts when a runner (embedded) or worker (distributed) is free."""
+    row = services.submit_search(session, spec=body.spec(), name=body.name, settings=settings)
+    return _detail(session, row)
+
+
+@router.get("", response_model=SearchesPublic)
+def list_searches(
+    session: SessionDep,
+    page: PageDep,
+    state: SearchState | None = None,
+    dataset_id: Annotated[int | None, Query(ge=1)] = None,
+) -> SearchesPublic:
+    """Searches, newest first, filtered by state and dataset."""
+    rows = repo.list_searches(session, state=state, dataset_id=dataset_id, limit=page.limit,
+                              offset=page.offset)
+    count = repo.count_searches(session, state=state, dataset_id=dataset_id)
+    return SearchesPublic(data=[SearchPublic.model_validate(r) for r in rows], count=count)
+
+
+@router.get("/{search_id}", response_model=SearchDetail, responses=_NOT_FOUND)
+def get_search(search_id: int, session: SessionDep) -> SearchDetail:
+    """One search with its progress: trials done of the budget, best so far, finalists."""
+    return _detail(session, repo.get_search(session, search_id=search_id))
+
+
+@router.post("/{search_id}/cancel", response_model=SearchDetail,
+             responses={**_NOT_FOUND, 409: {"model": ErrorPublic}})
+def cancel_search(search_id: int, session: SessionDep) -> SearchDetail:
+    """Stop scheduling new trials; populations already training finish or are pruned."""
+    return _detail(session, services.cancel_search(session, search_id=search_id))
+
+
+@router.get("/{search_id}/trials", response_model=TrialsPublic, responses=_NOT_FOUND)
+def list_search_trials(
+    search_id: int,
+    session: SessionDep,
+    page: PageDep,
+    sort: TrialSort = "value",
+    order: SortOrder = "desc",
+    family: str | None = None,
+    state: TrialState | None = None,
+    phase: Phase | None = None,
+) -> TrialsPublic:
+    """A search's trials, sortable by value, created, family or duration; trials without the
+    sort value come last."""
+    repo.get_search(session, search_id=search_id)
+    rows, count = repo.query_trials(
+        session, search_ids=[search_id], family=family, state=state, phase=phase,
+        order_by=services.trial_sort_column(sort), descending=order == "desc",
+        limit=page.limit, offset=page.offset,
+    )
+    return TrialsPublic(data=[TrialPublic.model_validate(r) for r in rows], count=count)
+
+
+@router.get("/{search_id}/leaderboard", response_model=LeaderboardPublic, responses=_NOT_FOUND)
+def get_leaderboard(search_id: int, session: SessionDep) -> LeaderboardPublic:
+    """Finalists per family: mean ± 95% interval over seeds, the ReLU baseline marked."""
+    return LeaderboardPublic.model_validate(services.leaderboard(session, search_id=search_id))
+
+
+@router.get(
+    "/{search_id}/export",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/zip": {}},
+              "description": "model.pt2 (torch.export), state_dict.pt, meta.json, README.txt"},
+        **_NOT_FOUND,
+        409: {"model": ErrorPublic, "description": "no finalist with weights yet"},
+    },
+)
+def export_best_model(search_id: int, session: SessionDep) -> Response:
+    """The best model (final choice, best seed) as a zip loadable with torch and numpy only."""
+    data = export_search(session, search_id=search_id)
+    return Response(
+        content=data,
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="actsearch-search-{search_id}.zip"'},
+    )
