@@ -74,14 +74,22 @@ def leaderboard_table(board: Any, title: str) -> Table:
     return table
 
 
+_remote: dict[str, Any] = {"client": None}
+
+
 @app.callback()
 def _main(
-    server: Annotated[str | None, typer.Option(help="URL of a running actsearch service "
-                                                    "(not yet supported: runs are embedded)")] = None,
+    server: Annotated[str | None, typer.Option(
+        envvar="ACTSEARCH_SERVER",
+        help="URL of a running actsearch service (`actsearch serve` or the cluster's API); "
+             "without it commands run embedded on this machine")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="ACTSEARCH_API_KEY",
+                                                help="API key for --server")] = None,
 ) -> None:
     if server:
-        _fail("--server needs the actsearch service, which this version does not ship yet; "
-              "omit --server to run in embedded mode")
+        from actsearch.client import ActsearchClient
+
+        _remote["client"] = ActsearchClient(server, api_key=api_key)
 
 
 @app.command()
@@ -122,13 +130,22 @@ def search(
         _fail("no dataset: pass --dataset digits (or a CSV/Parquet/NPZ path), or a --spec file "
               "with a 'dataset' key")
     search_spec = parse_spec(options)
+    if _remote["client"] is not None:
+        from actsearch.remote import remote_search
+
+        board = remote_search(_remote["client"], options, console, quiet=as_json)
+        if as_json:
+            print(json.dumps(board.as_dict()))
+        else:
+            _print_board(board, f"search on {_remote['client'].base_url}: leaderboard")
+        return
 
     from search.embedded import EmbeddedCoordinator
     from search.service import create_search
 
     url, sessions = _db()
     with sessions.begin() as session:
-        row = create_search(session=session, spec=search_spec, storage_url=url)
+        row = create_search(session=session, spec=search_spec, storage_url=url, run_here=True)
         search_id, study_name = row.id, row.study_name
     console.print(f"search [bold]{search_id}[/] (study {study_name}) on {search_spec.dataset}: "
                   f"{len(search_spec.families)} families x {search_spec.trials_per_family()} trials, "
@@ -190,6 +207,13 @@ def _print_pareto(study: Any, second: str) -> None:
 @app.command()
 def show(search_id: int) -> None:
     """Show a search: its state, leaderboard and trial counts."""
+    if _remote["client"] is not None:
+        from actsearch.remote import remote_show
+
+        board = remote_show(_remote["client"], search_id, console)
+        if board.rows:
+            _print_board(board, "leaderboard")
+        return
     from search.protocol import build_leaderboard
     from store import repo
 
@@ -230,17 +254,22 @@ def curves(
     from actsearch.plots import ascii_sketch, plot_curves_png
     from store import repo
 
-    _, sessions = _db()
-    with sessions() as session:
-        trial = repo.get_trial(session, trial_id=trial_id)
-        rows = repo.trial_curves(session, trial_id=trial_id)
-        stats = repo.trial_preact_stats(session, trial_id=trial_id)
-        family = trial.family
+    if _remote["client"] is not None:
+        from actsearch.remote import remote_curves
+
+        family, family_params, rows, stats = remote_curves(_remote["client"], trial_id)
+    else:
+        _, sessions = _db()
+        with sessions() as session:
+            trial = repo.get_trial(session, trial_id=trial_id)
+            rows = repo.trial_curves(session, trial_id=trial_id)
+            stats = repo.trial_preact_stats(session, trial_id=trial_id)
+            family, family_params = trial.family, trial.family_params
     if not rows:
         _fail(f"trial {trial_id} ({family}) has no stored curves: its family mixes units "
               "(maxout, groupsort, k-wta) or it failed before training")
     path = out or Path(f"curves-trial-{trial_id}.png")
-    plot_curves_png(rows, stats, path, f"trial {trial_id}: {family} {json.dumps(trial.family_params)}")
+    plot_curves_png(rows, stats, path, f"trial {trial_id}: {family} {json.dumps(family_params)}")
     for layer in sorted({r["layer"] for r in rows}):
         mine = sorted((r for r in rows if r["layer"] == layer), key=lambda r: r["epoch"])
         last = mine[-1]

@@ -11,3 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 COMMANDS: dict[str, Callable[..., Any]] = {}
+
+from api.serve import serve_command  # noqa: E402  (typer + stdlib only at import)
+
+COMMANDS["serve"] = serve_command
+
+from worker.cli import COMMANDS as _WORKER_COMMANDS  # noqa: E402  (typer + stdlib only at import)
+
+COMMANDS["worker"], COMMANDS["beat"] = _WORKER_COMMANDS["worker"], _WORKER_COMMANDS["beat"]

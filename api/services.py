@@ -8,6 +8,7 @@ local files; a remote client must not make the server read its files).
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from datetime import datetime
@@ -28,6 +29,8 @@ from store.tables import SEARCH_TERMINAL_STATES, DatasetRow, SearchRow, utcnow
 #: Stored dataset names: no slashes or leading dots, so a name never reads as a path.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
 _FILE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq", ".npz", ".npy", ".json", ".xlsx")
+
+log = logging.getLogger("actsearch.api")
 
 _UPLOAD_HINT = "upload the file with POST /datasets (multipart: file, name, label, task)"
 
@@ -67,7 +70,9 @@ def register_upload(
     """Validate an uploaded file (never unpickled) and store it as the name's next version."""
     if task is not None and task not in ds.TASKS:
         raise InvalidInput(f"task must be 'classification' or 'regression', got {task!r}")
-    stem = filename.rsplit("/", 1)[-1].rsplit(".", 1)[0] or "upload"
+    # Default name: the file's stem made safe ("my data (2).csv" -> "my-data-2").
+    stem = re.sub(r"[^A-Za-z0-9._+-]+", "-", filename.rsplit("/", 1)[-1].rsplit(".", 1)[0])
+    stem = stem.strip("-._+")[:200] or "upload"
     dataset_name = check_dataset_name(name or stem)
     lim = settings.limits
     dataset = ds.load_file(
@@ -167,6 +172,23 @@ def submit_search(
                          name=name)
 
 
+def enqueue_search(search_id: int) -> None:
+    """Distributed mode: hand a committed search to the Celery workers (never raises).
+
+    Runs after the commit (a worker may start at once and must find the row). If
+    the broker is unreachable the search stays pending and the reconciler run by
+    ``actsearch beat`` starts it later, so a broker outage is logged, not returned
+    to a client whose search was accepted.
+    """
+    try:
+        from worker.enqueue import submit_search as send
+
+        send(search_id)
+    except Exception as exc:  # broker down, misconfigured: the reconciler retries
+        log.warning("search %s saved but not enqueued (%s: %s); the reconciler will start it",
+                    search_id, type(exc).__name__, exc)
+
+
 def cancel_search(session: Session, *, search_id: int) -> SearchRow:
     """Stop scheduling new trials; what is training finishes (409 once finished)."""
     row = repo.get_search(session, search_id=search_id)
@@ -238,7 +260,9 @@ def _json_array(arr: np.ndarray) -> list[Any]:
     finite = np.isfinite(arr)
     if finite.all():
         return arr.tolist()
-    return np.where(finite, arr, None).tolist()
+    out = arr.astype(object)
+    out[~finite] = None
+    return out.tolist()
 
 
 def leaderboard(session: Session, *, search_id: int) -> dict[str, Any]:

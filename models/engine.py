@@ -10,7 +10,9 @@ compacted away so they stop costing compute.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,8 +24,10 @@ import torch.nn.functional as F
 
 from actsearch.errors import InvalidDataset, InvalidInput
 
+from . import kernels
 from .network import ActParams, PopulationNet
 from .optim import BatchedOptimizer, schedule_multiplier
+from .sizing import auto_population_size, tune_cpu  # noqa: F401  (re-exported for callers)
 from .spec import ArchSpec, Candidate, TrainConfig
 from .stats import chunk_rows, preact_stats, sample_curves
 
@@ -301,6 +305,49 @@ def _device_name(device: torch.device) -> str:
     return str(device)
 
 
+# ----- per-population speed settings -----------------------------------------------------
+def _env_flag(name: str, default: str) -> str:
+    return os.environ.get(name, default).strip().lower()
+
+
+class _FastPath:
+    """What one population runs with beyond the eager reference (same math throughout).
+
+    * compiled kernels (:mod:`models.kernels`) for the costly trainable families, where
+      the population's work pays for compiling (always on CUDA);
+    * CUDA only: TF32 matmuls (``ACTSEARCH_TF32=0`` turns them off) and, opt-in with
+      ``ACTSEARCH_AMP=bf16``, bf16 autocast of the forward (the loss stays float32).
+    """
+
+    def __init__(self, net: PopulationNet, device: torch.device, n_train: int, epochs: int):
+        fused = [(info, act) for info, act in zip(net.layers, net.acts, strict=True)
+                 if getattr(act, "fused", False)]
+        self.families = sorted({type(act).name for _, act in fused})
+        work = float(net.k) * n_train * epochs * sum(info.pre for info, _ in fused)
+        self.compile = bool(fused) and kernels.should_compile(device, work, self.families)
+        self.cuda = device.type == "cuda"
+        self.tf32 = self.cuda and _env_flag("ACTSEARCH_TF32", "1") not in ("0", "off", "false")
+        self.amp = self.cuda and _env_flag("ACTSEARCH_AMP", "off") == "bf16"
+        self._stack = contextlib.ExitStack()
+
+    def open(self) -> None:
+        self._stack.enter_context(kernels.compiling(self.compile))
+        if self.tf32:
+            previous = torch.backends.cuda.matmul.allow_tf32
+            torch.backends.cuda.matmul.allow_tf32 = True
+            self._stack.callback(setattr, torch.backends.cuda.matmul, "allow_tf32", previous)
+
+    def close(self) -> None:
+        self._stack.close()
+        if self.compile:
+            kernels.mark_warm(self.families)
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
 # ----- the engine -----------------------------------------------------------------------
 def train_population(
     arch: ArchSpec,
@@ -327,6 +374,8 @@ def train_population(
     for c in candidates:
         c.validate()
     device = _device(config.device)
+    if device.type == "cpu":
+        tune_cpu()  # once per process: inter-op pool, allocator (threads stay as set)
     x_tr, y_tr, x_va, y_va = _prepare(data, device)
     arch.validate(n_inputs=x_tr.shape[1])
     task = data.task
@@ -375,82 +424,95 @@ def train_population(
     deadline = config.deadline_s
     step = 0
     candidate_epochs = 0
+    # preallocated batch buffers (a full batch and the last, shorter one)
+    sizes = {min(bs, n_train - s) for s in starts}
+    x_bufs = {n: x_tr.new_empty((n, x_tr.shape[1])) for n in sizes}
+    y_bufs = {n: y_tr.new_empty((n,)) for n in sizes}
+    fast = _FastPath(net, device, n_train, config.epochs)
+    fast.open()
 
-    for epoch in range(1, config.epochs + 1):
-        net.train()
-        perm = torch.randperm(n_train, generator=data_gen).to(device)
-        loss_sum = torch.zeros(net.k, device=device)
-        seen = 0
-        done_batches = 0
-        deadline_hit = False
-        for start in starts:
-            idx = perm[start : start + bs]
-            out = net(x_tr.index_select(0, idx))  # (K, B, C)
-            loss = _losses(out, y_tr.index_select(0, idx), task)  # (K,)
-            opt.zero_grad()
-            loss.sum().backward()  # each candidate's gradient is its own loss's
-            opt.step(schedule_multiplier(config.schedule, step=step, total_steps=total_steps,
-                                         epoch=epoch - 1, epochs=config.epochs))
-            step += 1
-            loss_sum += loss.detach() * idx.shape[0]
-            seen += idx.shape[0]
-            done_batches += 1
-            if _past(deadline, t0):
-                deadline_hit = True
+    try:
+        for epoch in range(1, config.epochs + 1):
+            net.train()
+            perm = torch.randperm(n_train, generator=data_gen).to(device)
+            loss_sum = torch.zeros(net.k, device=device)
+            seen = 0
+            done_batches = 0
+            deadline_hit = False
+            for start in starts:
+                idx = perm[start : start + bs]
+                n_b = idx.shape[0]
+                xb = torch.index_select(x_tr, 0, idx, out=x_bufs[n_b])  # (B, D)
+                yb = torch.index_select(y_tr, 0, idx, out=y_bufs[n_b])  # (B,)
+                with fast.autocast():
+                    out = net(xb)  # (K, B, C)
+                loss = _losses(out.float(), yb, task)  # (K,)
+                opt.zero_grad()
+                loss.sum().backward()  # each candidate's gradient is its own loss's
+                opt.step(schedule_multiplier(config.schedule, step=step, total_steps=total_steps,
+                                             epoch=epoch - 1, epochs=config.epochs))
+                step += 1
+                loss_sum.add_(loss.detach(), alpha=n_b)
+                seen += n_b
+                done_batches += 1
+                if _past(deadline, t0):
+                    deadline_hit = True
+                    break
+            partial = done_batches < len(starts)
+            candidate_epochs += net.k
+
+            train_loss = (loss_sum / max(seen, 1)).tolist()
+            val_loss_t, val_metric_t = _population_metrics(net, x_va, y_va, task)
+            val_loss, val_metric = val_loss_t.tolist(), val_metric_t.tolist()
+            elapsed = time.perf_counter() - t0
+
+            ok: list[int] = []
+            for p in range(net.k):
+                if math.isfinite(train_loss[p]) and math.isfinite(val_loss[p]):
+                    ok.append(p)
+                    continue
+                res = results[active[p]]
+                res.status = "failed"
+                res.error = (
+                    f"training diverged at epoch {epoch}: train loss {train_loss[p]}, val loss "
+                    f"{val_loss[p]}; lower the learning rate (was {candidates[active[p]].lr:g})"
+                )
+            for p in ok:
+                entry = {"epoch": epoch, "train_loss": train_loss[p], "val_loss": val_loss[p],
+                         "val_metric": val_metric[p], "elapsed_s": elapsed}
+                if partial:
+                    entry["partial"] = True
+                results[active[p]].history.append(entry)
+
+            stopping: dict[int, Status] = {}
+            if on_epoch is not None and ok and not partial:
+                report = EpochReport(epoch, [active[p] for p in ok], [train_loss[p] for p in ok],
+                                     [val_loss[p] for p in ok], [val_metric[p] for p in ok], elapsed)
+                stop = {int(i) for i in (on_epoch(report) or ())}
+                stopping = {p: "pruned" for p in ok if active[p] in stop}
+            if epoch == config.epochs and not partial:
+                stopping = {p: stopping.get(p, "complete") for p in ok}
+            elif deadline_hit or _past(deadline, t0):
+                stopping = {p: stopping.get(p, "deadline") for p in ok}
+
+            if config.record_epochs > 0:
+                record(ok if epoch in schedule else sorted(stopping), epoch)
+            for p, status in stopping.items():
+                res = results[active[p]]
+                res.status = status
+                res.state_dict = net.candidate_state(p)
+
+            survivors = [p for p in ok if p not in stopping]
+            if not survivors:
                 break
-        partial = done_batches < len(starts)
-        candidate_epochs += net.k
+            if len(survivors) < net.k:
+                index = torch.tensor(survivors, dtype=torch.long)
+                net.keep(index)
+                opt.keep(index)
+                active = [active[p] for p in survivors]
 
-        train_loss = (loss_sum / max(seen, 1)).tolist()
-        val_loss_t, val_metric_t = _population_metrics(net, x_va, y_va, task)
-        val_loss, val_metric = val_loss_t.tolist(), val_metric_t.tolist()
-        elapsed = time.perf_counter() - t0
-
-        ok: list[int] = []
-        for p in range(net.k):
-            if math.isfinite(train_loss[p]) and math.isfinite(val_loss[p]):
-                ok.append(p)
-                continue
-            res = results[active[p]]
-            res.status = "failed"
-            res.error = (
-                f"training diverged at epoch {epoch}: train loss {train_loss[p]}, val loss "
-                f"{val_loss[p]}; lower the learning rate (was {candidates[active[p]].lr:g})"
-            )
-        for p in ok:
-            entry = {"epoch": epoch, "train_loss": train_loss[p], "val_loss": val_loss[p],
-                     "val_metric": val_metric[p], "elapsed_s": elapsed}
-            if partial:
-                entry["partial"] = True
-            results[active[p]].history.append(entry)
-
-        stopping: dict[int, Status] = {}
-        if on_epoch is not None and ok and not partial:
-            report = EpochReport(epoch, [active[p] for p in ok], [train_loss[p] for p in ok],
-                                 [val_loss[p] for p in ok], [val_metric[p] for p in ok], elapsed)
-            stop = {int(i) for i in (on_epoch(report) or ())}
-            stopping = {p: "pruned" for p in ok if active[p] in stop}
-        if epoch == config.epochs and not partial:
-            stopping = {p: stopping.get(p, "complete") for p in ok}
-        elif deadline_hit or _past(deadline, t0):
-            stopping = {p: stopping.get(p, "deadline") for p in ok}
-
-        if config.record_epochs > 0:
-            record(ok if epoch in schedule else sorted(stopping), epoch)
-        for p, status in stopping.items():
-            res = results[active[p]]
-            res.status = status
-            res.state_dict = net.candidate_state(p)
-
-        survivors = [p for p in ok if p not in stopping]
-        if not survivors:
-            break
-        if len(survivors) < net.k:
-            index = torch.tensor(survivors, dtype=torch.long)
-            net.keep(index)
-            opt.keep(index)
-            active = [active[p] for p in survivors]
-
+    finally:
+        fast.close()
     for res in results:
         metrics = [h["val_metric"] for h in res.history]
         if metrics:

@@ -44,11 +44,50 @@ class BatchedLinear(nn.Module):
             return torch.bmm(x, self.weight)
         return torch.baddbmm(self.bias, x, self.weight)  # (K, B, out)
 
+    def forward_outputs_first(self, x: torch.Tensor) -> torch.Tensor:
+        """The same layer computed transposed: ``(K, B, in) -> (K, out, B)``, contiguous.
+
+        For a narrow output layer (a few classes) ``W^T x^T`` is 3-4x faster on CPU than
+        ``x W`` in forward and backward (MKL's batched GEMM handles a short M far better
+        than a short N), and ``(K, C, B)`` is the layout cross-entropy wants anyway.
+        The backward (:class:`_OutputsFirst`) hands back a contiguous input gradient, so
+        the activation's backward before it runs on matching layouts.
+        """
+        if self.shared_input:  # x: (B, in)
+            x = x.unsqueeze(0).expand(self.weight.shape[0], -1, -1)  # (K, B, in), a view
+        return _OutputsFirst.apply(x, self.weight, self.bias)
+
     def fans(self) -> tuple[int, int]:
         return self.n_in, self.n_out
 
     def extra_repr(self) -> str:
         return f"k={self.weight.shape[0]}, in={self.n_in}, out={self.n_out}, shared={self.shared_input}"
+
+
+class _OutputsFirst(torch.autograd.Function):
+    """``y_t = W^T x^T + b^T``: ``x (K, B, in), W (K, in, out), b (K, 1, out) -> (K, out, B)``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor,  # type: ignore[override]
+                bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        w_t, x_t = weight.transpose(1, 2), x.transpose(1, 2)  # views
+        if bias is None:
+            return torch.bmm(w_t, x_t)
+        return torch.baddbmm(bias.transpose(1, 2), w_t, x_t)  # (K, out, B)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.bmm(g.transpose(1, 2), weight.transpose(1, 2))  # (K, B, in)
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.bmm(g, x).transpose(1, 2).contiguous()  # (K, in, out)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = g.sum(2).unsqueeze(1)  # (K, 1, out)
+        return grad_x, grad_w, grad_b
 
 
 class BatchedConv2d(nn.Module):

@@ -58,6 +58,21 @@ def _dropout_seed(seed: int) -> int:
     return (int(seed) * 1_000_003 + 0x5EED) % (2**63 - 1)
 
 
+def _act_init_seed(seed: int, layer: int) -> int:
+    """The stream a seeded activation (VAF, spline) draws its random init from, per layer."""
+    return (int(seed) * 1_000_033 + 7919 * (layer + 1) + 0xAC7) % (2**63 - 1)
+
+
+def _make_activation(cls: type[Activation], params: Sequence[Mapping[str, Any]], units: int,
+                     layout: str, seeds: Sequence[int], layer: int) -> Activation:
+    """Build one layer's activation; families with random init get one stream per candidate,
+    so candidate i of a population starts exactly as a K=1 net with its seed does."""
+    if getattr(cls, "seeded_init", False):
+        return cls(params, units=units, layout=layout,  # type: ignore[call-arg]
+                   init_seeds=[_act_init_seed(s, layer) for s in seeds])
+    return cls(params, units=units, layout=layout)  # type: ignore[arg-type]
+
+
 def resolve_layers(
     arch: ArchSpec, family: str | Sequence[str], act_params: Sequence[ActParams]
 ) -> tuple[list[type[Activation]], list[list[Mapping[str, Any]]]]:
@@ -169,7 +184,7 @@ class PopulationNet(nn.Module):
                 conv = BatchedConv2d(k, c_in, pre, arch.kernel, shared_input=(i == 0),
                                      bias=arch.norm != "batch")
                 init_weight_(conv, cls.weight_init, gens)
-                act = cls(params, units=pre, layout="conv")
+                act = _make_activation(cls, params, pre, "conv", seeds, layer)
                 act._n_spatial = 2
                 self.convs.append(conv)
                 self.norms.append(self._make_norm(k, pre, "conv"))
@@ -191,7 +206,7 @@ class PopulationNet(nn.Module):
             init_weight_(lin, cls.weight_init, gens)
             self.dense.append(lin)
             self.norms.append(self._make_norm(k, pre, "mlp"))
-            self.acts.append(cls(params, units=pre, layout="mlp"))
+            self.acts.append(_make_activation(cls, params, pre, "mlp", seeds, layer))
             self.dropout_kinds.append(cls.dropout_kind)
             self.layers.append(LayerInfo(layer, "dense", cls.name, n_in, pre, post, None,
                                          arch.residual and j > 0 and n_in == post))
@@ -246,7 +261,8 @@ class PopulationNet(nn.Module):
                 a = a + h
             h = a
             layer += 1
-        return self.out(h)  # (K, B, n_outputs)
+        # computed as (K, n_outputs, B) and returned as a (K, B, n_outputs) view
+        return self.out.forward_outputs_first(h).transpose(1, 2)
 
     def _dropout_generators(self, device: torch.device) -> list[torch.Generator]:
         if self._drop_gens is None or self._drop_gens[0].device != device:

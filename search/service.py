@@ -84,8 +84,13 @@ def _default_name(spec: SearchSpec) -> str:
 
 
 def create_search(*, session: Session, spec: SearchSpec, storage_url: str,
-                  owner: str | None = None, name: str | None = None) -> Any:
-    """A search row plus its Optuna study; training starts when a runner picks it up."""
+                  owner: str | None = None, name: str | None = None,
+                  run_here: bool = False) -> Any:
+    """A search row plus its Optuna study; training starts when a runner picks it up.
+
+    ``run_here`` creates it already ``running``: the caller (``actsearch search``)
+    runs it itself, and a ``serve`` runner on the same database must not claim it.
+    """
     dataset_row = find_or_register_dataset(session, spec, owner)
     study_name = new_study_name()
     # Optuna writes through its own connection: create the study before this
@@ -97,6 +102,8 @@ def create_search(*, session: Session, spec: SearchSpec, storage_url: str,
             session, name=name or _default_name(spec), study_name=study_name,
             dataset_id=dataset_row.id, spec=spec.model_dump(mode="json"), owner=owner,
         )
+        if run_here:
+            repo.set_search_state(session, search_id=row.id, state="running")
     except BaseException:
         optuna.delete_study(study_name=study_name, storage=storage_url)
         raise

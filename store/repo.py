@@ -1347,3 +1347,21 @@ __all__ += [
     "record_asked_trials",
     "transition_search",
 ]
+
+
+def waiting_populations(
+    session: Session, *, older_than_s: float, now: datetime | None = None
+) -> list[PopulationRow]:
+    """Populations still ``pending`` (never claimed) that were created over ``older_than_s`` ago.
+
+    Only meaningful when the broker's queue is empty: then their task messages
+    were lost (a broker restarted without persistence) and must be sent again.
+    """
+    cutoff = (now or utcnow()) - timedelta(seconds=older_than_s)
+    stmt = select(PopulationRow).where(
+        PopulationRow.state == "pending", PopulationRow.created_at < cutoff
+    )
+    return list(session.scalars(stmt.order_by(PopulationRow.id)))
+
+
+__all__ += ["waiting_populations"]

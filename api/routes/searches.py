@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Response
+from fastapi import APIRouter, BackgroundTasks, Body, Query, Response
 
 from api import services
 from api.deps import PageDep, SessionDep, SettingsDep
@@ -57,9 +57,13 @@ def create_search(
     body: Annotated[SearchCreate, Body(openapi_examples=_EXAMPLES)],
     session: SessionDep,
     settings: SettingsDep,
+    background: BackgroundTasks,
 ) -> SearchDetail:
     """Submit a search; it starts when a runner (embedded) or worker (distributed) is free."""
     row = services.submit_search(session, spec=body.spec(), name=body.name, settings=settings)
+    if settings.distributed:
+        # Background tasks run after the session dependency has committed the row.
+        background.add_task(services.enqueue_search, row.id)
     return _detail(session, row)
 
 
@@ -101,8 +105,7 @@ def list_search_trials(
     state: TrialState | None = None,
     phase: Phase | None = None,
 ) -> TrialsPublic:
-    """A search's trials, sortable by value, created, family or duration; trials without the
-    sort value come last."""
+    """A search's trials, sortable by value, created, family or duration (missing values last)."""
     repo.get_search(session, search_id=search_id)
     rows, count = repo.query_trials(
         session, search_ids=[search_id], family=family, state=state, phase=phase,

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..kernels import fused
 from .base import BASE_FUNCTIONS, SHARING, Activation, Layout, ParamSpec, register
 from .trainable import base_choices
 
@@ -31,6 +32,10 @@ def _safe_pau(a: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor
     for j in range(b.shape[-1] - 2, -1, -1):
         den = den * x + b[..., j]
     return num / (1 + (den * x).abs())
+
+
+# The same function, compiled (forward and backward fused) inside ``kernels.compiling``.
+_safe_pau_fused = fused(_safe_pau)
 
 
 @lru_cache(maxsize=64)
@@ -85,6 +90,7 @@ class Rational(Activation):
     name = "rational"
     formula = "(a_0 + a_1 z + ... + a_m z^m) / (1 + |b_1 z + ... + b_{m-1} z^{m-1}|)  (a, b learned)"
     trainable = True
+    fused = True  # runs through models.kernels (compiled where it pays)
     weight_init = "kaiming_normal"
     reference = "Molina et al. 2020 (PAU); Boullé et al. 2020"
 
@@ -116,4 +122,4 @@ class Rational(Activation):
         ]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _safe_pau(self.view(self.a), self.view(self.b), x)
+        return _safe_pau_fused(self.view(self.a), self.view(self.b), x)

@@ -8,13 +8,14 @@ function well-defined for any input.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import kernels
 from .base import SHARING, Activation, Layout, ParamSpec, register
 
 ORDER = 3  # cubic
@@ -46,6 +47,22 @@ def uniform_cubic_basis(x: torch.Tensor, grid: int, grid_range: float) -> torch.
     return (torch.relu(2 - v).pow(3) - 4 * torch.relu(1 - v).pow(3)) / 6
 
 
+def _randn_per_candidate(seeds: Sequence[int] | None, k: int) -> Callable[..., torch.Tensor]:
+    """``randn(*shape) -> (K, *shape)``: candidate i from its own seed when seeds are given
+    (so a population member starts like its K=1 run), else from the global generator."""
+    if seeds is None:
+        return lambda *shape: torch.randn(k, *shape)
+    if len(seeds) != k:
+        raise ValueError(f"{len(seeds)} init seeds for {k} candidates")
+    gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+    def draw(*shape: int) -> torch.Tensor:
+        return torch.stack([torch.randn(shape, generator=g) for g in gens])
+
+    return draw
+
+
+
 @register
 class Spline(Activation):
     """``w_b*silu(z) + w_s*sum_i c_i B_i(z)``; starts near SiLU (small random ``c``)."""
@@ -53,9 +70,13 @@ class Spline(Activation):
     name = "spline"
     formula = "w_b*silu(z) + w_s*sum_i c_i*B_i(z)  (cubic B-splines; w_b, w_s, c learned)"
     trainable = True
+    fused = True  # runs through models.kernels (compiled where it pays)
     reference = "Liu et al. 2024 (KAN)"
 
-    def __init__(self, params: Sequence[Mapping[str, Any]], units: int, layout: Layout = "mlp"):
+    seeded_init = True  # the network passes one init seed per candidate
+
+    def __init__(self, params: Sequence[Mapping[str, Any]], units: int, layout: Layout = "mlp",
+                 init_seeds: Sequence[int] | None = None):
         super().__init__(params, units, layout)
         g = int(self.structural["grid"])
         self.grid, self.grid_range = g, float(self.structural["grid_range"])
@@ -63,7 +84,8 @@ class Spline(Activation):
         self.w_b = nn.Parameter(torch.ones(self.k, u))  # (K, U')
         self.w_s = nn.Parameter(torch.ones(self.k, u))  # (K, U')
         std = self.per_candidate("coef_std").reshape(self.k, 1, 1)
-        self.c = nn.Parameter(torch.randn(self.k, u, g + ORDER) * std)  # (K, U', G+3)
+        noise = _randn_per_candidate(init_seeds, self.k)(u, g + ORDER)
+        self.c = nn.Parameter(noise * std)  # (K, U', G+3)
 
     @classmethod
     def element_flops(cls, structural: Mapping[str, Any]) -> int:
@@ -88,6 +110,31 @@ class Spline(Activation):
         return torch.linspace(-r - ORDER * h, r + ORDER * h, n, device=x.device, dtype=x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c, w_b, w_s = self.view(self.c), self.view(self.w_b), self.view(self.w_s)
+        if kernels.active():
+            return _spline_fused(x, c, w_b, w_s, self.grid, self.grid_range)
         basis = uniform_cubic_basis(x, self.grid, self.grid_range)  # (..., G+3)
-        spline = (basis * self.view(self.c)).sum(-1)
-        return self.view(self.w_b) * F.silu(x) + self.view(self.w_s) * spline
+        spline = (basis * c).sum(-1)
+        return w_b * F.silu(x) + w_s * spline
+
+
+def _spline_unrolled(x: torch.Tensor, c: torch.Tensor, w_b: torch.Tensor, w_s: torch.Tensor,
+                     grid: int, grid_range: float) -> torch.Tensor:
+    """:meth:`Spline.forward` written for fusion: the G+3 basis functions unrolled.
+
+    Every tensor stays the input's shape (no ``(..., G+3)`` basis tensor), so Inductor
+    fuses the whole function into one loop over the elements (and one per parameter
+    gradient). Same math as :func:`uniform_cubic_basis`: basis i is the cardinal cubic
+    B-spline centred ``i - ORDER + 2`` steps from the range's left end.
+    """
+    h = 2 * grid_range / grid
+    t = (x + grid_range + (ORDER - 2) * h) / h  # position in grid steps
+    spline = torch.zeros_like(x)
+    for i in range(grid + ORDER):
+        v = (t - i).abs()
+        basis = (torch.relu(2 - v).pow(3) - 4 * torch.relu(1 - v).pow(3)) / 6
+        spline = spline + basis * c[..., i]
+    return w_b * F.silu(x) + w_s * spline
+
+
+_spline_fused = kernels.fused(_spline_unrolled)

@@ -27,10 +27,45 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import kernels
 from .base import BASE_FUNCTIONS, SHARING, Activation, Layout, ParamSpec, register
+from .spline import _randn_per_candidate
 from .trainable import base_choices
 
 _BASE_FLOPS = 5  # a typical smooth base function (silu, tanh, ...)
+
+
+def _vaf_mlp(x: torch.Tensor, w_in: torch.Tensor, b_in: torch.Tensor, w_hidden: torch.Tensor | None,
+             b_hidden: torch.Tensor | None, w_out: torch.Tensor, b_out: torch.Tensor, inner: str,
+             residual: bool) -> torch.Tensor:
+    """The subnetwork in the mlp layout, written for fusion: ``x (K, B, U) -> (K, B, U)``.
+
+    The same math as :meth:`VAF.forward` with the width W as a trailing axis and every
+    product-and-sum spelled out elementwise (no transposes, no tiny matmuls), so that
+    Inductor emits one loop over the elements for the forward and one for the backward.
+    Parameters are ``(K, U', ...)`` as stored.
+    """
+    f = BASE_FUNCTIONS[inner].fn
+    if w_hidden is None:
+        # depth 1: unrolled over the width, so every tensor is (K, B, U) and each
+        # parameter's gradient is one reduction, like a rational's coefficients.
+        wi, bi, wo = w_in.unsqueeze(1), b_in.unsqueeze(1), w_out.unsqueeze(1)  # (K, 1, U', W)
+        y = b_out.unsqueeze(1) + wo[..., 0] * f(x * wi[..., 0] + bi[..., 0])
+        for j in range(1, w_in.shape[-1]):
+            y = y + wo[..., j] * f(x * wi[..., j] + bi[..., j])
+        return y  # (K, B, U)
+    z = x.unsqueeze(-1)  # (K, B, U, 1)
+    h = f(z * w_in.unsqueeze(1) + b_in.unsqueeze(1))  # (K, B, U, W)
+    if w_hidden is not None and b_hidden is not None:
+        for layer in range(w_hidden.shape[2]):
+            w = w_hidden[:, :, layer].unsqueeze(1)  # (K, 1, U', W, W)
+            pre = (h.unsqueeze(-1) * w).sum(-2) + b_hidden[:, :, layer].unsqueeze(1)  # (K, B, U, W)
+            h = h + f(pre) if residual else f(pre)
+    return (h * w_out.unsqueeze(1)).sum(-1) + b_out.unsqueeze(1)  # (K, B, U)
+
+
+_vaf_mlp_fused = kernels.fused(_vaf_mlp)
+
 
 
 @register
@@ -40,9 +75,13 @@ class VAF(Activation):
     name = "vaf"
     formula = "w_out . f(W_{d-1} ... f(w_in*z + b_in) ...) + b_out  (all weights learned)"
     trainable = True
+    fused = True  # runs through models.kernels (compiled where it pays)
     reference = "Apicella et al. 2019 (VAF)"
 
-    def __init__(self, params: Sequence[Mapping[str, Any]], units: int, layout: Layout = "mlp"):
+    seeded_init = True  # the network passes one init seed per candidate
+
+    def __init__(self, params: Sequence[Mapping[str, Any]], units: int, layout: Layout = "mlp",
+                 init_seeds: Sequence[int] | None = None):
         super().__init__(params, units, layout)
         width, depth = int(self.structural["width"]), int(self.structural["depth"])
         self.inner = str(self.structural["inner"])  # looked up per call: stays picklable
@@ -51,15 +90,16 @@ class VAF(Activation):
         k, u = self.k, self.param_units()
         std = self.per_candidate("init_std").reshape(k, 1, 1)  # (K, 1, 1)
 
-        w_in = torch.randn(k, u, width)
-        b_in = torch.randn(k, u, width)
+        randn = _randn_per_candidate(init_seeds, k)
+        w_in = randn(u, width)
+        b_in = randn(u, width)
         w_in[..., 0], b_in[..., 0] = 1.0, 0.0
         self.w_in = nn.Parameter(w_in)  # (K, U', W)
         self.b_in = nn.Parameter(b_in)  # (K, U', W)
 
         if depth > 1:
             std4 = std.reshape(k, 1, 1, 1, 1)
-            noise = torch.randn(k, u, depth - 1, width, width) * std4 / width**0.5
+            noise = randn(u, depth - 1, width, width) * std4 / width**0.5
             eye = torch.zeros(width, width) if self.residual else torch.eye(width)
             self.w_hidden = nn.Parameter(eye + noise)  # (K, U', depth-1, W, W)
             self.b_hidden = nn.Parameter(torch.zeros(k, u, depth - 1, width))  # (K, U', depth-1, W)
@@ -108,6 +148,9 @@ class VAF(Activation):
         return y.reshape(shape).movedim(2, 0)  # (B, K, U, *spatial)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.layout == "mlp" and kernels.active():
+            return _vaf_mlp_fused(x, self.w_in, self.b_in, self.w_hidden, self.b_hidden,
+                                  self.w_out, self.b_out, self.inner, self.residual)
         f = BASE_FUNCTIONS[self.inner].fn
         z = self._to_ku(x).unsqueeze(-1)  # (K, U, N, 1)
         h = f(z * self.w_in.unsqueeze(2) + self.b_in.unsqueeze(2))  # (K, U, N, W)

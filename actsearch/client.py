@@ -1,0 +1,107 @@
+"""A small Python client for the actsearch HTTP API (what ``actsearch --server URL`` uses).
+
+Errors from the service come back as the same :mod:`actsearch.errors` classes the
+embedded mode raises, carrying the service's ``detail``, so callers handle one
+hierarchy whichever mode they talk to.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from actsearch.errors import (
+    ActsearchError,
+    Conflict,
+    InvalidDataset,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+
+_BY_STATUS: dict[int, type[ActsearchError]] = {
+    400: InvalidInput, 401: NotFound, 404: NotFound, 409: Conflict, 413: PayloadTooLarge,
+    415: UnsupportedMediaType, 422: InvalidInput, 429: Conflict,
+}
+FINISHED = ("complete", "failed", "cancelled")
+
+
+class ServiceUnavailable(ActsearchError):
+    """The service could not be reached or answered with a server error."""
+
+    status_code = 503
+
+
+class ActsearchClient:
+    """Talks to one actsearch service."""
+
+    def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 60.0) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.base_url = base_url.rstrip("/")
+        self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailable(f"cannot reach {self.base_url}: {exc}") from None
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            cls = _BY_STATUS.get(response.status_code, ServiceUnavailable)
+            raise cls(f"{detail} (HTTP {response.status_code})")
+        if response.headers.get("content-type", "").startswith("application/json"):
+            return response.json()
+        return response.content
+
+    # ----- resources ----------------------------------------------------------------------
+    def upload_dataset(self, path: Path, *, name: str | None = None, label: str | None = None,
+                       task: str | None = None) -> dict[str, Any]:
+        """Upload a CSV/Parquet/NPZ file as a named, versioned dataset."""
+        form = {k: v for k, v in {"name": name or path.stem, "label": label, "task": task}.items()
+                if v is not None}
+        try:
+            with path.open("rb") as fh:
+                return self._call("POST", "/datasets", data=form, files={"file": (path.name, fh)})
+        except OSError as exc:
+            raise InvalidDataset(f"cannot read {path}: {exc.strerror}") from None
+
+    def create_search(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/searches", json=spec)
+
+    def search(self, search_id: int) -> dict[str, Any]:
+        return self._call("GET", f"/searches/{search_id}")
+
+    def leaderboard(self, search_id: int) -> dict[str, Any]:
+        return self._call("GET", f"/searches/{search_id}/leaderboard")
+
+    def cancel(self, search_id: int) -> dict[str, Any]:
+        return self._call("POST", f"/searches/{search_id}/cancel")
+
+    def trial(self, trial_id: int) -> dict[str, Any]:
+        return self._call("GET", f"/trials/{trial_id}")
+
+    def trial_activations(self, trial_id: int) -> dict[str, Any]:
+        return self._call("GET", f"/trials/{trial_id}/activations")
+
+    def wait(self, search_id: int, on_progress: Callable[[dict[str, Any]], None] | None = None,
+             poll_s: float = 1.0, timeout_s: float | None = None) -> dict[str, Any]:
+        """Poll a search until it finishes; returns its final detail."""
+        started = time.monotonic()
+        while True:
+            detail = self.search(search_id)
+            if on_progress is not None:
+                on_progress(detail)
+            if detail["state"] in FINISHED:
+                return detail
+            if timeout_s is not None and time.monotonic() - started > timeout_s:
+                raise ServiceUnavailable(f"search {search_id} still {detail['state']} after "
+                                         f"{timeout_s:.0f} s")
+            time.sleep(poll_s)

@@ -1,0 +1,112 @@
+"""``actsearch serve``: the API, plus the embedded runner that executes searches.
+
+Module level imports only typer and the standard library so ``actsearch --help``
+stays fast; FastAPI and uvicorn are imported when the command runs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from typing import Annotated
+
+import typer
+
+RUNNER_STOP_TIMEOUT_S = 30.0
+
+
+def _start_runner(workers: int | None) -> subprocess.Popen[bytes]:
+    """``python -m search.runner`` as a child; it inherits the ACTSEARCH_* environment."""
+    cmd = [sys.executable, "-m", "search.runner"]
+    if workers is not None:
+        cmd += ["--workers", str(workers)]
+    return subprocess.Popen(cmd, env=dict(os.environ))
+
+
+def _stop_runner(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not exited in time."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=RUNNER_STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class _RunnerSupervisor:
+    """Keeps the runner alive: a runner that dies unexpectedly is started again.
+
+    The restarted runner marks the search its predecessor was running as failed
+    (see ``search.runner``), then carries on with the pending ones.
+    """
+
+    def __init__(self, workers: int | None) -> None:
+        self.workers = workers
+        self.proc = _start_runner(workers)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="runner-supervisor", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        backoff = 1.0
+        while not self._stopping.is_set():
+            code = self.proc.poll()
+            if code is not None and not self._stopping.is_set():
+                typer.echo(f"actsearch: search runner exited with status {code}; restarting",
+                           err=True)
+                if self._stopping.wait(backoff):
+                    return
+                self.proc = _start_runner(self.workers)
+                backoff = min(backoff * 2, 30.0)
+            self._stopping.wait(1.0)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        _stop_runner(self.proc)
+
+
+def _note_signal(signum: int, _frame: object) -> None:
+    """Stand-in handler: the shutdown it asks for is already under way."""
+
+
+def serve_command(
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    workers: Annotated[int | None, typer.Option(
+        help="training processes of the embedded runner (default: ACTSEARCH_WORKERS)")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+) -> None:
+    """Run the HTTP API; in embedded mode also the runner that executes submitted searches."""
+    import uvicorn
+
+    from actsearch.settings import get_settings
+    from api.main import create_app
+    from store.db import init_db
+
+    settings = get_settings()
+    url = settings.resolved_database_url
+    init_db(url)
+    supervisor = None
+    if not settings.distributed:
+        supervisor = _RunnerSupervisor(workers)
+        mode = f"embedded (runner with {workers or settings.workers} training process(es))"
+    else:
+        mode = "distributed (searches run on Celery workers)"
+    typer.echo(f"actsearch serve: {mode}; database {settings.resolved_database_url.split('@')[-1]}; "
+               f"http://{host}:{port}/docs", err=True)
+    # uvicorn handles SIGINT/SIGTERM while it serves, then re-raises the signal it
+    # caught once it has shut down; with the default handlers that would kill this
+    # process before the runner is stopped. No-op handlers let it return here.
+    previous = {sig: signal.signal(sig, _note_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+    finally:
+        if supervisor is not None:
+            supervisor.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,118 @@
+"""Fused kernels for the costly trainable activations (rational, VAF, spline).
+
+Their eager forms are chains of small elementwise ops whose autograd graphs read and
+write the full ``(K, B, U)`` pre-activation dozens of times (a rational's Horner steps,
+the broadcast coefficients' reductions), so one such activation costs up to 30 ReLUs.
+``torch.compile`` (Inductor) fuses forward and backward into a few loops over the
+elements and brings them within a small factor of a ReLU.
+
+Compiling has a price (seconds per process and family, cached on disk by Inductor),
+so it is switched on per population by the engine (:func:`compiling`) only where it
+pays; tensors without grad (evaluation, curve sampling) always take the eager
+reference, which is the same math. Any failure to compile disables compiling for
+the process and falls back to the reference, with one warning.
+
+``ACTSEARCH_COMPILE``: ``auto`` (default: the engine decides), ``1``/``on`` (always
+compile trainable kernels), ``0``/``off`` (never).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import torch
+
+_state = threading.local()
+_compiled: dict[Callable[..., Any], Callable[..., Any]] = {}
+_broken = False
+_warm: set[str] = set()  # families whose kernels this process has compiled already
+# Below this many activation elements x steps (K x rows x epochs x units), compiling
+# (~3-7 s per family and process on a 2-core CPU; ~1 s with a warm Inductor cache)
+# costs more than it saves (eager rational ~20 ns/element fwd+bwd, compiled ~2).
+CPU_COMPILE_MIN_WORK = 2.5e8
+
+
+def compile_setting() -> str:
+    """``"auto"``, ``"on"`` or ``"off"`` from ``ACTSEARCH_COMPILE``."""
+    value = os.environ.get("ACTSEARCH_COMPILE", "auto").strip().lower()
+    if value in ("1", "on", "true", "yes"):
+        return "on"
+    if value in ("0", "off", "false", "no"):
+        return "off"
+    return "auto"
+
+
+def compile_available() -> bool:
+    """Whether ``torch.compile`` is usable here (and has not failed in this process)."""
+    return not _broken and hasattr(torch, "compile")
+
+
+def should_compile(device: torch.device, work: float, families: Iterable[str] = ()) -> bool:
+    """The engine's choice for one population.
+
+    ``work``: activation elements x steps of its fused layers (K x rows x epochs x units);
+    ``families``: its fused families. On CPU, ``auto`` compiles when the work pays for
+    a compile or when this process has compiled these families before (a search trains
+    many populations of a family in one process, and the kernels are shape-generic).
+    """
+    setting = compile_setting()
+    if setting == "off" or not compile_available():
+        return False
+    if setting == "on":
+        return True
+    if device.type == "cuda":
+        return True
+    names = set(families)
+    return work >= CPU_COMPILE_MIN_WORK or bool(names and names <= _warm)
+
+
+def mark_warm(families: Iterable[str]) -> None:
+    """Record that these families' kernels have been compiled in this process."""
+    if not _broken:
+        _warm.update(families)
+
+
+@contextlib.contextmanager
+def compiling(enabled: bool) -> Iterator[None]:
+    """Within this block, :func:`fused` kernels run compiled (when ``enabled``)."""
+    previous = getattr(_state, "enabled", False)
+    _state.enabled = bool(enabled)
+    try:
+        yield
+    finally:
+        _state.enabled = previous
+
+
+def active() -> bool:
+    """True inside ``compiling(True)`` while autograd is recording."""
+    return bool(getattr(_state, "enabled", False)) and torch.is_grad_enabled() and not _broken
+
+
+def fused(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """Wrap a pure tensor function: compiled inside :func:`compiling`, eager elsewhere."""
+
+    def call(*args: Any) -> torch.Tensor:
+        global _broken
+        if not active():
+            return fn(*args)
+        compiled = _compiled.get(fn)
+        if compiled is None:
+            compiled = torch.compile(fn, dynamic=True, fullgraph=True)
+            _compiled[fn] = compiled
+        try:
+            return compiled(*args)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure falls back
+            _broken = True
+            warnings.warn(f"torch.compile failed for {fn.__name__} ({exc!r:.200}); "
+                          "using the eager kernels", RuntimeWarning, stacklevel=2)
+            return fn(*args)
+
+    call.reference = fn  # type: ignore[attr-defined]
+    call.__name__ = getattr(fn, "__name__", "kernel")
+    call.__doc__ = fn.__doc__
+    return call

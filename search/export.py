@@ -1,0 +1,190 @@
+"""The best model of a search as one zip a user can deploy with torch and numpy alone.
+
+The *best model* is the final choice of the evaluation protocol (the leaderboard's
+top family, ranked over finalist seeds), and of its finalist re-runs the seed with
+the highest validation metric. Only finalists have stored weights, so a search
+without a finished finalist has nothing to export (Conflict, 409).
+
+Contents: ``model.pt2`` (``torch.export`` program: rows in, logits or regression
+outputs out), ``state_dict.pt`` (plain tensors, ``torch.load(weights_only=True)``),
+``meta.json`` (architecture, family and parameters, scaler, class names, task,
+metric, how to load) and ``README.txt``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import zipfile
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from actsearch.errors import Conflict
+from store import repo
+from store.tables import SearchRow, TrialRow
+
+from .protocol import build_leaderboard
+from .service import prepare_data
+from .spec import SearchSpec
+
+__all__ = ["EXPORT_FORMAT", "best_finalist", "export_search", "readme_text"]
+
+EXPORT_FORMAT = "actsearch-export/1"
+
+_SNIPPET_CLASSIFICATION = """\
+import json, numpy as np, torch
+meta = json.load(open("meta.json"))
+model = torch.export.load("model.pt2").module()
+x = (np.asarray(rows, dtype=np.float32) - meta["scaler"]["mean"]) / meta["scaler"]["std"]
+logits = model(torch.from_numpy(x.astype(np.float32))).detach().numpy()
+labels = np.asarray(meta["class_names"])[logits.argmax(1)]
+"""
+
+_SNIPPET_REGRESSION = """\
+import json, numpy as np, torch
+meta = json.load(open("meta.json"))
+model = torch.export.load("model.pt2").module()
+x = (np.asarray(rows, dtype=np.float32) - meta["scaler"]["mean"]) / meta["scaler"]["std"]
+out = model(torch.from_numpy(x.astype(np.float32))).detach().numpy()
+y = out * meta["target_scaler"]["std"] + meta["target_scaler"]["mean"]
+"""
+
+
+def _metric(search: SearchRow, task: str) -> str:
+    if search.best and search.best.get("metric"):
+        return str(search.best["metric"])
+    return "accuracy" if task == "classification" else "r2"
+
+
+def best_finalist(session: Session, *, search_id: int) -> tuple[TrialRow, dict[str, Any]]:
+    """The final choice's best finalist trial (with weights) and its leaderboard row.
+
+    Raises Conflict when no finalist has finished yet (nothing has weights).
+    """
+    search = repo.get_search(session, search_id=search_id)
+    task = repo.get_dataset(session, dataset_id=search.dataset_id).task
+    trials = repo.list_trials(session, search_id=search_id, limit=None)
+    board = build_leaderboard(trials, _metric(search, task))
+    for row in board.rows:  # the winner first; fall back if its weights are missing
+        runs = [t for t in trials if t.phase == "finalist" and t.family == row.family
+                and t.state == "complete" and t.value is not None
+                and repo.has_weights(session, trial_id=t.id)]
+        if runs:
+            best = max(runs, key=lambda t: (t.value, -t.id))
+            return best, {"family": row.family, "mean": row.mean, "ci95": row.ci95,
+                          "n_seeds": row.n_seeds, "rank": board.rows.index(row) + 1,
+                          "metric": board.metric}
+    raise Conflict(
+        f"search {search_id} ({search.state}) has no finished finalist yet, so there is no "
+        "trained model to export; try again once its finalists have run"
+    )
+
+
+def readme_text(meta: dict[str, Any]) -> str:
+    """README.txt: what the files are and a six-line load-and-predict snippet."""
+    snippet = _SNIPPET_CLASSIFICATION if meta["task"] == "classification" else _SNIPPET_REGRESSION
+    lb = meta["leaderboard"]
+    return (
+        f"actsearch export: search {meta['search_id']} ({meta['search_name']}), "
+        f"trial {meta['trial_id']}\n"
+        f"family {meta['family']} {json.dumps(meta['family_params'])}\n"
+        f"validation {meta['metric']} {lb['mean']:.4f} ± {lb['ci95']:.4f} over {lb['n_seeds']} "
+        f"seeds (this seed: {meta['validation_metric']:.4f})\n\n"
+        "Files:\n"
+        "  model.pt2       torch.export program: float32 rows (B, n_inputs), standardised with\n"
+        "                  meta.json's scaler, -> logits (B, classes) or regression output (B,)\n"
+        "  state_dict.pt   the weights as plain tensors: torch.load(f, weights_only=True);\n"
+        "                  loads into actsearch's models.network.PopulationNet (K=1) with\n"
+        "                  load_candidate_state\n"
+        "  meta.json       architecture, family and its parameters, scaler, class names, task\n\n"
+        "Load and predict with only torch and numpy (rows: your raw feature rows, in the order\n"
+        "of meta.json's feature_names):\n\n"
+        + "".join(f"    {line}\n" for line in snippet.splitlines())
+    )
+
+
+def export_search(session: Session, *, search_id: int) -> bytes:
+    """The zip (bytes) of a search's best model; Conflict (409) if it has no finalist yet."""
+    from models.export import export_program, single_candidate, state_dict_bytes
+
+    trial, lb = best_finalist(session, search_id=search_id)
+    search = repo.get_search(session, search_id=search_id)
+    dataset = repo.get_dataset(session, dataset_id=search.dataset_id)
+    spec = SearchSpec.model_validate(search.spec)
+    arch = spec.arch_spec()
+    state_dict, scaler, label_map = repo.load_weights(session, trial_id=trial.id)
+    task = dataset.task
+    n_outputs = int(dataset.n_classes or 0) if task == "classification" else 1
+    target_scaler = None
+    if task == "regression":
+        # Not stored with the weights: recompute it from the same seeded split.
+        target_scaler = prepare_data(session, dataset_id=dataset.id, spec=spec).splits.target_scaler
+
+    module = single_candidate(arch, trial.family, trial.family_params, state_dict,
+                              dataset.n_features, n_outputs, task)
+    program = export_program(module, dataset.n_features)
+    import torch
+
+    schema = dataset.schema or {}
+    class_names = label_map if isinstance(label_map, list) else schema.get("class_names")
+    meta: dict[str, Any] = {
+        "format": EXPORT_FORMAT,
+        "search_id": search.id,
+        "search_name": search.name,
+        "search_state": search.state,
+        "study_name": search.study_name,
+        "trial_id": trial.id,
+        "source_trial_number": trial.source_trial_number,
+        "seed": trial.seed,
+        "family": trial.family,
+        "family_params": trial.family_params,
+        "hparams": trial.hparams,
+        "architecture": arch.to_dict(),
+        "task": task,
+        "metric": lb["metric"],
+        "validation_metric": trial.value,
+        "test_metric": trial.test_value,
+        "leaderboard": lb,
+        "n_inputs": dataset.n_features,
+        "n_outputs": n_outputs,
+        "feature_names": schema.get("feature_names"),
+        "label_name": schema.get("label_name"),
+        "class_names": class_names if task == "classification" else None,
+        "scaler": scaler,
+        "target_scaler": target_scaler,
+        "dataset": {"id": dataset.id, "name": dataset.name, "version": dataset.version,
+                    "content_hash": dataset.content_hash},
+        "n_params": trial.n_params,
+        "flops": trial.flops,
+        "torch_version": torch.__version__,
+        "input": {"dtype": "float32", "shape": ["batch", dataset.n_features],
+                  "preprocessing": "(x - scaler.mean) / scaler.std"},
+        "output": ("logits (batch, n_outputs); softmax for probabilities, argmax indexes "
+                   "class_names" if task == "classification" else
+                   "(batch,) standardised target; y = out * target_scaler.std + target_scaler.mean"),
+        "how_to_load": {
+            "program": "torch.export.load('model.pt2').module()",
+            "state_dict": "torch.load('state_dict.pt', weights_only=True)",
+        },
+    }
+    meta = _json_safe(meta)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("model.pt2", program)
+        archive.writestr("state_dict.pt", state_dict_bytes(state_dict))
+        archive.writestr("meta.json", json.dumps(meta, indent=2))
+        archive.writestr("README.txt", readme_text(meta))
+    return buf.getvalue()
+
+
+def _json_safe(value: Any) -> Any:
+    """Non-finite floats become null (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value

@@ -1,0 +1,216 @@
+"""Thin Celery tasks: plain ids in, the work done by :mod:`search.distributed`.
+
+Each task loads what it needs from the database, calls ``search/``, and only
+after that call has committed enqueues the follow-up populations it returned
+(enqueue after commit; never wait on a subtask). Retries are for transient
+errors only (the database or the broker unreachable); a population that fails
+for any other reason is recorded as failed, never retried blindly.
+
+``search.distributed`` (and with it torch) is imported inside the tasks: the
+worker's parent process imports this module and must never initialise CUDA.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import kombu.exceptions
+import redis.exceptions
+import sqlalchemy.exc
+from celery import Task, shared_task
+from celery.signals import worker_process_init
+from sqlalchemy.orm import Session, sessionmaker
+
+from actsearch.settings import get_settings
+from worker.app import RECONCILE, RUN_POPULATION, START, get_app
+from worker.config import WorkerSettings, get_worker_settings
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    kombu.exceptions.OperationalError,
+)
+RETRY = {
+    "autoretry_for": TRANSIENT_ERRORS,
+    "retry_backoff": 2,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "max_retries": 3,
+}
+
+
+@dataclass
+class _Resources:
+    """What every task in this process shares: made once per (child) process."""
+
+    sessions: sessionmaker[Session]
+    database_url: str
+    worker: WorkerSettings
+    device: str
+
+
+_resources: _Resources | None = None
+_torch_ready = False
+
+
+@worker_process_init.connect
+def _forget_parent_state(**_: Any) -> None:
+    """A forked child must not reuse the parent's connections (it has none by design)."""
+    global _resources, _torch_ready
+    _resources = None
+    _torch_ready = False
+
+
+def resources() -> _Resources:
+    """The session factory and settings of this process (created on first use, after fork)."""
+    global _resources
+    if _resources is None:
+        from store.db import make_engine, session_factory
+
+        url = get_settings().resolved_database_url
+        ws = get_worker_settings()
+        _resources = _Resources(session_factory(make_engine(url)), url, ws, ws.device)
+    return _resources
+
+
+def _prepare_torch(res: _Resources) -> str:
+    """Import torch in this child once, with its thread count; returns the device to train on.
+
+    One torch thread per worker process unless ``ACTSEARCH_TORCH_THREADS`` says
+    otherwise: workers are scaled by process (one per GPU or core), and several
+    processes each spawning a thread per core oversubscribe the CPU.
+    """
+    global _torch_ready
+    import torch
+
+    if not _torch_ready:
+        threads = get_settings().torch_threads or 1
+        torch.set_num_threads(threads)
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:  # already set in this process
+            pass
+        _torch_ready = True
+    if res.device != "auto":
+        return res.device
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+def enqueue_populations(population_ids: Iterable[int],
+                        sessions: sessionmaker[Session] | None = None) -> list[str]:
+    """Send one ``search.run_population`` per id, with the task id planned on its row.
+
+    Call only after the rows are committed: a worker may pick the message up at once.
+    """
+    from store import repo
+
+    ids = list(population_ids)
+    if not ids:
+        return []
+    sessions = sessions or resources().sessions
+    with sessions() as session:
+        task_ids = [repo.get_population(session, population_id=pid).task_id for pid in ids]
+    # By name on this process's app (not the task proxy's "current app"), so the
+    # broker is always the configured one.
+    app = get_app()
+    return [str(app.send_task(RUN_POPULATION, args=[pid], task_id=task_id).id)
+            for pid, task_id in zip(ids, task_ids, strict=True)]
+
+
+def _worker_name(task: Task) -> str:
+    return f"{task.request.hostname or 'worker'}:{os.getpid()}"
+
+
+@shared_task(name=RUN_POPULATION, bind=True, **RETRY)
+def run_population_task(self: Task, population_id: int) -> dict[str, Any]:
+    """Train one population, then advance its search and enqueue what that planned."""
+    res = resources()
+    device = _prepare_torch(res)
+    from search.distributed import advance_search, run_population
+
+    outcome = run_population(
+        res.sessions, population_id=population_id, storage_url=res.database_url,
+        worker_name=_worker_name(self), task_id=self.request.id,
+        heartbeat_interval_s=res.worker.heartbeat_interval_s,
+        max_task_s=res.worker.task_deadline_s, device=device,
+    )
+    follow: list[int] = []
+    if outcome.search_id is not None and outcome.status != "lost":
+        follow = advance_search(res.sessions, search_id=outcome.search_id)
+    enqueue_populations(follow, res.sessions)
+    log.info("population %s: %s; enqueued %s", population_id, outcome.status, follow)
+    return {"population_id": population_id, "status": outcome.status, "enqueued": follow}
+
+
+@shared_task(name=START, bind=True, **RETRY)
+def start_search_task(self: Task, search_id: int) -> dict[str, Any]:
+    """Plan a pending search's populations (commit), then enqueue them.
+
+    A redelivered start plans nothing (the search is no longer pending). A
+    *retried* one re-sends the pending populations, since the first try may have
+    committed the plan and then failed to reach the broker; duplicates are harmless.
+    """
+    from search.distributed import plan_search
+    from store import repo
+
+    res = resources()
+    with res.sessions.begin() as session:
+        ids = plan_search(session, search_id=search_id)
+    if not ids and self.request.retries:
+        with res.sessions() as session:
+            ids = [p.id for p in repo.list_populations(session, search_id=search_id,
+                                                       state="pending")]
+    enqueue_populations(ids, res.sessions)
+    return {"search_id": search_id, "enqueued": ids}
+
+
+def _queue_is_empty(app: Any, queue: str) -> bool:
+    """True when the broker holds no waiting message on ``queue`` (False when unsure)."""
+    try:
+        with app.connection_for_read() as conn:
+            declared = conn.default_channel.queue_declare(queue=queue, passive=True)
+            return int(declared.message_count) == 0
+    except Exception:  # noqa: BLE001 - a missing queue or a transport without counts
+        return False
+
+
+@shared_task(name=RECONCILE, bind=True, **RETRY)
+def reconcile_task(self: Task) -> dict[str, Any]:
+    """One reconciler pass (beat sends it every ``reconcile_interval_s``); see ``search.distributed.reconcile``.
+
+    Besides that pass: pending populations whose messages were lost (the queue
+    is empty but they are still waiting long after creation, e.g. after a broker
+    restart without persistence) are sent again, and pending searches re-started.
+    """
+    from search.distributed import reconcile
+    from store import repo
+
+    res = resources()
+    _prepare_torch(res)  # finishing a search scores the winner on test
+    ws = res.worker
+    report = reconcile(res.sessions, storage_url=res.database_url,
+                       stale_after_s=ws.stale_after_s, max_attempts=ws.max_attempts)
+    enqueue_populations(report.enqueue, res.sessions)
+    resent: list[int] = []
+    if _queue_is_empty(get_app(), ws.queue):
+        with res.sessions() as session:
+            resent = [p.id for p in repo.waiting_populations(session,
+                                                             older_than_s=ws.stale_after_s)
+                      if p.id not in report.enqueue]
+        enqueue_populations(resent, res.sessions)
+    for search_id in report.restart:
+        get_app().send_task(START, args=[search_id])
+    summary = {"stale": report.stale, "failed_trials": report.failed_trials,
+               "enqueued": report.enqueue, "exhausted": report.exhausted,
+               "restarted": report.restart, "resent": resent, "advanced": report.advanced}
+    if any(v for k, v in summary.items() if k != "advanced"):
+        log.warning("reconcile: %s", summary)
+    return summary
