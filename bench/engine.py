@@ -39,6 +39,7 @@ import json
 import math
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -493,6 +494,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                          extra if fam == "relu" else [])
             workloads.append(run_workload(w, device, repeats, peak["flops_per_s"],
                                           int(settings["threads"])))
+            done = workloads[-1]
+            print(f"[bench] {split.name} {arch_text} {fam}: baseline "
+                  f"{done['baseline']['cand_epochs_per_s']:.1f} cand-ep/s; "
+                  + ", ".join(f"K={r['k']}{'' if r['batch'] == BATCH else ' bs=' + str(r['batch'])} "
+                              f"{r['cand_epochs_per_s']:.1f}" for r in done["runs"]),
+                  file=sys.stderr, flush=True)
     result = {
         "bench": "engine", "device": str(device), "machine": machine(device),
         "torch": torch.__version__, "threads": settings["threads"],

@@ -104,6 +104,9 @@ def fused(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         if compiled is None:
             compiled = torch.compile(fn, dynamic=True, fullgraph=True)
             _compiled[fn] = compiled
+        # Parameters reach the compiled function as plain views: dynamo keeps a
+        # Parameter's shape static, which would recompile for every population size K.
+        args = tuple(a.view_as(a) if isinstance(a, torch.nn.Parameter) else a for a in args)
         try:
             return compiled(*args)
         except Exception as exc:  # noqa: BLE001 - any compiler failure falls back

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 from sqlalchemy.orm import Session
 
-from actsearch.errors import NotFound
+from actsearch.errors import InvalidInput, NotFound
 from models.engine import TensorData
 from store import repo
 from store.artifacts import get_artifact_bytes
@@ -78,6 +79,57 @@ def load_study(spec: SearchSpec, study_name: str, storage_url: str) -> optuna.St
     )
 
 
+_WARM_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def _warm_start_mismatch(parent: SearchSpec, child: SearchSpec) -> list[str]:
+    """What differs between two specs in ways that make the parent's trials meaningless.
+
+    Families (in order: they are the choices of Optuna's ``family`` parameter,
+    and Optuna refuses a categorical whose choices differ), the architecture
+    and the objective (the number of values each trial holds).
+    """
+    diffs = []
+    if parent.families != child.families:
+        diffs.append(f"families {parent.families} vs {child.families} (same names, same order)")
+    if parent.arch_spec().to_dict() != child.arch_spec().to_dict():
+        diffs.append(f"architecture {parent.architecture!r} vs {child.architecture!r}")
+    if parent.objective != child.objective:
+        diffs.append(f"objective {parent.objective!r} vs {child.objective!r}")
+    return diffs
+
+
+def warm_start_trials(session: Session, spec: SearchSpec,
+                      storage_url: str) -> list[optuna.trial.FrozenTrial]:
+    """The parent search's finished trials, ready for ``study.add_trials`` (or [] if none asked).
+
+    Complete and pruned trials are copied with their parameters, distributions,
+    values and intermediate values, so samplers (TPE, GP, ...) and pruners learn
+    from them; running, failed and waiting ones are not. Each copy is tagged with
+    the search and trial it came from. Raises NotFound for an unknown parent and
+    InvalidInput, naming what differs, for an incompatible one.
+    """
+    if spec.warm_start_from is None:
+        return []
+    parent = repo.get_search(session, search_id=spec.warm_start_from)
+    parent_spec = SearchSpec.model_validate(parent.spec)
+    diffs = _warm_start_mismatch(parent_spec, spec)
+    if diffs:
+        raise InvalidInput(f"warm_start_from: search {parent.id} cannot seed this search; "
+                           f"its {'; '.join(diffs)} differ")
+    parent_study = optuna.load_study(study_name=parent.study_name, storage=storage_url)
+    copies = []
+    for t in parent_study.get_trials(deepcopy=False, states=_WARM_STATES):
+        copies.append(optuna.trial.create_trial(
+            state=t.state, values=t.values, params=t.params, distributions=t.distributions,
+            intermediate_values=t.intermediate_values,
+            user_attrs={**t.user_attrs, "warm_start": {"search_id": parent.id,
+                                                       "trial_number": t.number}},
+            system_attrs=t.system_attrs,
+        ))
+    return copies
+
+
 def _default_name(spec: SearchSpec) -> str:
     arch = spec.architecture if isinstance(spec.architecture, str) else spec.arch_spec().kind
     return f"{spec.dataset} {arch}"
@@ -88,16 +140,23 @@ def create_search(*, session: Session, spec: SearchSpec, storage_url: str,
                   run_here: bool = False) -> Any:
     """A search row plus its Optuna study; training starts when a runner picks it up.
 
+    With ``spec.warm_start_from`` the new study starts holding that search's
+    finished trials (see :func:`warm_start_trials`); the budget counts only new ones.
+
     ``run_here`` creates it already ``running``: the caller (``actsearch search``)
     runs it itself, and a ``serve`` runner on the same database must not claim it.
     """
     dataset_row = find_or_register_dataset(session, spec, owner)
+    parent_trials = warm_start_trials(session, spec, storage_url)
     study_name = new_study_name()
     # Optuna writes through its own connection: create the study before this
     # session takes SQLite's write lock, and remove it if our row cannot be made.
     study = create_study(spec, study_name, storage_url)
     study.set_user_attr("dataset", f"{dataset_row.name} v{dataset_row.version}")
     try:
+        if parent_trials:
+            study.set_user_attr("warm_start_from", spec.warm_start_from)
+            study.add_trials(parent_trials)
         row = repo.create_search(
             session, name=name or _default_name(spec), study_name=study_name,
             dataset_id=dataset_row.id, spec=spec.model_dump(mode="json"), owner=owner,

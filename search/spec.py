@@ -49,6 +49,11 @@ class SearchSpec(BaseModel):
     seed: int = 0
     val_fraction: float = Field(default=0.15, gt=0, lt=0.5)
     test_fraction: float = Field(default=0.15, gt=0, lt=0.5)
+    warm_start_from: int | None = Field(
+        default=None, ge=1,
+        description="id of an earlier search with the same families, architecture and "
+                    "objective: its finished trials (complete and pruned) seed this search's "
+                    "sampler; this search's own trial budget is unchanged")
 
     @field_validator("families")
     @classmethod

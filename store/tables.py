@@ -167,6 +167,10 @@ class SearchRow(Base):
     created_at: Mapped[datetime] = _created_at()
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Added in 0003: the schedule that created this search (NULL once it is deleted).
+    schedule_id: Mapped[int | None] = mapped_column(
+        ForeignKey("actsearch_schedules.id", ondelete="SET NULL"), nullable=True, index=True
+    )
 
 
 class PopulationRow(Base):
@@ -316,3 +320,39 @@ class WeightsRow(Base):
     )
     scaler: Mapped[Any | None] = mapped_column(_json_nullable(), nullable=True)
     label_map: Mapped[Any | None] = mapped_column(_json_nullable(), nullable=True)
+
+
+SCHEDULE_STATES = ("active", "paused")
+SCHEDULE_KINDS = ("rerun", "add_trials")
+
+
+class ScheduleRow(Base):
+    """A recurring search: a cron expression and a template, fired by the scheduler.
+
+    Everything the scheduler needs is here (``next_run_at`` above all), so a
+    restarted scheduler carries on where the last one stopped. ``next_run_at`` is
+    also the claim token: a firing is taken with ``UPDATE ... WHERE id = ? AND
+    next_run_at = <old>``, so two schedulers never fire one schedule twice.
+    ``last_search_id`` is history only (no foreign key: searches point here).
+    """
+
+    __tablename__ = "actsearch_schedules"
+    __table_args__ = (
+        Index("ix_actsearch_schedules_state_next_run_at", "state", "next_run_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    cron: Mapped[str] = mapped_column(String(200), nullable=False)
+    timezone: Mapped[str] = mapped_column(
+        String(64), nullable=False, default="UTC", server_default="UTC"
+    )
+    template: Mapped[Any] = mapped_column(JSON, nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    owner: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
+    next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_search_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    run_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    created_at: Mapped[datetime] = _created_at()

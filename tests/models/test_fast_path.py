@@ -251,3 +251,14 @@ def test_cuda_auto_population_size_fits_memory() -> None:
     assert k >= 1
     assert auto_population_size(ArchSpec.parse("mlp:256,256"), "relu", {}, 784, 10, 128, "cuda",
                                 memory_bytes=1) == 1
+
+
+def test_compiled_kernels_do_not_recompile_per_population_size() -> None:
+    """Dynamo would specialise on a Parameter's shape; the kernels get plain views, so
+    ten population sizes (more than dynamo's recompile limit of 8) share one graph."""
+    for k in range(2, 12):
+        act = get_activation("vaf")([{}] * k, units=4)
+        x = torch.randn(k, 5, 4, requires_grad=True)
+        with kernels.compiling(True):
+            act(x).sum().backward()
+    require_compiler()

@@ -1,0 +1,326 @@
+"""The built-in catalogue (:data:`BUILTINS`) and its loaders and generators.
+
+scikit-learn's bundled tables, MNIST-1D generated locally, two spirals and a
+teacher-network set.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from actsearch.errors import InvalidDataset, InvalidInput
+
+from ._common import MIN_ROWS, Task
+from .dataset import Dataset, validate_dataset
+
+
+@dataclass(frozen=True)
+class BuiltinSpec:
+    """One catalogue entry: what it is, its task, its options with defaults, and its loader.
+
+    ``limits`` maps numeric options to their inclusive (low, high) range.
+    """
+
+    name: str
+    description: str
+    task: Task
+    defaults: Mapping[str, Any]
+    loader: Callable[..., Dataset]
+    limits: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+
+    def public(self) -> dict[str, Any]:
+        """JSON-able view for the API and the CLI (no loader)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "task": self.task,
+            "defaults": dict(self.defaults),
+            "limits": {k: list(v) for k, v in self.limits.items()},
+        }
+
+
+def _from_sklearn(
+    name: str, loader_name: str, label_name: str, input_shape: tuple[int, ...] | None = None
+) -> Dataset:
+    """Wrap one of scikit-learn's bundled (no download) datasets."""
+    from sklearn import datasets as skd
+
+    bunch = getattr(skd, loader_name)()
+    task: Task = "regression" if name == "diabetes" else "classification"
+    class_names = None
+    if task == "classification":
+        class_names = [str(c) for c in bunch.target_names]
+    return Dataset(
+        name=name,
+        X=bunch.data,
+        y=bunch.target,
+        task=task,
+        feature_names=[str(f) for f in bunch.feature_names],
+        label_name=label_name,
+        class_names=class_names,
+        input_shape=input_shape,
+        source="builtin",
+    )
+
+
+def _digits() -> Dataset:
+    return _from_sklearn("digits", "load_digits", "digit", input_shape=(1, 8, 8))
+
+
+def _breast_cancer() -> Dataset:
+    return _from_sklearn("breast_cancer", "load_breast_cancer", "diagnosis")
+
+
+def _wine() -> Dataset:
+    return _from_sklearn("wine", "load_wine", "cultivar")
+
+
+def _iris() -> Dataset:
+    return _from_sklearn("iris", "load_iris", "species")
+
+
+def _diabetes() -> Dataset:
+    return _from_sklearn("diabetes", "load_diabetes", "progression")
+
+
+def _mnist1d(size: int, seed: int) -> Dataset:
+    """MNIST-1D generated locally with ``make_dataset`` (never its downloader: no network).
+
+    mnist1d seeds the global ``random``/``np.random`` state; it is saved and restored so
+    generating a dataset has no side effect on the caller. Its own train/test split is
+    merged back into one pool because :func:`split_dataset` splits.
+    """
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.num_samples = int(size)
+    args.seed = int(seed)
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        d = make_dataset(args)
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+    X = np.concatenate([d["x"], d["x_test"]]).astype(np.float32)
+    y = np.concatenate([d["y"], d["y_test"]]).astype(np.int64)
+    return Dataset(
+        name="mnist1d",
+        X=X,
+        y=y,
+        task="classification",
+        feature_names=[f"t{i}" for i in range(X.shape[1])],
+        label_name="digit",
+        class_names=[str(i) for i in range(10)],
+        input_shape=(1, X.shape[1]),
+        source="builtin",
+    )
+
+
+def _two_spirals(n: int, noise: float, seed: int) -> Dataset:
+    """Two interleaved spirals (1.5 turns each): tiny, yet needs a non-linear boundary."""
+    rng = np.random.default_rng(seed)
+    n0 = n // 2
+    n1 = n - n0
+    t = np.sqrt(rng.random(n)) * 3 * np.pi  # (n,) angle, denser near the centre
+    sign = np.concatenate([np.ones(n0), -np.ones(n1)])
+    pts = np.stack([-t * np.cos(t), t * np.sin(t)], axis=1) * sign[:, None] / (3 * np.pi)
+    pts += noise * rng.standard_normal((n, 2))
+    y = np.concatenate([np.zeros(n0, np.int64), np.ones(n1, np.int64)])
+    perm = rng.permutation(n)
+    return Dataset(
+        name="two_spirals",
+        X=pts[perm],
+        y=y[perm],
+        task="classification",
+        feature_names=["x1", "x2"],
+        label_name="spiral",
+        class_names=["0", "1"],
+        source="builtin",
+    )
+
+
+_TEACHER_SIDE = 28
+_TEACHER_FREQS = 7
+
+
+def _smooth_images(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Random low-frequency images: a 7x7 cosine spectrum with 1/f amplitude, ~unit pixel variance."""
+    side, k = _TEACHER_SIDE, _TEACHER_FREQS
+    freqs = np.arange(k)
+    grid = (np.arange(side) + 0.5) / side
+    basis = np.cos(np.pi * np.outer(grid, freqs))  # (28, k)
+    amp = np.outer(1.0 / (1 + freqs), 1.0 / (1 + freqs))  # (k, k)
+    # Mean pixel variance of this random field, used to scale it to unit variance.
+    b2 = (basis**2).mean(axis=0)  # (k,)
+    scale = math.sqrt(float(b2 @ (amp**2) @ b2))
+    coef = rng.standard_normal((n, k, k)) * (amp / scale)  # (n, k, k)
+    imgs = np.einsum("hk,nkl,wl->nhw", basis, coef, basis, optimize=True)  # (n, 28, 28)
+    return imgs.reshape(n, side * side)
+
+
+def _teacher(size: int, seed: int, teacher_seed: int, hidden: int, n_classes: int) -> Dataset:
+    """Labels from a fixed random tanh MLP (784-hidden-classes) on smooth 28x28 images.
+
+    ``teacher_seed`` fixes the teacher (the task), ``seed`` the inputs (the sample).
+    The output biases are calibrated on a fixed sample drawn from the teacher's seed,
+    so classes are roughly balanced and a row's label does not depend on ``size``.
+    Bit-exact only on one machine: BLAS may round differently elsewhere.
+    """
+    d = _TEACHER_SIDE * _TEACHER_SIDE
+    trng = np.random.default_rng([teacher_seed, 7919])
+    w1 = trng.standard_normal((d, hidden)) * (2.0 / math.sqrt(d))  # (784, H), gain 2: tanh bends
+    b1 = 0.5 * trng.standard_normal(hidden)
+    w2 = trng.standard_normal((hidden, n_classes)) / math.sqrt(hidden)  # (H, C)
+
+    def logits(x: np.ndarray) -> np.ndarray:
+        return np.tanh(x @ w1 + b1) @ w2  # (n, C)
+
+    calib = logits(_smooth_images(trng, 4096))
+    b2 = -calib.mean(axis=0)
+    target = 1.0 / n_classes
+    for _ in range(200):  # nudge biases until the calibration sample is near-balanced
+        freq = np.bincount((calib + b2).argmax(axis=1), minlength=n_classes) / len(calib)
+        if np.abs(freq - target).max() < 0.1 * target:
+            break
+        b2 -= 0.05 * calib.std() * np.log((freq + 1e-3) / target)
+    X = _smooth_images(np.random.default_rng(seed), size).astype(np.float32)
+    y = (logits(X.astype(np.float64)) + b2).argmax(axis=1).astype(np.int64)
+    return Dataset(
+        name="teacher",
+        X=X,
+        y=y,
+        task="classification",
+        feature_names=[
+            f"pixel_{r}_{c}" for r in range(_TEACHER_SIDE) for c in range(_TEACHER_SIDE)
+        ],
+        label_name="teacher_class",
+        class_names=[str(i) for i in range(n_classes)],
+        input_shape=(1, _TEACHER_SIDE, _TEACHER_SIDE),
+        source="builtin",
+    )
+
+
+BUILTINS: dict[str, BuiltinSpec] = {
+    spec.name: spec
+    for spec in (
+        BuiltinSpec(
+            "digits",
+            "scikit-learn's 8x8 handwritten digits (1,797 rows, 64 pixels, 10 classes)",
+            "classification",
+            {},
+            _digits,
+        ),
+        BuiltinSpec(
+            "breast_cancer",
+            "Wisconsin breast cancer diagnosis (569 rows, 30 features, 2 classes)",
+            "classification",
+            {},
+            _breast_cancer,
+        ),
+        BuiltinSpec(
+            "wine",
+            "Wine cultivars from chemical analysis (178 rows, 13 features, 3 classes)",
+            "classification",
+            {},
+            _wine,
+        ),
+        BuiltinSpec(
+            "iris",
+            "Fisher's iris species (150 rows, 4 features, 3 classes)",
+            "classification",
+            {},
+            _iris,
+        ),
+        BuiltinSpec(
+            "diabetes",
+            "Diabetes progression after one year (442 rows, 10 features, regression)",
+            "regression",
+            {},
+            _diabetes,
+        ),
+        BuiltinSpec(
+            "mnist1d",
+            "MNIST-1D: 1-D digit templates, shifted, sheared and noised (40 steps, 10 "
+            "classes; size is rounded down to a multiple of 10); size=5000, seed=42 "
+            "are the reference generation settings",
+            "classification",
+            {"size": 5000, "seed": 42},
+            _mnist1d,
+            {"size": (MIN_ROWS, 100_000)},
+        ),
+        BuiltinSpec(
+            "two_spirals",
+            "Two interleaved 2-D spirals with Gaussian noise (2 classes)",
+            "classification",
+            {"n": 1000, "noise": 0.05, "seed": 0},
+            _two_spirals,
+            {"n": (MIN_ROWS, 1_000_000), "noise": (0.0, 10.0)},
+        ),
+        BuiltinSpec(
+            "teacher",
+            "MNIST-shaped (1x28x28) smooth random images labelled by a fixed random "
+            "784-hidden-classes tanh MLP; teacher_seed fixes the task, seed the sample",
+            "classification",
+            {"size": 10000, "seed": 0, "teacher_seed": 0, "hidden": 128, "n_classes": 10},
+            _teacher,
+            {"size": (MIN_ROWS, 100_000), "hidden": (1, 4096), "n_classes": (2, 100)},
+        ),
+    )
+}
+
+
+def list_builtins() -> list[dict[str, Any]]:
+    """The catalogue as JSON-able dicts, for ``GET /datasets`` and ``actsearch datasets``."""
+    return [spec.public() for spec in BUILTINS.values()]
+
+
+def _coerce_option(builtin: str, key: str, value: Any, default: Any) -> Any:
+    """Coerce an option (possibly a CLI/query string) to its default's type."""
+    want = type(default)
+    try:
+        if isinstance(value, bool) or (
+            want is int and isinstance(value, float) and not value.is_integer()
+        ):
+            raise ValueError
+        out = want(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(
+            f"option '{key}' of builtin '{builtin}' must be {want.__name__}, got {value!r}"
+        ) from None
+    if isinstance(out, float) and not math.isfinite(out):
+        raise InvalidInput(f"option '{key}' of builtin '{builtin}' must be finite, got {value!r}")
+    return out
+
+
+def load_builtin(name: str, **options: Any) -> Dataset:
+    """Load or generate a built-in dataset by name; options override the catalogue defaults.
+
+    Generated sets are deterministic for their options. Raises :class:`InvalidDataset`
+    for an unknown name and :class:`InvalidInput` for an unknown or out-of-range option.
+    """
+    spec = BUILTINS.get(name)
+    if spec is None:
+        raise InvalidDataset(f"unknown builtin dataset '{name}'; builtins: {', '.join(BUILTINS)}")
+    unknown = sorted(set(options) - set(spec.defaults))
+    if unknown:
+        allowed = ", ".join(spec.defaults) or "none"
+        raise InvalidInput(
+            f"unknown option(s) {', '.join(unknown)} for builtin '{name}'; allowed: {allowed}"
+        )
+    opts = dict(spec.defaults)
+    for key, value in options.items():
+        opts[key] = _coerce_option(name, key, value, spec.defaults[key])
+    for key, (lo, hi) in spec.limits.items():
+        if not lo <= opts[key] <= hi:
+            raise InvalidInput(
+                f"option '{key}' of builtin '{name}' must be in [{lo}, {hi}], got {opts[key]}"
+            )
+    ds = spec.loader(**opts)
+    ds.options = opts
+    return validate_dataset(ds)

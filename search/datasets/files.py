@@ -1,0 +1,390 @@
+"""User files: CSV, Parquet or NPZ, recognised by content as well as by extension.
+
+Size-limited before anything is parsed, and never unpickled; pyarrow is imported lazily.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from actsearch.errors import InvalidDataset, InvalidInput, PayloadTooLarge, UnsupportedMediaType
+
+from ._common import TASKS, Task, _limits, _too_large
+from ._npz import _read_npz_members
+from .dataset import Dataset, validate_dataset
+from .labels import _choose_label, _encode_labels
+
+_CSV_EXTS = (".csv", ".tsv", ".txt")
+_PARQUET_EXTS = (".parquet", ".pq")
+_NPZ_EXTS = (".npz",)
+
+
+_KIND_TEXT = {
+    "parquet": "a Parquet file",
+    "npz": "an NPZ archive",
+    "zip": "a zip archive without .npy arrays",
+    "excel": "an Excel workbook (export it as CSV)",
+    "npy": "a single NumPy .npy array (save X and y together with np.savez)",
+    "gzip": "gzip-compressed data (decompress it first)",
+    "pickle": "a Python pickle (refused: unpickling can run code)",
+    "hdf5": "an HDF5 file",
+    "text": "CSV/plain text",
+    "binary": "binary data",
+}
+
+
+def _sniff(data: bytes) -> str:
+    """Guess a file's kind from its first bytes (and zip member names)."""
+    head = data[:8192]
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as zf:
+                names = zf.namelist()
+        except zipfile.BadZipFile:
+            return "binary"
+        if any(n.startswith("xl/") for n in names):
+            return "excel"
+        return "npz" if any(n.endswith(".npy") for n in names) else "zip"
+    if head.startswith(b"\x93NUMPY"):
+        return "npy"
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip"
+    if head.startswith(b"\x89HDF"):
+        return "hdf5"
+    if head.startswith(b"\xd0\xcf\x11\xe0"):
+        return "excel"
+    if len(head) > 1 and head[0] == 0x80 and head[1] in range(2, 6):
+        return "pickle"
+    if b"\x00" in head:
+        return "binary"
+    control = sum(1 for b in head if b < 32 and b not in (9, 10, 12, 13))
+    return "binary" if head and control / len(head) > 0.05 else "text"
+
+
+def _read_source(
+    path_or_bytes: str | Path | bytes, filename: str | None, max_bytes: int
+) -> tuple[bytes, str]:
+    """Read the raw bytes, checking the size limit before reading a file from disk."""
+    if isinstance(path_or_bytes, bytes | bytearray | memoryview):
+        data = bytes(path_or_bytes)
+        name = filename or "upload"
+        if len(data) > max_bytes:
+            raise _too_large(f"'{name}'", len(data), max_bytes)
+        return data, name
+    path = Path(path_or_bytes)
+    name = filename or path.name
+    if not path.is_file():
+        raise InvalidDataset(f"no such file: {path}")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise _too_large(f"'{name}'", size, max_bytes)
+    return path.read_bytes(), name
+
+
+def load_file(
+    path_or_bytes: str | Path | bytes,
+    *,
+    filename: str | None = None,
+    label: str | None = None,
+    task: Task | None = None,
+    name: str | None = None,
+    max_bytes: int | None = None,
+    max_rows: int | None = None,
+    max_columns: int | None = None,
+) -> Dataset:
+    """Parse and validate a user's CSV, Parquet or NPZ file into a :class:`Dataset`.
+
+    The format comes from the extension of ``filename`` (or the path) and must agree
+    with the content; without a known extension the content decides. Limits default
+    to the Settings' ``limits`` section. Nothing is ever unpickled.
+
+    Args:
+        path_or_bytes: a path on disk, or the uploaded bytes.
+        filename: the original file name (its extension picks the parser).
+        label: the label column (CSV/Parquet) or array (NPZ) name.
+        task: "classification" or "regression"; inferred from the labels if None.
+        name: the dataset's name; defaults to the file's stem.
+        max_bytes: largest file (and largest uncompressed NPZ member) accepted.
+        max_rows: most rows accepted.
+        max_columns: most feature columns accepted.
+    """
+    if task is not None and task not in TASKS:
+        raise InvalidInput(f"task must be 'classification' or 'regression', got {task!r}")
+    lim = _limits() if None in (max_bytes, max_rows, max_columns) else {}
+    max_bytes = max_bytes if max_bytes is not None else lim["max_bytes"]
+    max_rows = max_rows if max_rows is not None else lim["max_rows"]
+    max_columns = max_columns if max_columns is not None else lim["max_columns"]
+
+    data, fname = _read_source(path_or_bytes, filename, max_bytes)
+    if not data:
+        raise InvalidDataset(f"'{fname}' is empty")
+    ext = Path(fname).suffix.lower()
+    kind = _sniff(data)
+    looks = _KIND_TEXT.get(kind, kind)
+    if ext in _CSV_EXTS:
+        if kind != "text":
+            raise UnsupportedMediaType(
+                f"'{fname}' has a {ext} extension but is not text: it looks like {looks}"
+            )
+        fmt = "csv"
+    elif ext in _PARQUET_EXTS:
+        if kind != "parquet":
+            raise UnsupportedMediaType(
+                f"'{fname}' has a {ext} extension but lacks the Parquet magic bytes 'PAR1': "
+                f"it looks like {looks}"
+            )
+        fmt = "parquet"
+    elif ext in _NPZ_EXTS:
+        if kind != "npz":
+            raise UnsupportedMediaType(
+                f"'{fname}' has a .npz extension but is not a zip of .npy arrays (what "
+                f"np.savez writes): it looks like {looks}"
+            )
+        fmt = "npz"
+    elif kind in ("text", "parquet", "npz"):
+        fmt = "csv" if kind == "text" else kind
+    else:
+        raise UnsupportedMediaType(
+            f"'{fname}' ({ext or 'no extension'}) is not a supported file: it looks like "
+            f"{looks}. Upload CSV, Parquet or NPZ"
+        )
+
+    ds_name = name or Path(fname).stem or "upload"
+    if fmt == "npz":
+        ds = _load_npz(
+            data,
+            fname=fname,
+            name=ds_name,
+            label=label,
+            task=task,
+            max_bytes=max_bytes,
+            max_rows=max_rows,
+            max_columns=max_columns,
+        )
+    else:
+        if fmt == "csv":
+            df = _read_csv(data, fname=fname, ext=ext, max_columns=max_columns, max_rows=max_rows)
+        else:
+            df = _read_parquet(
+                data, fname=fname, max_bytes=max_bytes, max_rows=max_rows, max_columns=max_columns
+            )
+        ds = _from_frame(
+            df,
+            fname=fname,
+            name=ds_name,
+            label=label,
+            task=task,
+            max_rows=max_rows,
+            max_columns=max_columns,
+        )
+    return validate_dataset(ds)
+
+
+def _pick_delimiter(first_line: str, ext: str) -> str:
+    if ext == ".tsv":
+        return "\t"
+    counts = {d: first_line.count(d) for d in (",", ";", "\t")}
+    return "," if counts[","] else max(counts, key=lambda d: counts[d])
+
+
+def _read_csv(
+    data: bytes, *, fname: str, ext: str, max_columns: int, max_rows: int
+) -> pd.DataFrame:
+    """Parse CSV text into a frame, turning pandas' errors into messages a user can act on."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")  # always decodes; a legacy-encoded CSV is still a CSV
+    first = text.split("\n", 1)[0]
+    sep = _pick_delimiter(first, ext)
+    n_header = len(first.split(sep))
+    if n_header - 1 > max_columns:
+        raise PayloadTooLarge(
+            f"'{fname}' has {n_header} columns, above the limit of {max_columns} features; "
+            "drop columns or raise ACTSEARCH_LIMITS__MAX_FEATURES"
+        )
+    try:
+        return pd.read_csv(io.StringIO(text), sep=sep, nrows=max_rows + 1)
+    except pd.errors.EmptyDataError:
+        raise InvalidDataset(f"'{fname}' has no header row and no data") from None
+    except pd.errors.ParserError as exc:
+        msg = str(exc).strip()
+        m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", msg)
+        if m:
+            expected, line, saw = m.groups()
+            raise InvalidDataset(
+                f"'{fname}' line {line} has {saw} fields but earlier rows have {expected}; "
+                "fix the ragged row (an unquoted delimiter inside a value is a common cause)"
+            ) from None
+        raise InvalidDataset(f"'{fname}' is not valid CSV: {msg}") from None
+
+
+def _read_parquet(
+    data: bytes, *, fname: str, max_bytes: int, max_rows: int, max_columns: int
+) -> pd.DataFrame:
+    """Read Parquet after checking its footer's row, column and uncompressed-size counts."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(io.BytesIO(data)).metadata
+        if meta.num_columns - 1 > max_columns:
+            raise PayloadTooLarge(
+                f"'{fname}' has {meta.num_columns} columns, above the limit of {max_columns} "
+                "features; drop columns or raise ACTSEARCH_LIMITS__MAX_FEATURES"
+            )
+        if meta.num_rows > max_rows:
+            raise PayloadTooLarge(
+                f"'{fname}' has {meta.num_rows} rows, above the limit of {max_rows}; "
+                "sample it or raise ACTSEARCH_LIMITS__MAX_ROWS"
+            )
+        raw = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        if raw > max_bytes:
+            raise _too_large(f"'{fname}' uncompressed", raw, max_bytes)
+        return pd.read_parquet(io.BytesIO(data))
+    except (pa.ArrowException, OSError) as exc:
+        raise InvalidDataset(f"'{fname}' is not a readable Parquet file: {exc}") from None
+
+
+def _from_frame(
+    df: pd.DataFrame,
+    *,
+    fname: str,
+    name: str,
+    label: str | None,
+    task: Task | None,
+    max_rows: int,
+    max_columns: int,
+) -> Dataset:
+    """Turn a CSV/Parquet frame into a Dataset: pick the label, check feature types, encode labels."""
+    df.columns = [str(c) for c in df.columns]
+    label_col = _choose_label(list(df.columns), label, fname)
+    features = [c for c in df.columns if c != label_col]
+    if len(features) > max_columns:
+        raise PayloadTooLarge(
+            f"'{fname}' has {len(features)} feature columns, above the limit of {max_columns}; "
+            "drop columns or raise ACTSEARCH_LIMITS__MAX_FEATURES"
+        )
+    if len(df) > max_rows:
+        raise PayloadTooLarge(
+            f"'{fname}' has more than {max_rows} rows; sample it or raise ACTSEARCH_LIMITS__MAX_ROWS"
+        )
+    if len(df) == 0:
+        raise InvalidDataset(f"'{fname}' has a header but no data rows")
+    if not features:
+        raise InvalidDataset(
+            f"'{fname}' has no feature columns, only the label column '{label_col}'"
+        )
+    bad = [c for c in features if not pd.api.types.is_numeric_dtype(df[c])]
+    if bad:
+        parts = []
+        for c in bad[:5]:
+            col = df[c]
+            example = _first_non_numeric(col)
+            parts.append(f"'{c}' ({example})" if example else f"'{c}' ({col.dtype})")
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise InvalidDataset(
+            f"{len(bad)} feature column(s) are not numeric: {', '.join(parts)}{more}. Encode "
+            "them as numbers (e.g. one-hot) or drop them; actsearch does not guess an encoding"
+        )
+    X = df[features].to_numpy(dtype=np.float64, na_value=np.nan)
+    y, task_, class_names = _encode_labels(df[label_col], task=task, label_name=label_col)
+    return Dataset(
+        name=name,
+        X=X,
+        y=y,
+        task=task_,
+        feature_names=features,
+        label_name=label_col,
+        class_names=class_names,
+        source="upload",
+    )
+
+
+def _first_non_numeric(col: pd.Series) -> str | None:
+    """Describe the first value of a text column that is not a number, to point at the culprit."""
+    if not (pd.api.types.is_string_dtype(col) or pd.api.types.is_object_dtype(col)):
+        return None
+    coerced = pd.to_numeric(col, errors="coerce")
+    offending = np.flatnonzero(coerced.isna().to_numpy() & col.notna().to_numpy())
+    if not len(offending):
+        return None
+    return f"e.g. {col.iloc[offending[0]]!r} at row {offending[0]}"
+
+
+def _load_npz(
+    data: bytes,
+    *,
+    fname: str,
+    name: str,
+    label: str | None,
+    task: Task | None,
+    max_bytes: int,
+    max_rows: int,
+    max_columns: int,
+) -> Dataset:
+    """NPZ upload: arrays X (or x) and y (or ``label``); N-D X is flattened, keeping its shape."""
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        present = [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
+    x_key = next((k for k in ("X", "x") if k in present), None)
+    y_key = label if label is not None else next((k for k in ("y", "Y") if k in present), None)
+    if x_key is None or y_key is None or y_key not in present:
+        need = "X (or x)" if x_key is None else f"'{y_key or 'y'}'"
+        raise InvalidDataset(
+            f"'{fname}' needs arrays named X (or x) and y (or the one given by --label); "
+            f"missing {need}; it holds: {', '.join(present) or 'no .npy arrays'}"
+        )
+    arrays = _read_npz_members(data, (x_key, y_key), limit=max_bytes, filename=fname)
+    X, y = arrays[x_key], arrays[y_key]
+    if X.dtype.kind not in "biuf":
+        raise InvalidDataset(f"array '{x_key}' in '{fname}' must be numeric, got dtype {X.dtype}")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise InvalidDataset(
+            f"array '{y_key}' in '{fname}' must be 1-D (one label per row), got shape {y.shape}; "
+            "for one-hot labels save y.argmax(1)"
+        )
+    if X.ndim == 0:
+        raise InvalidDataset(
+            f"array '{x_key}' in '{fname}' is a scalar; it must have one row per example"
+        )
+    if len(X) != len(y):
+        raise InvalidDataset(
+            f"'{fname}': {x_key} has {len(X)} rows but {y_key} has {len(y)} labels; "
+            "they must match row for row"
+        )
+    if len(X) > max_rows:
+        raise PayloadTooLarge(
+            f"'{fname}' has {len(X)} rows, above the limit of {max_rows}; sample it or raise "
+            "ACTSEARCH_LIMITS__MAX_ROWS"
+        )
+    input_shape = tuple(int(s) for s in X.shape[1:]) if X.ndim > 2 else None
+    X2 = X.reshape(len(X), -1) if X.ndim != 1 else X.reshape(-1, 1)
+    if X2.shape[1] > max_columns:
+        raise PayloadTooLarge(
+            f"'{fname}' has {X2.shape[1]} features per row, above the limit of {max_columns}; "
+            "raise ACTSEARCH_LIMITS__MAX_FEATURES"
+        )
+    if len(X2) == 0:
+        raise InvalidDataset(f"'{fname}' has no rows")
+    ys, task_, class_names = _encode_labels(y, task=task, label_name=y_key)
+    return Dataset(
+        name=name,
+        X=X2,
+        y=ys,
+        task=task_,
+        feature_names=[f"x{i}" for i in range(X2.shape[1])],
+        label_name=y_key,
+        class_names=class_names,
+        input_shape=input_shape,
+        source="upload",
+    )
