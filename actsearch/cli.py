@@ -310,6 +310,10 @@ def _register_service_commands() -> None:
 
 _register_service_commands()
 
+from actsearch.cli_schedule import schedule_app  # noqa: E402  (typer + stdlib only at import)
+
+app.add_typer(schedule_app, name="schedule")
+
 
 def main() -> None:
     """Console-script entry point: user errors become one line and exit code 2."""

@@ -105,3 +105,29 @@ class ActsearchClient:
                 raise ServiceUnavailable(f"search {search_id} still {detail['state']} after "
                                          f"{timeout_s:.0f} s")
             time.sleep(poll_s)
+
+    # ----- schedules ----------------------------------------------------------------------
+    def create_schedule(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /schedules``; ``None`` values are left out (the service's defaults apply)."""
+        return self._call("POST", "/schedules",
+                          json={k: v for k, v in body.items() if v is not None})
+
+    def schedules(self, *, state: str | None = None, limit: int = 500,
+                  offset: int = 0) -> dict[str, Any]:
+        """``GET /schedules``: ``{data, count}``."""
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if state is not None:
+            params["state"] = state
+        return self._call("GET", "/schedules", params=params)
+
+    def schedule(self, schedule_id: int) -> dict[str, Any]:
+        """``GET /schedules/{id}`` with its runs."""
+        return self._call("GET", f"/schedules/{schedule_id}")
+
+    def schedule_action(self, schedule_id: int, action: str) -> dict[str, Any]:
+        """``POST /schedules/{id}/pause`` or ``.../resume``."""
+        return self._call("POST", f"/schedules/{schedule_id}/{action}")
+
+    def delete_schedule(self, schedule_id: int) -> None:
+        """``DELETE /schedules/{id}`` (its searches stay)."""
+        self._call("DELETE", f"/schedules/{schedule_id}")

@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     artifact_dir: Path | None = None
     torch_threads: int = Field(default=0, ge=0)
     workers: int = Field(default=1, ge=1)
+    schedule_tick_s: float = Field(
+        default=15.0, gt=0,
+        description="embedded mode: seconds between the runner's checks for due schedules",
+    )
     limits: LimitSettings = Field(default_factory=LimitSettings)
 
     @field_validator("database_url")

@@ -15,8 +15,9 @@ from fastapi import FastAPI
 
 from actsearch import __version__
 from actsearch.settings import Settings, get_settings
+from api.dashboard import install_dashboard
 from api.errors import install_error_handlers
-from api.routes import activations, datasets, health, searches, trials
+from api.routes import activations, datasets, health, schedules, searches, trials
 from store.db import make_engine, session_factory
 
 DESCRIPTION = """\
@@ -37,6 +38,7 @@ OPENAPI_TAGS = [
     {"name": "datasets", "description": "uploaded and built-in datasets, named and versioned"},
     {"name": "searches", "description": "activation searches: submit, follow, cancel, results"},
     {"name": "trials", "description": "trials across searches, curves and statistics"},
+    {"name": "schedules", "description": "recurring searches (cron), fired by the scheduler"},
 ]
 
 
@@ -62,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.sessions = session_factory(engine)
     install_error_handlers(app)
-    for module in (health, activations, datasets, searches, trials):
+    for module in (health, activations, datasets, searches, trials, schedules):
         app.include_router(module.router)
+    install_dashboard(app)  # the web dashboard at / and /ui/... (HTML, static files)
     return app

@@ -331,3 +331,90 @@ class TrialActivations(BaseModel):
 
 class ErrorPublic(BaseModel):
     detail: Any
+
+
+# --------------------------------------------------------------------------- schedules
+
+ScheduleState = Literal["active", "paused"]
+
+
+class RerunTemplate(BaseModel):
+    """Re-run a search spec on the latest version of its dataset at every firing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["rerun"]
+    spec: SearchSpec = Field(description="a search spec whose dataset is a stored dataset name "
+                                         "or a builtin (no dataset_version: always the latest)")
+
+
+class AddTrialsTemplate(BaseModel):
+    """Add trials to a search: each firing makes a new search warm-started from it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["add_trials"]
+    search_id: int = Field(ge=1, description="the search to continue")
+    trials: int = Field(ge=1, description="trials per firing, split evenly across its families")
+
+
+class ScheduleCreate(BaseModel):
+    """A recurring search: when (cron, read in ``timezone``) and what (the template)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{
+            "name": "nightly digits", "cron": "0 3 * * *", "timezone": "UTC",
+            "template": {"kind": "rerun", "spec": {"dataset": "digits", "architecture": "mlp:64",
+                                                   "families": ["relu", "gelu"], "trials": 24}},
+        }]},
+    )
+
+    name: str | None = Field(default=None, min_length=1, max_length=200,
+                             description="display name; default: made from the template")
+    cron: str = Field(max_length=200, description='5 fields ("0 3 * * *"), an alias ("@daily") '
+                                                  'or 6 fields with seconds last ("* * * * * */30")')
+    timezone: str = Field(default="UTC", max_length=64, description="IANA zone the cron is read in")
+    template: RerunTemplate | AddTrialsTemplate = Field(discriminator="kind")
+
+    def template_dict(self) -> dict[str, Any]:
+        """The template as sent (unset spec options stay unset, so defaults apply at firing)."""
+        return self.template.model_dump(mode="json", exclude_unset=True)
+
+
+class SchedulePublic(_FromRow):
+    id: int
+    name: str
+    cron: str
+    timezone: str
+    template: dict[str, Any]
+    state: ScheduleState
+    next_run_at: datetime | None = Field(description="null while paused")
+    last_run_at: datetime | None
+    last_search_id: int | None = Field(description="the search the last successful firing made")
+    last_error: str | None = Field(description="why the last firing made no search, if it failed")
+    run_count: int = Field(description="firings so far, failed ones included")
+    created_at: datetime
+
+
+class ScheduleRunPublic(_FromRow):
+    """A search a schedule created."""
+
+    id: int
+    name: str
+    state: SearchState
+    dataset_id: int
+    error: str | None
+    best: dict[str, Any] | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class ScheduleDetail(SchedulePublic):
+    runs: list[ScheduleRunPublic] = Field(description="searches it created, newest first")
+
+
+class SchedulesPublic(BaseModel):
+    data: list[SchedulePublic]
+    count: int

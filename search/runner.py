@@ -22,6 +22,12 @@ searches it exits at once; during one, the search is marked failed ("interrupted
 by a shutdown") and its training children are stopped before the process exits
 with status 0. SIGINT is ignored (a terminal's Ctrl-C reaches the whole process
 group; ``serve`` decides and sends SIGTERM), and so are the children's.
+
+Schedules. The runner is also the embedded scheduler: every ``schedule_tick_s``
+seconds (``ACTSEARCH_SCHEDULE_TICK_S``) it calls :func:`search.schedules.tick`,
+which turns due schedules into pending searches that this loop then runs. It
+ticks between searches and while idle, never during one: a long search delays
+a firing until it ends (the firing then happens once, not once per missed time).
 """
 
 from __future__ import annotations
@@ -181,7 +187,8 @@ class Runner:
     """Runs pending searches one at a time until :meth:`stop` (or SIGTERM)."""
 
     def __init__(self, *, database_url: str, home: Path, workers: int = 1,
-                 threads: int | None = None, poll_s: float = 1.0) -> None:
+                 threads: int | None = None, poll_s: float = 1.0,
+                 schedule_tick_s: float | None = 15.0) -> None:
         from store.db import make_engine, session_factory
 
         self.database_url = database_url
@@ -195,6 +202,8 @@ class Runner:
         self.interrupted = False
         self.current: int | None = None
         self._parent = os.getppid()
+        self.schedule_tick_s = schedule_tick_s  # None: never fire schedules
+        self._next_tick = 0.0  # monotonic time of the next schedule check
 
     def stop(self) -> None:
         """Finish the loop: now if idle; a running search is interrupted by the caller."""
@@ -203,6 +212,22 @@ class Runner:
     def _orphaned(self) -> bool:
         # Our parent (serve) died without stopping us: do not linger.
         return self._parent != 1 and os.getppid() != self._parent
+
+    def tick_schedules(self) -> list[int]:
+        """Fire due schedules if a tick is due; never raises (a broken tick is logged)."""
+        if self.schedule_tick_s is None or time.monotonic() < self._next_tick:
+            return []
+        self._next_tick = time.monotonic() + self.schedule_tick_s
+        from search.schedules import tick
+
+        try:
+            created = tick(self.sessions, storage_url=self.database_url)
+        except Exception as exc:  # e.g. the database briefly locked: try at the next tick
+            log.warning("schedule tick failed: %s: %s", type(exc).__name__, exc)
+            return []
+        if created:
+            log.info("schedules created searches %s", created)
+        return created
 
     def next_search(self) -> int | None:
         """The oldest pending search's id, or None."""
@@ -253,6 +278,7 @@ class Runner:
             recover(self.home, self.sessions, self.database_url)
             log.info("runner ready (workers=%s)", self.workers)
             while not self.stopping and not self._orphaned():
+                self.tick_schedules()
                 search_id = self.next_search()
                 if search_id is None:
                     time.sleep(self.poll_s)
@@ -311,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     init_db(url)
     runner = Runner(database_url=url, home=settings.home,
                     workers=args.workers or settings.workers,
-                    threads=args.threads or settings.torch_threads or None, poll_s=args.poll)
+                    threads=args.threads or settings.torch_threads or None, poll_s=args.poll,
+                    schedule_tick_s=settings.schedule_tick_s)
     _install_signals(runner)
     _die_with_parent()
     if runner._orphaned():  # the parent died before prctl took effect

@@ -1442,7 +1442,7 @@ def claim_schedule_run(
     *,
     schedule_id: int,
     expected_next_run_at: datetime,
-    next_run_at: datetime,
+    next_run_at: datetime | None,
     now: datetime,
 ) -> bool:
     """Take one firing of a schedule: True for exactly one of several concurrent callers.

@@ -1,0 +1,81 @@
+"""The whole distributed topology over HTTP: `actsearch serve` (API) + two workers + beat,
+PostgreSQL and Redis, with the API process restarted while a search runs."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from optuna.trial import TrialState
+from sqlalchemy.orm import Session, sessionmaker
+
+from tests.integration.conftest import Cluster
+from tests.integration.helpers import optuna_states, populations
+from worker.testing import ServiceProcess, free_port, start_service, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _start_api(cluster: Cluster, port: int, name: str) -> ServiceProcess:
+    api = start_service(name, ["serve", "--host", "127.0.0.1", "--port", str(port)], cluster.env,
+                        cluster.log_dir)
+    cluster.workers[name] = api  # stopped with the cluster at teardown
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    assert wait_for(healthy, 60), api.tail()
+    return api
+
+
+def test_search_over_http_survives_an_api_restart(
+    cluster: Cluster, sessions: sessionmaker[Session], distributed_env: dict[str, str]
+) -> None:
+    url = distributed_env["ACTSEARCH_DATABASE_URL"]
+    for name in ("w1", "w2"):
+        cluster.start_worker(name)
+    cluster.start_beat()
+    cluster.wait_ready()
+    port = free_port()
+    api = _start_api(cluster, port, "api")
+    base = f"http://127.0.0.1:{port}"
+    health = httpx.get(f"{base}/health").json()
+    assert health["mode"] == "distributed" and health["broker"]["ok"]
+
+    created = httpx.post(f"{base}/searches", json={
+        "dataset": "digits", "architecture": "mlp:32", "families": ["relu", "gelu"],
+        "trials": 8, "epochs": 6, "population_size": 1, "finalist_seeds": 2,
+    })
+    assert created.status_code == 201, created.text
+    search_id = created.json()["id"]
+
+    # restart the API while the workers train
+    assert wait_for(lambda: httpx.get(f"{base}/searches/{search_id}").json()["progress"]["done"] >= 1,
+                    180), cluster.logs()
+    api.stop()
+    assert not api.alive
+    api = _start_api(cluster, port, "api-restarted")
+
+    def finished() -> bool:
+        return httpx.get(f"{base}/searches/{search_id}").json()["state"] in (
+            "complete", "failed", "cancelled")
+
+    assert wait_for(finished, 300, interval_s=1), cluster.logs()
+    detail = httpx.get(f"{base}/searches/{search_id}").json()
+    assert detail["state"] == "complete", detail.get("error")
+    progress = detail["progress"]
+    assert progress["done"] == progress["budget"] == 8 and progress["running"] == 0
+
+    board = httpx.get(f"{base}/searches/{search_id}/leaderboard").json()
+    assert {r["family"] for r in board["rows"]} == {"relu", "gelu"}
+    assert sum(r["baseline"] for r in board["rows"]) == 1
+
+    nodes = {(p.worker or "").split("@", 1)[0] for p in populations(sessions, search_id)
+             if p.phase == "search"}
+    assert nodes == {"w1", "w2"}  # both workers trained populations of this search
+    states = optuna_states(sessions, search_id, url)
+    assert len(states) == 8 and TrialState.RUNNING not in states.values()
+    trials = httpx.get(f"{base}/searches/{search_id}/trials", params={"limit": 100}).json()
+    assert trials["count"] >= 8 + 2 * 2  # search trials and the finalists' re-runs
