@@ -38,6 +38,7 @@ from worker.config import WorkerSettings, get_worker_settings
 RUN_POPULATION = "search.run_population"
 START = "search.start"
 RECONCILE = "search.reconcile"
+SCHEDULES_TICK = "schedules.tick"  # worker/schedule_tasks.py
 GPUS_ENV = "ACTSEARCH_WORKER_GPUS"  # set by `actsearch worker --gpu`; one per child process
 
 
@@ -49,7 +50,7 @@ def create_app(
     ws = worker_settings or get_worker_settings()
     # Without a broker (embedded mode) the app still builds, on an in-memory
     # transport that connects nowhere; the CLI refuses to start a worker then.
-    app = Celery("actsearch", broker=settings.broker_url or "memory://", include=["worker.tasks"])
+    app = Celery("actsearch", broker=settings.broker_url or "memory://", include=["worker.tasks", "worker.schedule_tasks"])
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -69,6 +70,7 @@ def create_app(
         task_routes={
             START: {"queue": ws.control_queue},
             RECONCILE: {"queue": ws.control_queue},
+            SCHEDULES_TICK: {"queue": ws.control_queue},
         },
         beat_schedule={
             "reconcile": {
@@ -76,7 +78,13 @@ def create_app(
                 "schedule": ws.reconcile_interval_s,
                 # A reconcile nobody picked up in time is superseded by the next one.
                 "options": {"expires": ws.reconcile_interval_s, "queue": ws.control_queue},
-            }
+            },
+            # Recurring searches live in the database (survive restarts); beat only ticks.
+            "schedules": {
+                "task": SCHEDULES_TICK,
+                "schedule": settings.schedule_tick_s,
+                "options": {"expires": settings.schedule_tick_s, "queue": ws.control_queue},
+            },
         },
         task_time_limit=None,
         task_soft_time_limit=None,

@@ -79,3 +79,39 @@ def test_search_over_http_survives_an_api_restart(
     assert len(states) == 8 and TrialState.RUNNING not in states.values()
     trials = httpx.get(f"{base}/searches/{search_id}/trials", params={"limit": 100}).json()
     assert trials["count"] >= 8 + 2 * 2  # search trials and the finalists' re-runs
+
+
+def test_a_schedule_fires_through_beat_and_workers_run_its_search(
+    cluster: Cluster, sessions: sessionmaker[Session], distributed_env: dict[str, str]
+) -> None:
+    from search.schedules import create_schedule
+    from store import repo
+
+    cluster.env["ACTSEARCH_SCHEDULE_TICK_S"] = "1"
+    cluster.start_worker("w1")
+    cluster.start_beat()
+    cluster.wait_ready()
+    with sessions.begin() as session:
+        schedule = create_schedule(
+            session, name="every 4 s", cron="* * * * * */4",
+            template={"kind": "rerun", "spec": {
+                "dataset": "iris", "architecture": "mlp:8", "families": ["relu"], "trials": 2,
+                "epochs": 2, "finalist_seeds": 2}})
+        schedule_id = schedule.id
+
+    def fired_search() -> int | None:
+        with sessions() as session:
+            return repo.get_schedule(session, schedule_id=schedule_id).last_search_id
+
+    assert wait_for(lambda: fired_search() is not None, 60), cluster.logs()
+    search_id = fired_search()
+    with sessions.begin() as session:  # one firing is enough: stop it from piling up
+        repo.get_schedule(session, schedule_id=schedule_id).state = "paused"
+
+    def complete() -> bool:
+        with sessions() as session:
+            return repo.get_search(session, search_id=search_id).state == "complete"
+
+    assert wait_for(complete, 180, interval_s=1), cluster.logs()
+    with sessions() as session:
+        assert repo.get_search(session, search_id=search_id).schedule_id == schedule_id
