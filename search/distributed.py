@@ -51,7 +51,7 @@ from store import repo
 from store.tables import POPULATION_FINISHED_STATES, PopulationRow, utcnow
 
 from .factories import make_pruner, make_sampler
-from .planner import FamilyPlanner
+from .planner import planner_for
 from .population import (
     AskedTrial,
     PruningReporter,
@@ -197,7 +197,9 @@ def plan_search(session: Session, *, search_id: int) -> list[int]:
         return []
     search = repo.get_search(session, search_id=search_id)
     spec = SearchSpec.model_validate(search.spec)
-    planner = FamilyPlanner(spec.families, spec.trials_per_family(), spec.population_size)
+    dataset = repo.get_dataset(session, dataset_id=search.dataset_id)
+    n_outputs = dataset.n_classes if dataset.task == "classification" else 1
+    planner = planner_for(spec, n_inputs=dataset.n_features, n_outputs=n_outputs or 1)
     ids: list[int] = []
     while (planned := planner.next()) is not None:
         family, k = planned

@@ -25,7 +25,7 @@ from models.engine import PopulationResult, evaluate
 from models.spec import Candidate, TrainConfig
 from store import repo
 
-from .planner import FamilyPlanner
+from .planner import planner_for
 from .population import (
     AskedTrial,
     PruningReporter,
@@ -130,7 +130,8 @@ class EmbeddedCoordinator:
         self.study = load_study(self.spec, self.study_name, storage_url)
         self.base_sampler = self.study.sampler
         tpf = self.spec.trials_per_family()
-        self.planner = FamilyPlanner(self.spec.families, tpf, self.spec.population_size)
+        self.planner = planner_for(self.spec, n_inputs=self.data.n_inputs,
+                                   n_outputs=self.data.n_outputs)
         self.progress = Progress(total=tpf * len(self.spec.families))
         self.started = time.monotonic()
         self.finalist_queue: list[tuple[str, Any]] | None = None

@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from .spec import SearchSpec
+
 MAX_AUTO_K = 64
 
 
@@ -32,6 +34,7 @@ class FamilyPlanner:
     families: list[str]
     trials_per_family: int
     population_size: int | None = None
+    max_k: int | None = None  # what the engine can use at once (models.sizing)
     issued: dict[str, int] = field(default_factory=dict)
     _turn: int = 0
 
@@ -41,7 +44,10 @@ class FamilyPlanner:
 
     @property
     def k(self) -> int:
-        return self.population_size or auto_population_size(self.trials_per_family)
+        if self.population_size:
+            return self.population_size
+        k = auto_population_size(self.trials_per_family)
+        return min(k, self.max_k) if self.max_k else k
 
     def remaining(self) -> int:
         return sum(self.trials_per_family - n for n in self.issued.values())
@@ -57,3 +63,16 @@ class FamilyPlanner:
                 self.issued[family] += k
                 return family, k
         return None
+
+
+def planner_for(spec: SearchSpec, *, n_inputs: int, n_outputs: int) -> FamilyPlanner:
+    """The planner of a search, with K capped by what the engine saturates on this device.
+
+    An explicit ``population_size`` in the spec always wins.
+    """
+    from models.sizing import auto_population_size as engine_k
+
+    cap = None
+    if spec.population_size is None:
+        cap = engine_k(spec.arch_spec(), "relu", {}, n_inputs, n_outputs, spec.batch_size)
+    return FamilyPlanner(spec.families, spec.trials_per_family(), spec.population_size, cap)
