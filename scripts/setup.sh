@@ -9,19 +9,27 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 TORCH_SPEC=${ACTSEARCH_TORCH:-torch==2.13.0}
+LOG=.venv/install.log
+
+pip_quiet() {  # pip's chatter goes to the log; on failure, show its end
+    if ! .venv/bin/python -m pip install -q "$@" >>"$LOG" 2>&1; then
+        tail -40 "$LOG" >&2
+        return 1
+    fi
+}
 
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+: >"$LOG"
+pip_quiet --upgrade pip
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     echo "installing $TORCH_SPEC (CPU build where available)"
-    if ! .venv/bin/python -m pip install -q "$TORCH_SPEC" 2>&1 | grep -v "^WARNING: Location"; then :; fi
-    if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+    pip_quiet "$TORCH_SPEC" || {
         echo "falling back to the CPU wheel index for torch"
-        .venv/bin/python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
-    fi
+        pip_quiet torch --index-url https://download.pytorch.org/whl/cpu
+    }
 fi
-echo "installing actsearch and its dependencies"
-.venv/bin/python -m pip install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+echo "installing actsearch and its dependencies (log: $LOG)"
+pip_quiet -e ".[dev]"
 .venv/bin/python -c "import torch, optuna, actsearch; print('torch', torch.__version__, '| optuna', optuna.__version__, '| actsearch', actsearch.__version__)"

@@ -8,19 +8,15 @@ the reason. Screenshots go to ``artifacts/screenshots/`` at the repository root.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+
+from tests.utils.live_server import live_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -43,49 +39,14 @@ def _skip_reason() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``actsearch serve`` (API, dashboard, embedded runner) on a free loopback port."""
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
-    home = tmp_path_factory.mktemp("browser-serve")
-    port = _free_port()
-    env = {**os.environ, "ACTSEARCH_HOME": str(home), "OMP_NUM_THREADS": "1"}
-    for key in ("ACTSEARCH_DATABASE_URL", "ACTSEARCH_BROKER_URL", "ACTSEARCH_ARTIFACT_DIR"):
-        env.pop(key, None)
-    log = (home / "serve.log").open("wb")
-    proc = subprocess.Popen([str(BIN / "actsearch"), "serve", "--port", str(port),
-                             "--log-level", "warning"], env=env, stdout=log, stderr=log,
-                            start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"actsearch serve exited: {(home / 'serve.log').read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        else:
-            pytest.fail("actsearch serve did not come up within 60 s")
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+    with live_server(tmp_path_factory.mktemp("browser-serve")) as live:
+        yield live.url
 
 
 @pytest.fixture(scope="session")

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +13,8 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+
+from tests.utils.live_server import live_server
 
 BIN = Path(sys.executable).parent
 
@@ -187,34 +186,11 @@ def test_over_http_with_server(
 # --------------------------------------------------------------------------- real process
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_a_schedule_fires_in_a_real_serve_process(tmp_path: Path) -> None:
     """``actsearch serve`` with a 1 s tick: a 5-second cron creates a search that completes."""
-    port = _free_port()
-    env = {**os.environ, "ACTSEARCH_HOME": str(tmp_path), "ACTSEARCH_SCHEDULE_TICK_S": "1",
-           "OMP_NUM_THREADS": "1"}
-    env.pop("ACTSEARCH_DATABASE_URL", None)
-    env.pop("ACTSEARCH_BROKER_URL", None)
-    log = (tmp_path / "serve.log").open("wb")
-    proc = subprocess.Popen([str(BIN / "actsearch"), "serve", "--port", str(port)], env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "actsearch serve did not come up within 60 s"
-            time.sleep(0.3)
+    with live_server(tmp_path, {"ACTSEARCH_SCHEDULE_TICK_S": "1"}) as live:
+        url, env = live.url, live.env
         template = {"kind": "rerun", "spec": {
             "dataset": "iris", "architecture": "mlp:8", "families": ["relu"], "trials": 2,
             "epochs": 2, "finalist_seeds": 1}}
@@ -244,7 +220,3 @@ def test_a_schedule_fires_in_a_real_serve_process(tmp_path: Path) -> None:
         assert after["state"] == "paused" and after["next_run_at"] is None
         assert after["run_count"] == before["run_count"]
         assert [r["id"] for r in after["runs"]] == [r["id"] for r in before["runs"]]
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
-        log.close()
