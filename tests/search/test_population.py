@@ -73,3 +73,27 @@ def test_multi_objective_reports_nothing_and_prunes_nothing() -> None:
                          val_metric=[0.9, 0.1], elapsed_s=0.1)
     assert reporter(report) == []
     assert all(not study.trials[i].intermediate_values for i in range(2))
+
+
+@pytest.mark.parametrize("pruner", ["median", "percentile", "successive_halving", "hyperband", "none"])
+def test_every_pruner_runs_per_candidate_through_the_family_view(pruner: str) -> None:
+    spec = SearchSpec(dataset="digits", families=["relu", "gelu"], trials=8, epochs=8, pruner=pruner)
+    study = optuna.create_study(direction="maximize", sampler=make_sampler("tpe", 0, False),
+                                pruner=make_pruner(pruner, spec.epochs))
+    for _ in range(3):
+        t = study.ask({"family": optuna.distributions.CategoricalDistribution(["relu", "gelu"])})
+        assert t.params["family"] in ("relu", "gelu")
+        study.tell(t, state=optuna.trial.TrialState.FAIL)  # keep the sampler's view simple
+    asked = ask_population(study, study.sampler, "relu", 3, spec)
+    reporter = PruningReporter(asked)
+    active = [0, 1, 2]
+    for epoch in range(1, 9):
+        stopped = reporter(EpochReport(epoch=epoch, candidates=active, train_loss=[1.0] * len(active),
+                                       val_loss=[1.0] * len(active),
+                                       val_metric=[0.1 * (i + 1) * epoch / 8 for i in active],
+                                       elapsed_s=0.1))
+        assert set(stopped) <= set(active)
+        active = [i for i in active if i not in stopped]
+    assert active  # the best candidate always survives
+    for a in asked:
+        assert len(study.trials[a.number].intermediate_values) >= 1
