@@ -258,12 +258,14 @@ def curves(
         from actsearch.remote import remote_curves
 
         family, family_params, rows, stats = remote_curves(_remote["client"], trial_id)
+        fits = _remote["client"].trial_activations(trial_id).get("fits") or []
     else:
         _, sessions = _db()
         with sessions() as session:
             trial = repo.get_trial(session, trial_id=trial_id)
             rows = repo.trial_curves(session, trial_id=trial_id)
             stats = repo.trial_preact_stats(session, trial_id=trial_id)
+            fits = repo.trial_fits(session, trial_id=trial_id)
             family, family_params = trial.family, trial.family_params
     if not rows:
         _fail(f"trial {trial_id} ({family}) has no stored curves: its family mixes units "
@@ -277,7 +279,41 @@ def curves(
         console.print(f"[bold]layer {layer}[/], epoch {last['epoch']} "
                       f"(recorded epochs {[r['epoch'] for r in mine]}):")
         console.print(ascii_sketch(last["x"], y), highlight=False)
+        for line in _fit_lines([f for f in fits if f["layer"] == layer]):
+            console.print(line, highlight=False, markup=False)
+    if not fits:
+        console.print("no fits stored (fixed family, unfinished trial, or analysed before fits existed)")
     console.print(f"wrote {path}")
+
+
+def _fit_lines(fits: list[dict[str, Any]]) -> list[str]:
+    """One layer's analysis: best closed form, linearity (prunable), distilled knots."""
+
+    def num(v: Any) -> str:
+        return "-" if v is None else f"{v:.3g}"
+
+    lines = []
+    closed = [f for f in fits if f["kind"] == "closed_form"]
+    if closed:
+        best = closed[0]
+        params = " ".join(f"{k}={num(v)}" for k, v in best["params"].items())
+        lines.append(f"  best closed form (epoch {best['epoch']}): {best['family']} {params}  "
+                     f"rmse={num(best['rmse'])} max_err={num(best['max_error'])} r2={num(best['r2'])}")
+    for f in fits:
+        extra = f.get("extra") or {}
+        if f["kind"] == "linear":
+            verdict = ("NEAR-LINEAR: prunable/mergeable into its neighbours" if extra.get("near_linear")
+                       else "not linear")
+            lines.append(f"  linear fit: slope={num(f['params'].get('slope'))} "
+                         f"intercept={num(f['params'].get('intercept'))} "
+                         f"max_rel_err={num(extra.get('max_rel_error'))} -> {verdict}; "
+                         f"near-linear units {num(extra.get('near_linear_unit_fraction'))} "
+                         f"of {extra.get('units', '-')}")
+        elif f["kind"] == "distilled":
+            speed = extra.get("speedup")
+            lines.append(f"  distilled: {f['params'].get('knots')} knots, max_err={num(f['max_error'])}"
+                         + (f", speed-up x{speed:.2f} (CPU forward)" if speed else ""))
+    return lines
 
 
 @app.command()

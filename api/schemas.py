@@ -318,14 +318,30 @@ class HistogramPublic(BaseModel):
     dead_fraction: float | None
 
 
+class FitPublic(BaseModel):
+    layer: int
+    epoch: int
+    unit: int | None = Field(None, description="null: the layer's (median) curve")
+    kind: Literal["closed_form", "linear", "distilled"]
+    family: str
+    params: dict[str, Any]
+    rmse: float | None = Field(description="density-weighted RMSE over the observed range")
+    max_error: float | None = Field(description="max abs error over the observed range")
+    r2: float | None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
 class TrialActivations(BaseModel):
     trial_id: int
     family: str
     family_params: Any
     curves: list[CurvePublic]
     histograms: list[HistogramPublic]
-    fits: list[dict[str, Any]] = Field(
-        default_factory=list, description="fitted closed forms of the learned curves (to come)"
+    fits: list[FitPublic] = Field(
+        default_factory=list,
+        description="analysis of each layer's final learned curve: closed forms (best first), "
+                    "the line (extra.near_linear: prunable/mergeable) and the distilled "
+                    "piecewise-linear curve (extra: knots, speed-up)",
     )
 
 

@@ -341,5 +341,5 @@ def trial_activations(
             for c in curves
         ],
         "histograms": hists,
-        "fits": [],
+        "fits": repo.trial_fits(session, trial_id=trial_id, layer=layer, epoch=epoch),
     }

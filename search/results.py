@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from models.activations import get_activation
 from models.engine import CandidateResult, PopulationResult
 from models.spec import Candidate
 from store import repo
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -31,6 +35,30 @@ def _state(result: CandidateResult, told: str | None) -> str:
     return {"complete": "complete", "pruned": "pruned", "deadline": "pruned"}.get(
         result.status, "failed"
     )
+
+
+def _trainable(family: str) -> bool:
+    try:
+        return get_activation(family).trainable
+    except Exception:
+        return False
+
+
+def _record_fits(session: Session, trial_id: int, family: str, act_params: dict[str, Any],
+                 cand: CandidateResult) -> None:
+    """Analyse the final-epoch curves and store the fits; any error is logged and stores nothing."""
+    try:
+        from . import analysis  # scipy: imported only when a trainable trial is analysed
+
+        last = max(int(c["epoch"]) for c in cand.curves)
+        curves = [c for c in cand.curves if int(c["epoch"]) == last]
+        stats = [s for s in cand.preact_stats if int(s["epoch"]) == last]
+        rows = analysis.analyse_curves(family=family, family_params=act_params, curves=curves,
+                                       stats=stats)
+        repo.add_fits(session, trial_id=trial_id, rows=rows)
+    except Exception:
+        log.warning("curve analysis of trial %d (%s) failed; no fits stored", trial_id, family,
+                    exc_info=True)
 
 
 def record_population(
@@ -61,6 +89,8 @@ def record_population(
         repo.add_epoch_metrics(session, trial_id=row.id, rows=cand.history)
         repo.add_curves(session, trial_id=row.id, rows=cand.curves)
         repo.add_preact_stats(session, trial_id=row.id, rows=cand.preact_stats)
+        if state == "complete" and cand.curves and _trainable(family):
+            _record_fits(session, row.id, family, ident.act_params, cand)
         if save_weights_with is not None and cand.state_dict is not None:
             repo.save_weights(session, trial_id=row.id, state_dict=cand.state_dict,
                               scaler=save_weights_with["scaler"],

@@ -30,6 +30,7 @@ from store.arrays import pack, unpack
 from store.artifacts import get_artifact_bytes, put_artifact, sha256_hex
 from store.tables import (
     DATASET_SOURCES,
+    FIT_KINDS,
     PHASES,
     POPULATION_STATES,
     SEARCH_STATES,
@@ -38,6 +39,7 @@ from store.tables import (
     CurveRow,
     DatasetRow,
     EpochMetricRow,
+    FitRow,
     PopulationRow,
     PreactStatRow,
     SearchRow,
@@ -915,6 +917,54 @@ def trial_curves(
             "y": unpack(c.y, c.y_shape),
         }
         for c in session.scalars(stmt.order_by(CurveRow.layer, CurveRow.epoch))
+    ]
+
+
+def add_fits(session: Session, *, trial_id: int, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Append curve-analysis rows ``{layer, epoch, unit?, kind, family, params, rmse, max_error,
+    r2, extra?}`` (``search.analysis.analyse_curves``) to trial ``trial_id``.
+
+    Every row is checked before any is added: a bad row adds none.
+    """
+    get_trial(session, trial_id=trial_id)
+    new: list[FitRow] = []
+    for r in rows:
+        kind = str(_field(r, "kind", trial_id))
+        if kind not in FIT_KINDS:
+            raise InvalidInput(f"fit kind must be one of {FIT_KINDS}, not {kind!r}")
+        unit = r.get("unit")
+
+        def num(key: str, r: Mapping[str, Any] = r) -> float | None:
+            v = r.get(key)
+            return float(v) if v is not None and math.isfinite(float(v)) else None
+
+        new.append(FitRow(
+            trial_id=trial_id, layer=int(_field(r, "layer", trial_id)),
+            epoch=int(_field(r, "epoch", trial_id)), unit=None if unit is None else int(unit),
+            kind=kind, family=str(_field(r, "family", trial_id)),
+            params=jsonable(r.get("params") or {}), rmse=num("rmse"),
+            max_error=num("max_error"), r2=num("r2"), extra=jsonable(r.get("extra") or {}),
+        ))
+    session.add_all(new)
+    session.flush()
+    return len(rows)
+
+
+def trial_fits(
+    session: Session, *, trial_id: int, layer: int | None = None, epoch: int | None = None
+) -> list[dict[str, Any]]:
+    """The trial's stored fits by (layer, epoch), in the order they were written (best first)."""
+    get_trial(session, trial_id=trial_id)
+    stmt = select(FitRow).where(FitRow.trial_id == trial_id)
+    if layer is not None:
+        stmt = stmt.where(FitRow.layer == layer)
+    if epoch is not None:
+        stmt = stmt.where(FitRow.epoch == epoch)
+    return [
+        {"layer": f.layer, "epoch": f.epoch, "unit": f.unit, "kind": f.kind, "family": f.family,
+         "params": f.params, "rmse": f.rmse, "max_error": f.max_error, "r2": f.r2,
+         "extra": f.extra}
+        for f in session.scalars(stmt.order_by(FitRow.layer, FitRow.epoch, FitRow.id))
     ]
 
 

@@ -306,6 +306,30 @@ class CurveRow(Base):
     y_shape: Mapped[Any] = mapped_column(JSON, nullable=False)
 
 
+FIT_KINDS = ("closed_form", "linear", "distilled")
+
+
+class FitRow(Base):
+    """One analysis result of a learned curve: a closed form, the line, or a distilled copy."""
+
+    __tablename__ = "actsearch_fits"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trial_id: Mapped[int] = mapped_column(
+        ForeignKey("actsearch_trials.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    layer: Mapped[int] = mapped_column(Integer, nullable=False)
+    epoch: Mapped[int] = mapped_column(Integer, nullable=False)
+    unit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    family: Mapped[str] = mapped_column(String(64), nullable=False)
+    params: Mapped[Any] = mapped_column(JSON, nullable=False)
+    rmse: Mapped[float | None] = mapped_column(Float, nullable=True)
+    max_error: Mapped[float | None] = mapped_column(Float, nullable=True)
+    r2: Mapped[float | None] = mapped_column(Float, nullable=True)
+    extra: Mapped[Any] = mapped_column(JSON, nullable=False)
+
+
 class WeightsRow(Base):
     """Trained weights of one trial (an npz artifact) with its scaler and label map."""
 

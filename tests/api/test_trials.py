@@ -56,7 +56,7 @@ def test_trial_activations(client: RecordingClient, finished_search_id: int) -> 
     trial = client.get(f"/searches/{finished_search_id}/trials",
                        params={"family": "prelu", "limit": 1}).json()["data"][0]
     body = client.get(f"/trials/{trial['id']}/activations").json()
-    assert body["family"] == "prelu" and body["fits"] == []
+    assert body["family"] == "prelu" and isinstance(body["fits"], list)
     curves = body["curves"]
     assert curves and {c["layer"] for c in curves} == {0}
     assert len({c["epoch"] for c in curves}) >= 2  # start, ..., end
@@ -90,3 +90,35 @@ def test_unknown_trial_is_404(client: RecordingClient, path: str) -> None:
 def test_trial_query_mistakes(client: RecordingClient, params: dict[str, Any], status: int,
                               fragment: str) -> None:
     assert_error(client.get("/trials", params=params), status, fragment)
+
+
+def test_finished_rational_trial_has_fits(tmp_path: Any) -> None:
+    """Curve analysis runs when a trainable trial's results are written; /activations serves it."""
+    from search.embedded import EmbeddedCoordinator
+    from search.service import create_search
+    from search.spec import parse_spec
+    from store.db import init_db, make_engine, session_factory
+    from tests.api.conftest import make_client, make_settings
+
+    settings = make_settings(tmp_path)
+    url = settings.resolved_database_url
+    init_db(url)
+    engine = make_engine(url)
+    sessions = session_factory(engine)
+    spec = {"dataset": "iris", "architecture": "mlp:8", "families": ["rational"], "trials": 2,
+            "epochs": 2, "finalist_seeds": 1, "batch_size": 32}
+    with sessions.begin() as session:
+        search_id = create_search(session=session, spec=parse_spec(spec), storage_url=url,
+                                  name="fits").id
+    EmbeddedCoordinator(sessions=sessions, storage_url=url, search_id=search_id, workers=1,
+                        threads=1).run()
+    engine.dispose()
+    client = make_client(settings)
+    trials = client.get(f"/searches/{search_id}/trials",
+                        params={"state": "complete", "limit": 50}).json()["data"]
+    trial = next(t for t in trials if t["family"] == "rational")
+    fits = client.get(f"/trials/{trial['id']}/activations").json()["fits"]
+    assert fits and {f["kind"] for f in fits} == {"closed_form", "linear", "distilled"}
+    best = fits[0]
+    assert best["kind"] == "closed_form" and best["rmse"] is not None and best["params"]
+    assert {"family", "params", "rmse", "max_error", "r2", "kind", "layer", "epoch"} <= set(best)

@@ -50,8 +50,10 @@ def test_two_workers_share_a_search_to_completion(
         cluster.start_worker(name)
     cluster.start_beat()
     cluster.wait_ready()
-    search_id = new_search(sessions, url, dataset="iris", architecture="mlp:16",
-                           families=["relu", "tanh", "gelu"], trials=9, epochs=4,
+    # digits, not iris: each population must take long enough (about a second) that
+    # one worker cannot drain the queue before the other takes its first message
+    search_id = new_search(sessions, url, dataset="digits", architecture="mlp:16",
+                           families=["relu", "tanh", "gelu"], trials=9, epochs=6,
                            population_size=1, finalist_seeds=2, batch_size=32)
     _submit(search_id)
     wait_state(sessions, search_id, ("complete", "failed"), 240, cluster.logs)

@@ -30,6 +30,7 @@ OUR_TABLES = {
     "actsearch_epoch_metrics",
     "actsearch_preact_stats",
     "actsearch_curves",
+    "actsearch_fits",
     "actsearch_schedules",
     "actsearch_weights",
 }
