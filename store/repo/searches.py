@@ -1,0 +1,254 @@
+"""Searches: creation, state changes, listings, progress and race-safe transitions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy.orm import Session
+
+from actsearch.errors import Conflict, NotFound
+from store.repo._common import _check, _page, _require, _won, jsonable
+from store.repo.datasets import get_dataset
+from store.tables import (
+    SEARCH_STATES,
+    SEARCH_TERMINAL_STATES,
+    PopulationRow,
+    SearchRow,
+    TrialRow,
+    utcnow,
+)
+
+_SEARCH_RANK = {"pending": 0, "running": 1, "finalizing": 2}
+
+
+def create_search(
+    session: Session,
+    *,
+    name: str,
+    study_name: str,
+    dataset_id: int,
+    spec: Mapping[str, Any],
+    owner: str | None = None,
+) -> SearchRow:
+    """A pending search row for the Optuna study ``study_name`` (unique)."""
+    get_dataset(session, dataset_id=dataset_id)
+    taken = session.scalars(select(SearchRow.id).where(SearchRow.study_name == study_name)).first()
+    if taken is not None:
+        raise Conflict(f"study name {study_name!r} is already used by search {taken}")
+    row = SearchRow(
+        name=name,
+        study_name=study_name,
+        dataset_id=dataset_id,
+        spec=jsonable(spec),
+        owner=owner,
+        state="pending",
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def set_search_state(
+    session: Session,
+    *,
+    search_id: int,
+    state: str,
+    error: str | None = None,
+    best: Mapping[str, Any] | None = None,
+) -> SearchRow:
+    """Move a search forward (pending -> running -> finalizing -> a terminal state).
+
+    Terminal states (complete, failed, cancelled) are final and a search never
+    moves backwards: either raises Conflict. Setting the current state again is
+    allowed (to update ``error`` or ``best``). Stamps started_at / finished_at.
+    """
+    _check(state, SEARCH_STATES, "search state")
+    row: SearchRow = _require(session, SearchRow, search_id, "search")
+    if state != row.state:
+        current_final = row.state in SEARCH_TERMINAL_STATES
+        backwards = state in _SEARCH_RANK and _SEARCH_RANK[state] < _SEARCH_RANK.get(row.state, 3)
+        if current_final or backwards:
+            raise Conflict(f"search {search_id} is {row.state}; it cannot become {state}")
+    now = utcnow()
+    if state in ("running", "finalizing") and row.started_at is None:
+        row.started_at = now
+    if state in SEARCH_TERMINAL_STATES and row.finished_at is None:
+        row.finished_at = now
+    row.state = state
+    if error is not None:
+        row.error = error
+    if best is not None:
+        row.best = jsonable(best)
+    session.flush()
+    return row
+
+
+def get_search(session: Session, *, search_id: int) -> SearchRow:
+    """The search row ``search_id``."""
+    return _require(session, SearchRow, search_id, "search")
+
+
+def get_search_by_study(session: Session, *, study_name: str) -> SearchRow:
+    """The search that owns the Optuna study ``study_name``."""
+    row = session.scalars(select(SearchRow).where(SearchRow.study_name == study_name)).first()
+    if row is None:
+        raise NotFound(f"no search for study {study_name!r}")
+    return row
+
+
+def _search_filters(
+    state: str | None, dataset_id: int | None, owner: str | None
+) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = []
+    if state is not None:
+        where.append(SearchRow.state == _check(state, SEARCH_STATES, "search state"))
+    if dataset_id is not None:
+        where.append(SearchRow.dataset_id == dataset_id)
+    if owner is not None:
+        where.append(SearchRow.owner == owner)
+    return where
+
+
+def list_searches(
+    session: Session,
+    *,
+    state: str | None = None,
+    dataset_id: int | None = None,
+    owner: str | None = None,
+    limit: int | None = 100,
+    offset: int = 0,
+) -> list[SearchRow]:
+    """Searches, newest first, optionally filtered."""
+    stmt = select(SearchRow).where(*_search_filters(state, dataset_id, owner))
+    stmt = stmt.order_by(SearchRow.created_at.desc(), SearchRow.id.desc())
+    return list(session.scalars(_page(stmt, limit, offset)))
+
+
+def count_searches(
+    session: Session,
+    *,
+    state: str | None = None,
+    dataset_id: int | None = None,
+    owner: str | None = None,
+) -> int:
+    """How many searches :func:`list_searches` would return without paging."""
+    stmt = select(func.count(SearchRow.id)).where(*_search_filters(state, dataset_id, owner))
+    return int(session.scalar(stmt) or 0)
+
+
+def oldest_pending_search(session: Session) -> SearchRow | None:
+    """The search that has waited longest in ``pending`` (what a runner picks next)."""
+    stmt = select(SearchRow).where(SearchRow.state == "pending")
+    stmt = stmt.order_by(SearchRow.created_at.asc(), SearchRow.id.asc()).limit(1)
+    return session.scalars(stmt).first()
+
+
+def _architecture_kind(spec: Any) -> str | None:
+    """``"mlp"``/``"cnn"`` from a stored spec's architecture (short string or dict form)."""
+    arch = spec.get("architecture") if isinstance(spec, Mapping) else None
+    if isinstance(arch, str):
+        return arch.partition(":")[0].strip().lower() or None
+    if isinstance(arch, Mapping):
+        return str(arch.get("kind", "mlp")).lower()
+    return None
+
+
+def search_ids_by_architecture(session: Session, *, kind: str) -> list[int]:
+    """Ids of searches whose architecture is of ``kind`` (``mlp`` or ``cnn``).
+
+    The kind lives inside the spec's JSON, whose query syntax differs between
+    SQLite and PostgreSQL; the searches table is small, so it is read in Python.
+    """
+    rows = session.execute(select(SearchRow.id, SearchRow.spec).order_by(SearchRow.id))
+    return [sid for sid, spec in rows if _architecture_kind(spec) == kind.lower()]
+
+
+def search_trial_counts(session: Session, *, search_id: int) -> dict[str, dict[str, int]]:
+    """Recorded trials of a search counted by phase, then state: ``{"search": {"complete": 3}}``."""
+    stmt = (
+        select(TrialRow.phase, TrialRow.state, func.count(TrialRow.id))
+        .where(TrialRow.search_id == search_id)
+        .group_by(TrialRow.phase, TrialRow.state)
+    )
+    out: dict[str, dict[str, int]] = {}
+    for phase, state, n in session.execute(stmt):
+        out.setdefault(phase, {})[state] = int(n)
+    return out
+
+
+def search_population_counts(
+    session: Session, *, search_id: int
+) -> dict[str, dict[str, tuple[int, int]]]:
+    """A search's populations by phase, then state: ``(populations, candidates)``.
+
+    Trials are written when their population finishes, so the candidates of
+    pending and running populations are what a search has in flight.
+    """
+    stmt = (
+        select(PopulationRow.phase, PopulationRow.state, func.count(PopulationRow.id),
+               func.coalesce(func.sum(PopulationRow.k), 0))
+        .where(PopulationRow.search_id == search_id)
+        .group_by(PopulationRow.phase, PopulationRow.state)
+    )
+    out: dict[str, dict[str, tuple[int, int]]] = {}
+    for phase, state, n, k in session.execute(stmt):
+        out.setdefault(phase, {})[state] = (int(n), int(k))
+    return out
+
+
+def best_search_trial(session: Session, *, search_id: int) -> TrialRow | None:
+    """The completed search-phase trial with the highest validation metric, if any."""
+    stmt = (
+        select(TrialRow)
+        .where(TrialRow.search_id == search_id, TrialRow.phase == "search",
+               TrialRow.state == "complete", TrialRow.value.is_not(None))
+        .order_by(TrialRow.value.desc(), TrialRow.id.asc())
+        .limit(1)
+    )
+    return session.scalars(stmt).first()
+
+
+def lock_search(session: Session, *, search_id: int) -> SearchRow:
+    """The search row, locked until the transaction ends (``SELECT ... FOR UPDATE``).
+
+    Serialises the decisions made once per search (plan the finalists, finish)
+    between workers. SQLite has no row locks; its single writer serialises anyway.
+    """
+    stmt = (
+        select(SearchRow)
+        .where(SearchRow.id == search_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    row = session.scalars(stmt).first()
+    if row is None:
+        raise NotFound(f"search {search_id} not found")
+    return row
+
+
+def transition_search(
+    session: Session, *, search_id: int, from_states: Sequence[str], to_state: str
+) -> bool:
+    """Move a search to ``to_state`` only from one of ``from_states``; True if this call did.
+
+    The atomic form of :func:`set_search_state` for transitions that exactly one
+    process may make (pending -> running when the search is planned).
+    """
+    _check(to_state, SEARCH_STATES, "search state")
+    now = utcnow()
+    values: dict[str, Any] = {"state": to_state}
+    if to_state in ("running", "finalizing"):
+        values["started_at"] = func.coalesce(SearchRow.started_at, now)
+    if to_state in SEARCH_TERMINAL_STATES:
+        values["finished_at"] = func.coalesce(SearchRow.finished_at, now)
+    stmt = (
+        update(SearchRow)
+        .where(SearchRow.id == search_id, SearchRow.state.in_(list(from_states)))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    won = _won(session.execute(stmt))
+    session.expire_all()
+    return won
