@@ -214,18 +214,17 @@ def show(search_id: int) -> None:
         if board.rows:
             _print_board(board, "leaderboard")
         return
-    from search.protocol import build_leaderboard
+    from search.progress import search_leaderboard
     from store import repo
 
     _, sessions = _db()
     with sessions() as session:
         row = repo.get_search(session, search_id=search_id)
         trials = repo.list_trials(session, search_id=search_id, limit=None)
-        metric = (row.best or {}).get("metric", "metric")
         console.print(f"search [bold]{row.id}[/] {row.name!r} state={row.state} study={row.study_name}")
         if row.error:
             console.print(f"[red]error:[/] {row.error}")
-        board = build_leaderboard(trials, metric)
+        board = search_leaderboard(session, row=row)
     counts: dict[str, int] = {}
     for t in trials:
         counts[t.state] = counts.get(t.state, 0) + 1

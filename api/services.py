@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import math
 import re
-from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -20,11 +19,11 @@ from sqlalchemy.orm import Session
 from actsearch.errors import Conflict, InvalidInput, NotFound
 from actsearch.settings import Settings
 from search import datasets as ds
-from search.protocol import build_leaderboard
+from search.progress import search_leaderboard
 from search.service import create_search, register_dataset
 from search.spec import SearchSpec
 from store import repo
-from store.tables import SEARCH_TERMINAL_STATES, DatasetRow, SearchRow, utcnow
+from store.tables import SEARCH_TERMINAL_STATES, DatasetRow, SearchRow
 
 #: Stored dataset names: no slashes or leading dots, so a name never reads as a path.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
@@ -198,59 +197,6 @@ def cancel_search(session: Session, *, search_id: int) -> SearchRow:
     return repo.set_search_state(session, search_id=search_id, state="cancelled")
 
 
-def _elapsed(row: SearchRow) -> float | None:
-    if row.started_at is None:
-        return None
-    end: datetime = row.finished_at or utcnow()
-    return max(0.0, (end - row.started_at).total_seconds())
-
-
-def search_progress(session: Session, *, row: SearchRow) -> dict[str, Any]:
-    """Trials done/pruned/failed/running of the budget, best so far, finalists, elapsed."""
-    spec = SearchSpec.model_validate(row.spec)
-    trials = repo.search_trial_counts(session, search_id=row.id)
-    pops = repo.search_population_counts(session, search_id=row.id)
-    search_t = trials.get("search", {})
-    complete, pruned, failed = (search_t.get(s, 0) for s in ("complete", "pruned", "failed"))
-    unfinished = ("pending", "running")
-    running = sum(k for ph in pops.values() for st, (_, k) in ph.items() if st in unfinished)
-    finalist_pops = pops.get("finalist", {})
-    finalists_total = sum(n for n, _ in finalist_pops.values())
-    finalists_done = sum(n for st, (n, _) in finalist_pops.items() if st not in unfinished)
-    best = repo.best_search_trial(session, search_id=row.id)
-    if row.state in SEARCH_TERMINAL_STATES:
-        phase = "done"
-    elif row.state == "pending":
-        phase = "pending"
-    elif finalists_total or row.state == "finalizing":
-        phase = "finalists"
-    else:
-        phase = "search"
-    return {
-        "state": row.state,
-        "phase": phase,
-        "budget": spec.trials_per_family() * len(spec.families),
-        "done": complete + pruned + failed,
-        "complete": complete,
-        "pruned": pruned,
-        "failed": failed,
-        "running": running,
-        "best_value": best.value if best is not None else None,
-        "best_family": best.family if best is not None else None,
-        "best_trial_id": best.id if best is not None else None,
-        "finalists_total": finalists_total or len(spec.families),
-        "finalists_done": finalists_done,
-        "elapsed_s": _elapsed(row),
-    }
-
-
-def _metric(session: Session, row: SearchRow) -> str:
-    if row.best and row.best.get("metric"):
-        return str(row.best["metric"])
-    task = repo.get_dataset(session, dataset_id=row.dataset_id).task
-    return "accuracy" if task == "classification" else "r2"
-
-
 def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
@@ -268,8 +214,7 @@ def _json_array(arr: np.ndarray) -> list[Any]:
 def leaderboard(session: Session, *, search_id: int) -> dict[str, Any]:
     """The search's leaderboard (finalists per family, baseline marked), JSON-safe."""
     row = repo.get_search(session, search_id=search_id)
-    trials = repo.list_trials(session, search_id=search_id, limit=None)
-    board = build_leaderboard(trials, _metric(session, row))
+    board = search_leaderboard(session, row=row)
     rows = []
     for rank, r in enumerate(board.as_dict()["rows"], start=1):
         for key in ("ci95", "delta_vs_baseline", "test_mean", "test_ci95", "best_search_value"):

@@ -24,6 +24,7 @@ from api.schemas import (
     TrialState,
 )
 from search.export import export_search
+from search.progress import search_progress
 from store import repo
 
 router = APIRouter(prefix="/searches", tags=["searches"])
@@ -47,7 +48,7 @@ _EXAMPLES = {
 def _detail(session: Any, row: Any) -> SearchDetail:
     return SearchDetail.model_validate(
         {**SearchPublic.model_validate(row).model_dump(),
-         "progress": services.search_progress(session, row=row)}
+         "progress": search_progress(session, row=row)}
     )
 
 

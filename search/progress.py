@@ -1,0 +1,77 @@
+"""What a search looks like while it runs and once it is done, read from the database only.
+
+Shared by the API (``GET /searches/{id}``, the leaderboard) and the CLI.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from store import repo
+from store.tables import SEARCH_TERMINAL_STATES, SearchRow, utcnow
+
+from .protocol import Leaderboard, build_leaderboard
+from .spec import SearchSpec
+
+
+def _elapsed(row: SearchRow) -> float | None:
+    if row.started_at is None:
+        return None
+    end: datetime = row.finished_at or utcnow()
+    return max(0.0, (end - row.started_at).total_seconds())
+
+
+def search_progress(session: Session, *, row: SearchRow) -> dict[str, Any]:
+    """Trials done/pruned/failed/running of the budget, best so far, finalists, elapsed."""
+    spec = SearchSpec.model_validate(row.spec)
+    trials = repo.search_trial_counts(session, search_id=row.id)
+    pops = repo.search_population_counts(session, search_id=row.id)
+    search_t = trials.get("search", {})
+    complete, pruned, failed = (search_t.get(s, 0) for s in ("complete", "pruned", "failed"))
+    unfinished = ("pending", "running")
+    running = sum(k for ph in pops.values() for st, (_, k) in ph.items() if st in unfinished)
+    finalist_pops = pops.get("finalist", {})
+    finalists_total = sum(n for n, _ in finalist_pops.values())
+    finalists_done = sum(n for st, (n, _) in finalist_pops.items() if st not in unfinished)
+    best = repo.best_search_trial(session, search_id=row.id)
+    if row.state in SEARCH_TERMINAL_STATES:
+        phase = "done"
+    elif row.state == "pending":
+        phase = "pending"
+    elif finalists_total or row.state == "finalizing":
+        phase = "finalists"
+    else:
+        phase = "search"
+    return {
+        "state": row.state,
+        "phase": phase,
+        "budget": spec.trials_per_family() * len(spec.families),
+        "done": complete + pruned + failed,
+        "complete": complete,
+        "pruned": pruned,
+        "failed": failed,
+        "running": running,
+        "best_value": best.value if best is not None else None,
+        "best_family": best.family if best is not None else None,
+        "best_trial_id": best.id if best is not None else None,
+        "finalists_total": finalists_total or len(spec.families),
+        "finalists_done": finalists_done,
+        "elapsed_s": _elapsed(row),
+    }
+
+
+def _metric(session: Session, row: SearchRow) -> str:
+    if row.best and row.best.get("metric"):
+        return str(row.best["metric"])
+    task = repo.get_dataset(session, dataset_id=row.dataset_id).task
+    return "accuracy" if task == "classification" else "r2"
+
+
+
+def search_leaderboard(session: Session, *, row: SearchRow) -> Leaderboard:
+    """The leaderboard of a search from its stored trials (finalists per family, baseline marked)."""
+    trials = repo.list_trials(session, search_id=row.id, limit=None)
+    return build_leaderboard(trials, _metric(session, row))
