@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from actsearch.errors import InvalidInput, NotFound
@@ -58,6 +58,20 @@ def _page(stmt: Select[Any], limit: int | None, offset: int) -> Select[Any]:
 
 def _require(session: Session, table: type[Any], row_id: int, what: str) -> Any:
     row = session.get(table, row_id)
+    if row is None:
+        raise NotFound(f"{what} {row_id} not found")
+    return row
+
+
+def _lock(session: Session, table: type[Any], row_id: int, what: str) -> Any:
+    """The row, locked (SELECT ... FOR UPDATE) until the transaction ends, re-read from the database."""
+    stmt = (
+        select(table)
+        .where(table.id == row_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    row = session.scalars(stmt).first()
     if row is None:
         raise NotFound(f"{what} {row_id} not found")
     return row

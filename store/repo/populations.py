@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from actsearch.errors import Conflict, InvalidInput, NotFound
-from store.repo._common import _check, _require, _won, jsonable
+from actsearch.errors import Conflict, InvalidInput
+from store.repo._common import _check, _lock, _require, _won, jsonable
 from store.repo.searches import get_search
 from store.tables import (
     PHASES,
@@ -255,16 +255,7 @@ def cancel_pending_populations(
 
 def lock_population(session: Session, *, population_id: int) -> PopulationRow:
     """The population row, locked until the transaction ends (a worker's final write)."""
-    stmt = (
-        select(PopulationRow)
-        .where(PopulationRow.id == population_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    row = session.scalars(stmt).first()
-    if row is None:
-        raise NotFound(f"population {population_id} not found")
-    return row
+    return _lock(session, PopulationRow, population_id, "population")
 
 
 def waiting_populations(

@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
 from actsearch.errors import Conflict, NotFound
-from store.repo._common import _check, _page, _require, _won, jsonable
+from store.repo._common import _check, _lock, _page, _require, _won, jsonable
 from store.repo.datasets import get_dataset
 from store.tables import (
     SEARCH_STATES,
@@ -216,16 +216,7 @@ def lock_search(session: Session, *, search_id: int) -> SearchRow:
     Serialises the decisions made once per search (plan the finalists, finish)
     between workers. SQLite has no row locks; its single writer serialises anyway.
     """
-    stmt = (
-        select(SearchRow)
-        .where(SearchRow.id == search_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    row = session.scalars(stmt).first()
-    if row is None:
-        raise NotFound(f"search {search_id} not found")
-    return row
+    return _lock(session, SearchRow, search_id, "search")
 
 
 def transition_search(

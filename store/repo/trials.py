@@ -424,16 +424,23 @@ def trial_preact_stats(session: Session, *, trial_id: int) -> list[dict[str, Any
     ]
 
 
+def _per_layer_epoch(session: Session, table: type[Any], trial_id: int, layer: int | None,
+                     epoch: int | None) -> Select[Any]:
+    """Rows of an existing trial, optionally of one layer and one epoch."""
+    get_trial(session, trial_id=trial_id)
+    stmt = select(table).where(table.trial_id == trial_id)
+    if layer is not None:
+        stmt = stmt.where(table.layer == layer)
+    if epoch is not None:
+        stmt = stmt.where(table.epoch == epoch)
+    return stmt
+
+
 def trial_curves(
     session: Session, *, trial_id: int, layer: int | None = None, epoch: int | None = None
 ) -> list[dict[str, Any]]:
     """The trial's learned curves by (layer, epoch) with x (G,) and y (U', G) as float32."""
-    get_trial(session, trial_id=trial_id)
-    stmt = select(CurveRow).where(CurveRow.trial_id == trial_id)
-    if layer is not None:
-        stmt = stmt.where(CurveRow.layer == layer)
-    if epoch is not None:
-        stmt = stmt.where(CurveRow.epoch == epoch)
+    stmt = _per_layer_epoch(session, CurveRow, trial_id, layer, epoch)
     return [
         {
             "layer": c.layer,
@@ -480,12 +487,7 @@ def trial_fits(
     session: Session, *, trial_id: int, layer: int | None = None, epoch: int | None = None
 ) -> list[dict[str, Any]]:
     """The trial's stored fits by (layer, epoch), in the order they were written (best first)."""
-    get_trial(session, trial_id=trial_id)
-    stmt = select(FitRow).where(FitRow.trial_id == trial_id)
-    if layer is not None:
-        stmt = stmt.where(FitRow.layer == layer)
-    if epoch is not None:
-        stmt = stmt.where(FitRow.epoch == epoch)
+    stmt = _per_layer_epoch(session, FitRow, trial_id, layer, epoch)
     return [
         {"layer": f.layer, "epoch": f.epoch, "unit": f.unit, "kind": f.kind, "family": f.family,
          "params": f.params, "rmse": f.rmse, "max_error": f.max_error, "r2": f.r2,
