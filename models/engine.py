@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from actsearch.errors import InvalidDataset, InvalidInput
 
 from . import kernels
+from .cuda_graphs import GraphedStep, graphs_enabled
 from .network import ActParams, PopulationNet
 from .optim import BatchedOptimizer, schedule_multiplier
 from .sizing import auto_population_size, tune_cpu  # noqa: F401  (re-exported for callers)
@@ -424,35 +425,61 @@ def train_population(
     deadline = config.deadline_s
     step = 0
     candidate_epochs = 0
-    # preallocated batch buffers (a full batch and the last, shorter one)
+    # Fixed batch buffers (a full batch and the last, shorter one): the step reads and
+    # writes only fixed tensors, so on CUDA it can be captured once and replayed.
     sizes = {min(bs, n_train - s) for s in starts}
     x_bufs = {n: x_tr.new_empty((n, x_tr.shape[1])) for n in sizes}
     y_bufs = {n: y_tr.new_empty((n,)) for n in sizes}
+    idx_bufs = {n: torch.empty(n, dtype=torch.long, device=device) for n in sizes}
+    cuda_graphs = graphs_enabled(device) and opt.graph_safe
+    lr_mult: float | torch.Tensor = torch.ones((), device=device) if cuda_graphs else 1.0
+    loss_sum = torch.zeros(net.k, device=device)
     fast = _FastPath(net, device, n_train, config.epochs)
     fast.open()
+
+    def train_step(n_b: int) -> None:
+        """One update of every candidate on the batch whose row indices are in idx_bufs."""
+        xb = torch.index_select(x_tr, 0, idx_bufs[n_b], out=x_bufs[n_b])  # (B, D)
+        yb = torch.index_select(y_tr, 0, idx_bufs[n_b], out=y_bufs[n_b])  # (B,)
+        with fast.autocast():
+            out = net(xb)  # (K, B, C)
+        loss = _losses(out.float(), yb, task)  # (K,)
+        opt.zero_grad()
+        loss.sum().backward()  # each candidate's gradient is its own loss's
+        opt.step(lr_mult)
+        loss_sum.add_(loss.detach(), alpha=n_b)
+
+    step_count_at_capture = [0]
+
+    def restore_step_count() -> None:  # a failed capture ran the host side of opt.step
+        opt.step_count = step_count_at_capture[0]
+
+    graphed = GraphedStep(lambda: train_step(bs), on_failure=restore_step_count)
 
     try:
         for epoch in range(1, config.epochs + 1):
             net.train()
             perm = torch.randperm(n_train, generator=data_gen).to(device)
-            loss_sum = torch.zeros(net.k, device=device)
+            loss_sum.zero_()
             seen = 0
             done_batches = 0
             deadline_hit = False
             for start in starts:
                 idx = perm[start : start + bs]
                 n_b = idx.shape[0]
-                xb = torch.index_select(x_tr, 0, idx, out=x_bufs[n_b])  # (B, D)
-                yb = torch.index_select(y_tr, 0, idx, out=y_bufs[n_b])  # (B,)
-                with fast.autocast():
-                    out = net(xb)  # (K, B, C)
-                loss = _losses(out.float(), yb, task)  # (K,)
-                opt.zero_grad()
-                loss.sum().backward()  # each candidate's gradient is its own loss's
-                opt.step(schedule_multiplier(config.schedule, step=step, total_steps=total_steps,
-                                             epoch=epoch - 1, epochs=config.epochs))
+                idx_bufs[n_b].copy_(idx)
+                mult = schedule_multiplier(config.schedule, step=step, total_steps=total_steps,
+                                           epoch=epoch - 1, epochs=config.epochs)
+                if isinstance(lr_mult, torch.Tensor):
+                    lr_mult.fill_(mult)
+                else:
+                    lr_mult = mult
+                if cuda_graphs and n_b == bs:
+                    step_count_at_capture[0] = opt.step_count
+                    graphed()
+                else:
+                    train_step(n_b)
                 step += 1
-                loss_sum.add_(loss.detach(), alpha=n_b)
                 seen += n_b
                 done_batches += 1
                 if _past(deadline, t0):
@@ -510,6 +537,8 @@ def train_population(
                 net.keep(index)
                 opt.keep(index)
                 active = [active[p] for p in survivors]
+                loss_sum = torch.zeros(net.k, device=device)
+                graphed.reset()  # the captured step was for the old K
 
     finally:
         fast.close()

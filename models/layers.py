@@ -67,7 +67,10 @@ class BatchedLinear(nn.Module):
 class _OutputsFirst(torch.autograd.Function):
     """``y_t = W^T x^T + b^T``: ``x (K, B, in), W (K, in, out), b (K, 1, out) -> (K, out, B)``."""
 
+    # custom_fwd/bwd: under bf16 autocast the backward runs in the forward's autocast
+    # state, so its GEMMs see matching dtypes (bf16 gradient, float32 saved weights).
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda")
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor,  # type: ignore[override]
                 bias: torch.Tensor | None) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
@@ -78,6 +81,7 @@ class _OutputsFirst(torch.autograd.Function):
         return torch.baddbmm(bias.transpose(1, 2), w_t, x_t)  # (K, out, B)
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         x, weight = ctx.saved_tensors
         grad_x = grad_w = grad_b = None

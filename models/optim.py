@@ -103,7 +103,7 @@ class BatchedOptimizer:
         self.weight_decay = torch.as_tensor(weight_decay, dtype=torch.float32).to(device).reshape(-1)
         if self.lr.numel() != net.k or self.weight_decay.numel() != net.k:
             raise InvalidInput(f"need {net.k} learning rates and weight decays, one per candidate")
-        self.step_count = 0
+        self.step_count = 0  # host-side count (the non-fused Adam's bias corrections)
         self.state: dict[str, dict[str, torch.Tensor]] = {}
         self._bind()
 
@@ -137,15 +137,30 @@ class BatchedOptimizer:
         # adds it times the per-candidate lr. Three passes instead of seven foreach ones.
         self._fused = self.kind != "sgd" and _fused_adam_supported(self.params)
         self._scratch = [torch.zeros_like(p) for p in self.params] if self._fused else []
-        self._step_t = torch.zeros((), dtype=torch.float32, device=self.lr.device)  # Adam's t, as a tensor
+        # Adam's t as a tensor, advanced in place so a CUDA graph replays it correctly
+        # (kept across compaction: under graph replay the host's step_count lags).
+        old_t = getattr(self, "_step_t", None)
+        self._step_t = (old_t if old_t is not None
+                        else torch.zeros((), dtype=torch.float32, device=self.lr.device))
+
+    @property
+    def graph_safe(self) -> bool:
+        """Whether :meth:`step` keeps all its state on the device (CUDA-graph replayable).
+
+        The non-fused Adam computes its bias corrections from the host-side step count.
+        """
+        return self.kind == "sgd" or self._fused
 
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None
 
     @torch.no_grad()
-    def step(self, lr_mult: float = 1.0) -> None:
-        """One update of every candidate with lr ``lr * lr_mult``."""
+    def step(self, lr_mult: float | torch.Tensor = 1.0) -> None:
+        """One update of every candidate with lr ``lr * lr_mult``.
+
+        ``lr_mult`` may be a 0-d tensor on the device (what a CUDA graph reads).
+        """
         self.step_count += 1
         torch.mul(self.lr, lr_mult, out=self._lr_now)
         all_grads = [p.grad for p in self.params]
@@ -186,7 +201,7 @@ class BatchedOptimizer:
         t = self.step_count
         if self._fused:
             scratch = [self._scratch[i] for i in idx]
-            self._step_t.fill_(float(t))
+            self._step_t.add_(1.0)
             steps = [self._step_t] * len(scratch)  # the kernel only reads t
             torch._foreach_zero_(scratch)
             # scratch = -(1/bc1) m / (sqrt(v)/sqrt(bc2) + eps): Adam's update at lr = 1
