@@ -29,7 +29,7 @@ kernels (``models.kernels``) happens in a warm-up run; its seconds are reported
 (``compile_s``) but not in the steady-state figures.
 
 The GPU part imports only ``models`` and torch (``--device cuda`` never imports
-scikit-learn); it is written for, but has not been run on, the lent GPU machine.
+scikit-learn); it ran on a lent H100 (bench/README.md has the table).
 """
 
 from __future__ import annotations
