@@ -316,3 +316,23 @@ def test_cuda_bf16_autocast_trains(family: str, monkeypatch: pytest.MonkeyPatch)
                            TrainConfig(epochs=8, batch_size=32, record_epochs=0, device="cuda"))
     assert all(c.status == "complete" for c in res.candidates)
     assert max(c.best_val_metric for c in res.candidates) > 0.6  # 3 classes: chance is ~0.33
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_compiled_optimizer_equals_fused(optimizer: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled one-pass Adam (``ACTSEARCH_COMPILED_OPTIM=on``) is the fused kernel's math,
+    across a schedule and compaction."""
+    if not kernels.compile_available():
+        pytest.skip("torch.compile is not usable here")
+
+    def prune_odd(report: EpochReport) -> list[int]:
+        return [i for i in report.candidates if i % 2] if report.epoch == 1 else []
+
+    runs = []
+    for flag in ("off", "on"):
+        monkeypatch.setenv("ACTSEARCH_COMPILED_OPTIM", flag)
+        cfg = TrainConfig(epochs=3, batch_size=32, record_epochs=0, optimizer=optimizer,
+                          schedule="cosine")
+        runs.append(train_population(MLP, "relu", cands(4), DATA, cfg, on_epoch=prune_odd))
+    for a, b in zip(*[r.candidates for r in runs], strict=True):
+        assert_same(a, b, atol=2e-5)
