@@ -5,9 +5,11 @@ Every user mistake ends as one ``error: ...`` line and exit code 2, never a trac
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import sys
+import zipfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -229,6 +231,15 @@ def show(search_id: int) -> None:
     for t in trials:
         counts[t.state] = counts.get(t.state, 0) + 1
     console.print("trials: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    failures: dict[tuple[str, str], list[str]] = {}  # (family, first error line) -> trials
+    for t in trials:
+        if t.state == "failed" and t.error:
+            key = (t.family, t.error.strip().splitlines()[0][:200])
+            failures.setdefault(key, []).append(str(t.trial_number if t.trial_number is not None
+                                                    else f"id {t.id}"))
+    for (family, error), numbers in list(failures.items())[:5]:
+        console.print(f"[red]failed[/] {family} trial(s) {', '.join(numbers[:8])}: {error}",
+                      highlight=False)
     table = Table(title="best search trials", title_justify="left")
     for col in ("trial", "id", "family", "value", "state", "params"):
         table.add_column(col)
@@ -257,7 +268,10 @@ def curves(
         from actsearch.remote import remote_curves
 
         family, family_params, rows, stats = remote_curves(_remote["client"], trial_id)
-        fits = _remote["client"].trial_activations(trial_id).get("fits") or []
+        activations = _remote["client"].trial_activations(trial_id)
+        fits = activations.get("fits") or []
+        if activations.get("network"):
+            fits.append({"layer": -1, "kind": "network", "extra": activations["network"]})
     else:
         _, sessions = _db()
         with sessions() as session:
@@ -282,6 +296,10 @@ def curves(
             console.print(line, highlight=False, markup=False)
     if not fits:
         console.print("no fits stored (fixed family, unfinished trial, or analysed before fits existed)")
+    network = next((f for f in fits if f["kind"] == "network"), None)
+    if network is not None:
+        for line in network_lines(network["extra"]):
+            console.print(line, highlight=False, markup=False)
     console.print(f"wrote {path}")
 
 
@@ -313,6 +331,82 @@ def _fit_lines(fits: list[dict[str, Any]]) -> list[str]:
             lines.append(f"  distilled: {f['params'].get('knots')} knots, max_err={num(f['max_error'])}"
                          + (f", speed-up x{speed:.2f} (CPU forward)" if speed else ""))
     return lines
+
+
+def network_lines(net: dict[str, Any]) -> list[str]:
+    """A finalist's network-level analysis: accuracy after distilling, after merging layers."""
+
+    def num(v: Any, fmt: str = ".4f") -> str:
+        return "-" if v is None else format(v, fmt)
+
+    def change(d: dict[str, Any]) -> str:
+        text = (f"val {num(d.get('validation_before'))} -> {num(d.get('validation_after'))} "
+                f"({num(d.get('validation_change'), '+.4f')})")
+        if d.get("test_change") is not None:
+            text += (f", test {num(d.get('test_before'))} -> {num(d.get('test_after'))} "
+                     f"({num(d.get('test_change'), '+.4f')})")
+        return text
+
+    size = net.get("size") or {}
+    d = net.get("distilled") or {}
+    knots = ", ".join(f"L{x['layer']}:{x['knots']}" for x in d.get("layers", []))
+    lines = [f"whole network ({net.get('task')}; {size.get('hidden_layers')} hidden layers, "
+             f"{size.get('params')} params, {size.get('flops')} FLOPs):",
+             f"  distilled (rel. error {num(d.get('rel_error'), 'g')}, knots {knots}): {change(d)}"
+             + (f"; speed-up x{d['speedup']:.2f} on a batch of {d.get('batch')}"
+                if d.get("speedup") else "")]
+    merge = net.get("merge") or {}
+    for row in merge.get("layers", []):
+        if row.get("mergeable"):
+            after = row.get("size_after") or {}
+            lines.append(f"  layer {row['layer']}: near-linear, merged into the next layer: "
+                         f"{change(row)}; params {size.get('params')} -> {after.get('params')}, "
+                         f"FLOPs {size.get('flops')} -> {after.get('flops')}")
+        elif row.get("near_linear"):
+            lines.append(f"  layer {row['layer']}: near-linear, not mergeable: {row.get('reason')}")
+    both = merge.get("all")
+    if both and len(both.get("layers", [])) > 1:
+        after = both.get("size_after") or {}
+        lines.append(f"  all mergeable layers {both['layers']} merged: {change(both)}; "
+                     f"{after.get('hidden_layers')} hidden layers, params {after.get('params')}")
+    if not any(r.get("near_linear") for r in merge.get("layers", [])):
+        lines.append("  no near-linear layer: nothing to merge")
+    return lines
+
+
+@app.command()
+def export(
+    search_id: int,
+    activations: Annotated[str, typer.Option(
+        help="learned (the trained activations) or distilled (piecewise-linear copies)")
+    ] = "learned",
+    out: Annotated[Path | None, typer.Option(
+        "-o", "--out", help="zip path (default: actsearch-search-ID.zip)")] = None,
+) -> None:
+    """Write the best model (torch.export program, state_dict, scaler, labels) as a zip."""
+    if activations not in ("learned", "distilled"):
+        _fail(f"--activations must be 'learned' or 'distilled', not {activations!r}")
+    path = out or Path(f"actsearch-search-{search_id}.zip")
+    if _remote["client"] is not None:
+        data = _remote["client"].export(search_id, activations=activations)
+    else:
+        from search.export import export_search
+
+        _, sessions = _db()
+        with sessions() as session:
+            data = export_search(session, search_id=search_id, activations=activations)
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        _fail(f"cannot write {path}: {exc.strerror}")
+    meta = json.loads(zipfile.ZipFile(io.BytesIO(data)).read("meta.json"))
+    note = ""
+    d = meta.get("distillation")
+    if d:
+        note = (f"; distilled: validation {meta['metric']} {_fmt(d['validation_before'])} -> "
+                f"{_fmt(d['validation_after'])}")
+    console.print(f"wrote {path}: {meta['family']} trial {meta['trial_id']}, {activations} "
+                  f"activations{note}", highlight=False)
 
 
 @app.command()
@@ -348,6 +442,10 @@ _register_service_commands()
 from actsearch.cli_schedule import schedule_app  # noqa: E402  (typer + stdlib only at import)
 
 app.add_typer(schedule_app, name="schedule")
+
+from actsearch.cli_keys import keys_app  # noqa: E402  (typer + stdlib only at import)
+
+app.add_typer(keys_app, name="keys")
 
 
 def main() -> None:

@@ -19,15 +19,12 @@ from actsearch.errors import (
     Conflict,
     InvalidDataset,
     InvalidInput,
+    LimitExceeded,
     NotFound,
     PayloadTooLarge,
     UnsupportedMediaType,
 )
 
-_BY_STATUS: dict[int, type[ActsearchError]] = {
-    400: InvalidInput, 401: NotFound, 404: NotFound, 409: Conflict, 413: PayloadTooLarge,
-    415: UnsupportedMediaType, 422: InvalidInput, 429: Conflict,
-}
 FINISHED = ("complete", "failed", "cancelled")
 
 
@@ -37,11 +34,31 @@ class ServiceUnavailable(ActsearchError):
     status_code = 503
 
 
+class AuthenticationFailed(ActsearchError):
+    """No API key, or one the service does not know (or has revoked)."""
+
+    status_code = 401
+
+
+class PermissionDenied(ActsearchError):
+    """An admin-only action with a key that is not an admin's."""
+
+    status_code = 403
+
+
+_BY_STATUS: dict[int, type[ActsearchError]] = {
+    400: InvalidInput, 401: AuthenticationFailed, 403: PermissionDenied, 404: NotFound,
+    409: Conflict, 413: PayloadTooLarge, 415: UnsupportedMediaType, 422: InvalidInput,
+    429: LimitExceeded,
+}
+
+
 class ActsearchClient:
     """Talks to one actsearch service."""
 
     def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 60.0) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.api_key = api_key
         self.base_url = base_url.rstrip("/")
         self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
 
@@ -56,6 +73,8 @@ class ActsearchClient:
             except ValueError:
                 detail = response.text
             cls = _BY_STATUS.get(response.status_code, ServiceUnavailable)
+            if response.status_code == 401 and not getattr(self, "api_key", None):
+                detail = f"{detail}; pass --api-key KEY or set ACTSEARCH_API_KEY"
             raise cls(f"{detail} (HTTP {response.status_code})")
         if response.headers.get("content-type", "").startswith("application/json"):
             return response.json()
@@ -90,6 +109,11 @@ class ActsearchClient:
 
     def trial_activations(self, trial_id: int) -> dict[str, Any]:
         return self._call("GET", f"/trials/{trial_id}/activations")
+
+    def export(self, search_id: int, *, activations: str = "learned") -> bytes:
+        """The best model's zip (learned or distilled activations)."""
+        return self._call("GET", f"/searches/{search_id}/export",
+                          params={"activations": activations})
 
     def wait(self, search_id: int, on_progress: Callable[[dict[str, Any]], None] | None = None,
              poll_s: float = 1.0, timeout_s: float | None = None) -> dict[str, Any]:
@@ -131,3 +155,22 @@ class ActsearchClient:
     def delete_schedule(self, schedule_id: int) -> None:
         """``DELETE /schedules/{id}`` (its searches stay)."""
         self._call("DELETE", f"/schedules/{schedule_id}")
+
+    # ----- auth ---------------------------------------------------------------------------
+    def me(self) -> dict[str, Any]:
+        """``GET /me``: the key's owner, admin flag, and whether auth is on."""
+        return self._call("GET", "/me")
+
+    def create_key(self, *, owner: str, admin: bool = False,
+                   name: str | None = None) -> dict[str, Any]:
+        """``POST /admin/keys`` (admin key): the new key's row with the raw ``key`` once."""
+        body = {"owner": owner, "admin": admin, **({"name": name} if name else {})}
+        return self._call("POST", "/admin/keys", json=body)
+
+    def keys(self, *, owner: str | None = None) -> dict[str, Any]:
+        """``GET /admin/keys`` (admin key): ``{data, count}``."""
+        return self._call("GET", "/admin/keys", params={"owner": owner} if owner else None)
+
+    def revoke_key(self, key_id: int) -> dict[str, Any]:
+        """``DELETE /admin/keys/{id}`` (admin key): the revoked key's row."""
+        return self._call("DELETE", f"/admin/keys/{key_id}")

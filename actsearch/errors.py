@@ -59,6 +59,12 @@ class Conflict(ActsearchError):
     status_code = 409
 
 
+class LimitExceeded(ActsearchError):
+    """A per-owner limit (queued and running searches) that this request would pass."""
+
+    status_code = 429
+
+
 class TrainingFailed(ActsearchError):
     """A candidate's training raised or diverged; stored as the trial's error."""
 

@@ -24,6 +24,40 @@ class LimitSettings(BaseModel):
     max_epochs: int = Field(default=1_000, gt=0)
     max_layers: int = Field(default=16, gt=0)
     max_width: int = Field(default=8_192, gt=0)
+    # JSON (non-upload) request bodies; uploads have max_upload_bytes (api/body_limit.py).
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    # Per-owner limits, enforced by each API process (see api/limits.py). The defaults
+    # leave room for 5 owners submitting 20 searches at once plus 200 reads/s in all.
+    requests_per_second_per_owner: float = Field(default=100.0, gt=0)
+    request_burst_per_owner: int = Field(default=200, ge=1)
+    max_active_searches_per_owner: int = Field(default=25, ge=1)
+
+
+class AuthSettings(BaseModel):
+    """API-key authentication (``ACTSEARCH_AUTH__ENABLED``).
+
+    ``enabled=None`` picks by mode: on in distributed mode (a shared service, a
+    broker is configured), off in embedded mode (one user on one machine).
+    """
+
+    enabled: bool | None = None
+
+
+class TrainingSettings(BaseModel):
+    """Guards on the processes that train (embedded children and worker children).
+
+    ``ACTSEARCH_TRAINING__POPULATION_TIME_LIMIT_S``: a population still training after
+    this many seconds is stopped and failed with a "time limit" error (the search goes
+    on); None: no limit beyond the search's own time budget. ``MEMORY_LIMIT_MB``: memory
+    one population may allocate in its training process (``RLIMIT_DATA``), so a model
+    too big for the machine fails with "out of memory" instead of taking it down. ``NICE``:
+    training runs at this lower CPU priority, so the API and the coordinator stay
+    responsive while it trains.
+    """
+
+    population_time_limit_s: float | None = Field(default=None, gt=0)
+    memory_limit_mb: int | None = Field(default=None, ge=256)
+    nice: int = Field(default=10, ge=0, le=19)
 
 
 class Settings(BaseSettings):
@@ -46,6 +80,8 @@ class Settings(BaseSettings):
         description="embedded mode: seconds between the runner's checks for due schedules",
     )
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
 
     @field_validator("database_url")
     @classmethod
@@ -62,6 +98,13 @@ class Settings(BaseSettings):
     def distributed(self) -> bool:
         """True when a broker is configured: searches run on Celery workers."""
         return self.broker_url is not None
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Whether requests need an API key: the explicit setting, else on iff distributed."""
+        if self.auth.enabled is not None:
+            return self.auth.enabled
+        return self.distributed
 
     @property
     def resolved_database_url(self) -> str:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from actsearch.settings import Settings
+from api.auth import Principal, authenticate, rate_limit, require_admin
+from api.schemas import ErrorPublic
 
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
@@ -62,3 +65,45 @@ def get_page(
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 PageDep = Annotated[Page, Depends(get_page)]
+
+
+# Reads "Authorization: Bearer <key>" and declares the scheme in OpenAPI (the
+# "Authorize" button of /docs); missing or malformed headers are left to
+# get_principal, which answers 401 only when auth is on.
+bearer = HTTPBearer(auto_error=False, scheme_name="APIKey",
+                    description="an API key from `actsearch keys create --owner NAME`")
+
+
+def get_principal(
+    request: Request,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    """The authenticated, rate-limited caller (401 without a valid key, 429 over the limit).
+
+    Attached to every non-public router in ``api.main``; routes that need the
+    caller declare :data:`PrincipalDep` too (FastAPI runs it once per request).
+    """
+    token = credentials.credentials if credentials is not None else None
+    principal = authenticate(token, request.app.state.sessions, settings)
+    rate_limit(request, principal, settings)
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+#: What every route behind :func:`get_principal` may answer besides its own statuses
+#: (documented in OpenAPI by attaching it with the dependency).
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorPublic, "description": "no API key, or an unknown or revoked one"},
+    429: {"model": ErrorPublic, "description": "over the owner's request rate (with "
+          "Retry-After) or, for POST /searches, over their queued + running searches"},
+}
+
+
+def get_admin(principal: PrincipalDep) -> Principal:
+    """The caller, if an admin (403 otherwise)."""
+    return require_admin(principal)
+
+
+AdminDep = Annotated[Principal, Depends(get_admin)]

@@ -11,13 +11,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from actsearch import __version__
 from actsearch.settings import Settings, get_settings
+from api.auth import make_buckets
+from api.body_limit import BodyLimitMiddleware
 from api.dashboard import install_dashboard
+from api.deps import AUTH_RESPONSES, get_principal
 from api.errors import install_error_handlers
-from api.routes import activations, datasets, health, schedules, searches, trials
+from api.routes import activations, admin, datasets, health, me, schedules, searches, trials
 from store.db import make_engine, session_factory
 
 DESCRIPTION = """\
@@ -28,8 +31,13 @@ Search activation functions for your network on your data.
 3. Follow `GET /searches/{id}`; read `/leaderboard`, `/trials`, and `GET /trials/{id}/activations`
    for the learned curves; download the best model from `/export`.
 
-Errors are JSON `{"detail": "..."}`: 404 unknown id, 409 state conflict, 413 too large,
-415 unsupported file, 422 invalid input.
+Errors are JSON `{"detail": "..."}`: 401 missing or bad API key, 403 admin only, 404 unknown
+id (or another owner's), 409 state conflict, 413 too large, 415 unsupported file, 422 invalid
+input, 429 over a rate or concurrency limit.
+
+Authentication (on by default in distributed mode): send `Authorization: Bearer <key>`;
+an admin creates keys with `actsearch keys create --owner NAME` or `POST /admin/keys`.
+Every dataset, search, trial and schedule belongs to its creator's owner.
 """
 
 OPENAPI_TAGS = [
@@ -39,7 +47,14 @@ OPENAPI_TAGS = [
     {"name": "searches", "description": "activation searches: submit, follow, cancel, results"},
     {"name": "trials", "description": "trials across searches, curves and statistics"},
     {"name": "schedules", "description": "recurring searches (cron), fired by the scheduler"},
+    {"name": "auth", "description": "who the API key belongs to"},
+    {"name": "admin", "description": "API keys: create, list, revoke (admin keys only)"},
 ]
+
+#: Routers anyone may call (no owner data): liveness and the activation catalogue.
+PUBLIC_ROUTERS = (health, activations)
+#: Routers behind an API key (when auth is on) and the per-owner rate limit.
+PROTECTED_ROUTERS = (datasets, searches, trials, schedules, me, admin)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -63,8 +78,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessions = session_factory(engine)
+    app.state.rate_buckets = make_buckets(settings)
     install_error_handlers(app)
-    for module in (health, activations, datasets, searches, trials, schedules):
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
+    for module in PUBLIC_ROUTERS:
         app.include_router(module.router)
+    for module in PROTECTED_ROUTERS:
+        app.include_router(module.router, dependencies=[Depends(get_principal)],
+                           responses=AUTH_RESPONSES)
     install_dashboard(app)  # the web dashboard at / and /ui/... (HTML, static files)
     return app

@@ -118,6 +118,7 @@ class DatasetPublic(_FromRow):
     n_classes: int | None
     input_shape: list[int] | None
     content_hash: str
+    owner: str | None = Field(default=None, description="who created it (null: auth was off)")
     created_at: datetime
 
 
@@ -182,6 +183,7 @@ class SearchPublic(_FromRow):
     error: str | None
     best: dict[str, Any] | None = Field(description="the final choice once the search is done")
     spec: dict[str, Any]
+    owner: str | None = Field(default=None, description="who created it (null: auth was off)")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -331,6 +333,24 @@ class FitPublic(BaseModel):
     extra: dict[str, Any] = Field(default_factory=dict)
 
 
+class NetworkAnalysisPublic(BaseModel):
+    """Distillation and linear-layer merging of one trained network, measured on its data."""
+
+    epoch: int
+    task: str
+    before: dict[str, float | None] = Field(
+        description="metric (accuracy or R^2) of the learned network: validation, test "
+                    "(test only for the final choice's finalists, as the protocol scores it)")
+    size: dict[str, int] = Field(description="hidden_layers, params, flops (one row)")
+    distilled: dict[str, Any] = Field(
+        description="every activation replaced by its piecewise-linear distillation: "
+                    "rel_error, validation/test before, after and change, speedup (learned_s / "
+                    "distilled_s on one batch), per layer knots and max_error")
+    merge: dict[str, Any] = Field(
+        description="per layer: near_linear, mergeable or the reason not, metric after merging "
+                    "it into the next linear layer, size_after; 'all': every mergeable merged")
+
+
 class TrialActivations(BaseModel):
     trial_id: int
     family: str
@@ -342,6 +362,10 @@ class TrialActivations(BaseModel):
         description="analysis of each layer's final learned curve: closed forms (best first), "
                     "the line (extra.near_linear: prunable/mergeable) and the distilled "
                     "piecewise-linear curve (extra: knots, speed-up)",
+    )
+    network: NetworkAnalysisPublic | None = Field(
+        None, description="finalists only (their weights are stored): the whole network with "
+                          "distilled activations and with near-linear layers merged, measured",
     )
 
 
@@ -410,6 +434,7 @@ class SchedulePublic(_FromRow):
     last_search_id: int | None = Field(description="the search the last successful firing made")
     last_error: str | None = Field(description="why the last firing made no search, if it failed")
     run_count: int = Field(description="firings so far, failed ones included")
+    owner: str | None = Field(default=None, description="who created it (null: auth was off)")
     created_at: datetime
 
 
@@ -433,4 +458,44 @@ class ScheduleDetail(SchedulePublic):
 
 class SchedulesPublic(BaseModel):
     data: list[SchedulePublic]
+    count: int
+
+
+# --------------------------------------------------------------------------- auth
+
+
+class MePublic(BaseModel):
+    owner: str | None = Field(description="the key's owner; null when auth is off")
+    admin: bool
+    auth_enabled: bool
+
+
+class ApiKeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"owner": "alice", "name": "alice's laptop"}]})
+
+    owner: str = Field(min_length=1, max_length=200,
+                       description="letters, digits and _.@+- (starting with a letter or digit)")
+    name: str | None = Field(default=None, min_length=1, max_length=200,
+                             description="a label to tell keys apart")
+    admin: bool = Field(default=False, description="may manage keys and see every owner's data")
+
+
+class ApiKeyPublic(_FromRow):
+    id: int
+    owner: str
+    name: str | None
+    prefix: str = Field(description="the key's first 8 characters, to recognise it")
+    admin: bool
+    created_at: datetime
+    last_used_at: datetime | None = Field(description="to the minute")
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyPublic):
+    key: str = Field(description="the key itself: shown only in this response, store it now")
+
+
+class ApiKeysPublic(BaseModel):
+    data: list[ApiKeyPublic]
     count: int

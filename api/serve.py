@@ -11,9 +11,12 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from actsearch.settings import Settings
 
 RUNNER_STOP_TIMEOUT_S = 30.0
 
@@ -74,6 +77,26 @@ def _note_signal(signum: int, _frame: object) -> None:
     """Stand-in handler: the shutdown it asks for is already under way."""
 
 
+def _auth_note(settings: Settings, url: str) -> str:
+    """One line on authentication, with the command that makes the first key if none exists."""
+    from store import repo
+    from store.db import make_engine, session_factory
+
+    if not settings.auth_enabled:
+        return ("actsearch serve: auth off (every caller is an anonymous admin); "
+                "ACTSEARCH_AUTH__ENABLED=true requires API keys")
+    engine = make_engine(url)
+    try:
+        with session_factory(engine)() as session:
+            live = [k for k in repo.list_api_keys(session) if k.revoked_at is None]
+    finally:
+        engine.dispose()
+    if not live:
+        return ("actsearch serve: auth on and no API key exists yet: create one with "
+                "'actsearch keys create --owner admin --admin'")
+    return f"actsearch serve: auth on ({len(live)} active API key(s))"
+
+
 def serve_command(
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
@@ -91,6 +114,9 @@ def serve_command(
     settings = get_settings()
     url = settings.resolved_database_url
     init_db(url)
+    from search.service import init_optuna_schema
+
+    init_optuna_schema(url)  # before any request: concurrent first submissions race on it
     supervisor = None
     if not settings.distributed:
         supervisor = _RunnerSupervisor(workers)
@@ -99,6 +125,7 @@ def serve_command(
         mode = "distributed (searches run on Celery workers)"
     typer.echo(f"actsearch serve: {mode}; database {settings.resolved_database_url.split('@')[-1]}; "
                f"http://{host}:{port}/docs", err=True)
+    typer.echo(_auth_note(settings, url), err=True)
     # uvicorn handles SIGINT/SIGTERM while it serves, then re-raises the signal it
     # caught once it has shut down; with the default handlers that would kill this
     # process before the runner is stopped. No-op handlers let it return here.

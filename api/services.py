@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
-from actsearch.errors import Conflict, InvalidInput, NotFound
+from actsearch.errors import Conflict, InvalidInput, LimitExceeded, NotFound
 from actsearch.settings import Settings
+from api.auth import Principal
 from search import datasets as ds
 from search.progress import search_leaderboard
 from search.service import create_search, register_dataset
@@ -65,8 +66,9 @@ def register_upload(
     label: str | None,
     task: str | None,
     settings: Settings,
+    owner: str | None = None,
 ) -> DatasetRow:
-    """Validate an uploaded file (never unpickled) and store it as the name's next version."""
+    """Validate an uploaded file (never unpickled) and store it as ``owner``'s name's next version."""
     if task is not None and task not in ds.TASKS:
         raise InvalidInput(f"task must be 'classification' or 'regression', got {task!r}")
     # Default name: the file's stem made safe ("my data (2).csv" -> "my-data-2").
@@ -78,11 +80,12 @@ def register_upload(
         data, filename=filename, label=label or None, task=task, name=dataset_name,  # type: ignore[arg-type]
         max_bytes=lim.max_upload_bytes, max_rows=lim.max_rows, max_columns=lim.max_features,
     )
-    return register_dataset(session, dataset=dataset, name=dataset_name)
+    return register_dataset(session, dataset=dataset, name=dataset_name, owner=owner)
 
 
 def register_builtin(
-    session: Session, *, builtin: str, name: str | None, options: dict[str, Any]
+    session: Session, *, builtin: str, name: str | None, options: dict[str, Any],
+    owner: str | None = None,
 ) -> DatasetRow:
     """Generate or load a built-in dataset and store it (same content: same row)."""
     if builtin not in ds.BUILTINS:
@@ -91,43 +94,47 @@ def register_builtin(
         )
     dataset_name = check_dataset_name(name or builtin)
     dataset = ds.load_builtin(builtin, **options)
-    return register_dataset(session, dataset=dataset, name=dataset_name)
+    return register_dataset(session, dataset=dataset, name=dataset_name, owner=owner)
 
 
-def dataset_versions(session: Session, *, name: str) -> list[DatasetRow]:
-    """Every version of ``name``, newest first."""
-    return repo.list_datasets(session, name=name, limit=None)
+def dataset_versions(session: Session, *, row: DatasetRow) -> list[DatasetRow]:
+    """Every version of ``row``'s name in its owner's namespace, newest first."""
+    rows = repo.list_datasets(session, name=row.name, owner=row.owner, limit=None)
+    return [r for r in rows if r.owner == row.owner]
 
 
-def resolve_spec_dataset(session: Session, *, spec: SearchSpec) -> DatasetRow:
+def resolve_spec_dataset(session: Session, *, spec: SearchSpec,
+                         owner: str | None = None) -> DatasetRow:
     """The dataset row a spec submitted over HTTP names: stored first, then a built-in.
 
     A file path is refused (422) whether or not such a file exists on the server:
     the client's files are not the server's. A built-in is registered on first use
     without touching the working directory (``resolve_dataset`` would prefer a
-    same-named local file).
+    same-named local file). Names are looked up among ``owner``'s datasets only, and
+    a built-in is registered as ``owner``'s.
     """
     name = spec.dataset
     if spec.dataset_version is not None:
         try:
-            return repo.get_dataset_version(session, name=name, version=spec.dataset_version)
+            return repo.get_dataset_version(session, name=name, version=spec.dataset_version,
+                                            owner=owner)
         except NotFound as exc:
             raise InvalidInput(f"dataset: {exc.detail}; see GET /datasets?name={name}") from None
-    stored = repo.dataset_ids_by_name(session, name=name)
+    stored = repo.dataset_ids_by_name(session, name=name, owner=owner)
     if stored:
         if spec.label is not None:
             raise InvalidInput(
                 f"label: dataset {name!r} is stored with its label already; omit 'label' "
                 "(it applies when a file is uploaded)"
             )
-        return repo.latest_dataset(session, name=name)
+        return repo.latest_dataset(session, name=name, owner=owner)
     if name in ds.BUILTINS:
         if spec.label is not None:
             raise InvalidInput(f"label: builtin {name!r} has its own labels; omit 'label'")
         dataset = ds.load_builtin(name)
         if spec.task is not None and spec.task != dataset.task:
             raise InvalidInput(f"task: builtin {name!r} is a {dataset.task} dataset, not {spec.task}")
-        return register_dataset(session, dataset=dataset, name=name)
+        return register_dataset(session, dataset=dataset, name=name, owner=owner)
     if _looks_like_path(name):
         raise InvalidInput(
             f"dataset: {name!r} looks like a file path; the service does not read files from "
@@ -142,13 +149,37 @@ def resolve_spec_dataset(session: Session, *, spec: SearchSpec) -> DatasetRow:
 # --------------------------------------------------------------------------- searches
 
 
+def check_active_searches(session: Session, *, owner: str | None, settings: Settings) -> None:
+    """429 when ``owner`` already has the most queued + running searches allowed.
+
+    A soft limit: two submissions racing past the count may both get in.
+    """
+    cap = settings.limits.max_active_searches_per_owner
+    active = repo.count_active_searches(session, owner=owner)
+    if active >= cap:
+        raise LimitExceeded(
+            f"{'owner ' + repr(owner) if owner else 'you'} already {'has' if owner else 'have'} "
+            f"{active} queued or running searches, the limit "
+            f"(max_active_searches_per_owner = {cap}); wait for one to finish or cancel one "
+            "(POST /searches/{id}/cancel), or raise ACTSEARCH_LIMITS__MAX_ACTIVE_SEARCHES_PER_OWNER"
+        )
+
+
 def submit_search(
-    session: Session, *, spec: SearchSpec, name: str | None, settings: Settings
+    session: Session, *, spec: SearchSpec, name: str | None, settings: Settings,
+    principal: Principal | None = None,
 ) -> SearchRow:
-    """Validate a spec against the service's limits and create a pending search.
+    """Validate a spec against the service's limits and create a pending search of the caller.
 
     The embedded runner (``actsearch serve``) or the Celery workers pick it up.
+    ``principal`` (default: auth off) owns it; its dataset is one of the caller's
+    or a built-in, and ``warm_start_from`` one of the caller's searches.
     """
+    owner = principal.owner if principal is not None else None
+    scope = principal.scope if principal is not None else None
+    check_active_searches(session, owner=owner, settings=settings)
+    if spec.warm_start_from is not None:  # same 404 as a missing id for another owner's search
+        repo.get_search(session, search_id=spec.warm_start_from, owner=scope)
     lim = settings.limits
     if spec.trials > lim.max_trials:
         raise InvalidInput(
@@ -158,7 +189,7 @@ def submit_search(
         raise InvalidInput(
             f"epochs: {spec.epochs} is above this service's limit of {lim.max_epochs}"
         )
-    row = resolve_spec_dataset(session, spec=spec)
+    row = resolve_spec_dataset(session, spec=spec, owner=owner)
     spec.arch_spec().validate(n_inputs=row.n_features, max_width=lim.max_width,
                               max_layers=lim.max_layers)
     if spec.task is not None and spec.task != row.task:
@@ -168,7 +199,7 @@ def submit_search(
     pinned = spec.model_copy(update={"dataset": row.name, "dataset_version": row.version,
                                      "label": None})
     return create_search(session=session, spec=pinned, storage_url=settings.resolved_database_url,
-                         name=name)
+                         name=name, owner=owner)
 
 
 def enqueue_search(search_id: int) -> None:
@@ -188,9 +219,9 @@ def enqueue_search(search_id: int) -> None:
                     search_id, type(exc).__name__, exc)
 
 
-def cancel_search(session: Session, *, search_id: int) -> SearchRow:
+def cancel_search(session: Session, *, search_id: int, owner: str | None = None) -> SearchRow:
     """Stop scheduling new trials; what is training finishes (409 once finished)."""
-    row = repo.get_search(session, search_id=search_id)
+    row = repo.get_search(session, search_id=search_id, owner=owner)
     if row.state in SEARCH_TERMINAL_STATES:
         raise Conflict(f"search {search_id} is already {row.state}; only a pending or running "
                        "search can be cancelled")
@@ -211,9 +242,9 @@ def _json_array(arr: np.ndarray) -> list[Any]:
     return out.tolist()
 
 
-def leaderboard(session: Session, *, search_id: int) -> dict[str, Any]:
+def leaderboard(session: Session, *, search_id: int, owner: str | None = None) -> dict[str, Any]:
     """The search's leaderboard (finalists per family, baseline marked), JSON-safe."""
-    row = repo.get_search(session, search_id=search_id)
+    row = repo.get_search(session, search_id=search_id, owner=owner)
     board = search_leaderboard(session, row=row)
     rows = []
     for rank, r in enumerate(board.as_dict()["rows"], start=1):
@@ -227,11 +258,11 @@ def leaderboard(session: Session, *, search_id: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- trials
 
 
-def resolve_trial_dataset(session: Session, *, dataset: str) -> list[int]:
+def resolve_trial_dataset(session: Session, *, dataset: str, owner: str | None = None) -> list[int]:
     """Dataset ids for a ``dataset`` filter: a numeric id, or a name (all of its versions)."""
     if dataset.isdigit():
-        return [repo.get_dataset(session, dataset_id=int(dataset)).id]
-    ids = repo.dataset_ids_by_name(session, name=dataset)
+        return [repo.get_dataset(session, dataset_id=int(dataset), owner=owner).id]
+    ids = repo.dataset_ids_by_name(session, name=dataset, owner=owner)
     if not ids:
         raise NotFound(f"no dataset named {dataset!r}; see GET /datasets")
     return ids
@@ -245,9 +276,9 @@ def trial_sort_column(sort: str) -> str:
     return _TRIAL_SORT[sort]
 
 
-def trial_detail(session: Session, *, trial_id: int) -> dict[str, Any]:
+def trial_detail(session: Session, *, trial_id: int, owner: str | None = None) -> dict[str, Any]:
     """One trial with its per-epoch curve, a summary of its pre-activation statistics."""
-    row = repo.get_trial(session, trial_id=trial_id)
+    row = repo.get_trial(session, trial_id=trial_id, owner=owner)
     stats = repo.trial_preact_stats(session, trial_id=trial_id)
     summary = [{k: s[k] for k in ("layer", "epoch", "min", "max", "mean", "std", "quantiles",
                                   "dead_fraction")} for s in stats]
@@ -263,10 +294,11 @@ def trial_detail(session: Session, *, trial_id: int) -> dict[str, Any]:
 
 
 def trial_activations(
-    session: Session, *, trial_id: int, layer: int | None = None, epoch: int | None = None
+    session: Session, *, trial_id: int, layer: int | None = None, epoch: int | None = None,
+    owner: str | None = None,
 ) -> dict[str, Any]:
     """Learned curves per layer and epoch and the pre-activation histograms, as lists."""
-    row = repo.get_trial(session, trial_id=trial_id)
+    row = repo.get_trial(session, trial_id=trial_id, owner=owner)
     curves = repo.trial_curves(session, trial_id=trial_id, layer=layer, epoch=epoch)
     stats = repo.trial_preact_stats(session, trial_id=trial_id)
     hists = [
@@ -286,5 +318,14 @@ def trial_activations(
             for c in curves
         ],
         "histograms": hists,
-        "fits": repo.trial_fits(session, trial_id=trial_id, layer=layer, epoch=epoch),
+        "fits": [f for f in repo.trial_fits(session, trial_id=trial_id, layer=layer, epoch=epoch)
+                 if f["kind"] != "network"],
+        "network": _network_analysis(session, trial_id=trial_id),
     }
+
+
+def _network_analysis(session: Session, *, trial_id: int) -> dict[str, Any] | None:
+    """The stored distillation/merge analysis of a finalist (lazy: torch and scipy load on use)."""
+    from search.distillation import stored_network_analysis
+
+    return stored_network_analysis(session, trial_id=trial_id)

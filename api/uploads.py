@@ -9,6 +9,7 @@ part goes to a ``SpooledTemporaryFile`` (memory up to 1 MiB, then disk).
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
@@ -20,6 +21,8 @@ from actsearch.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
 #: Room for the form fields and part headers on top of the file itself.
 FORM_OVERHEAD_BYTES = 64 * 1024
+#: Longest file name accepted (what most file systems allow).
+MAX_FILENAME_CHARS = 255
 
 
 @dataclass
@@ -36,6 +39,34 @@ def _too_large(limit: int) -> PayloadTooLarge:
         f"the upload is larger than this service's limit of {limit} bytes "
         f"({limit / 2**20:.1f} MiB); send a smaller file or raise ACTSEARCH_LIMITS__MAX_UPLOAD_BYTES"
     )
+
+
+def check_filename(filename: str) -> str:
+    """The uploaded file's name, if it is a plain name; else InvalidInput saying why.
+
+    The name only picks the parser (by extension) and the default dataset name, and is
+    never used as a path; still, a client that sends a path, control characters or
+    bidirectional overrides (``"invoice\u202efdp.csv"`` displays as ``invoicevsc.pdf``)
+    is refused with a reason rather than having its name silently rewritten.
+    """
+    if len(filename) > MAX_FILENAME_CHARS:
+        raise InvalidInput(
+            f"the upload's filename is {len(filename)} characters; use a name of at most "
+            f"{MAX_FILENAME_CHARS}"
+        )
+    bad = sorted({f"U+{ord(c):04X}" for c in filename
+                  if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp")})
+    if bad:
+        raise InvalidInput(
+            f"the upload's filename {filename[:80]!r} contains control characters or invisible "
+            f"formatting characters ({', '.join(bad[:5])}); rename the file"
+        )
+    if "/" in filename or "\\" in filename or filename.strip(". ") == "":
+        raise InvalidInput(
+            f"the upload's filename {filename[:80]!r} must be a plain file name such as "
+            "data.csv, not a path; send the file itself (curl -F file=@path/to/data.csv)"
+        )
+    return filename
 
 
 async def _limited(request: Request, cap: int, limit: int) -> AsyncGenerator[bytes, None]:
@@ -70,6 +101,11 @@ async def read_upload(request: Request, *, max_bytes: int, file_field: str = "fi
     try:
         form = await parser.parse()
     except MultiPartException as exc:
+        if "maximum size" in exc.message:
+            raise PayloadTooLarge(
+                f"a form field is too large: {exc.message} Fields (name, label, task) are "
+                "short text; the data goes in the 'file' part"
+            ) from None
         raise InvalidInput(f"malformed multipart form: {exc.message}") from None
     files: list[UploadFile] = []
     fields: dict[str, str] = {}
@@ -85,12 +121,13 @@ async def read_upload(request: Request, *, max_bytes: int, file_field: str = "fi
                 f"the form has no file part named {file_field!r}; send the data as "
                 f"-F {file_field}=@data.csv"
             )
+        filename = check_filename(upload.filename or "upload")
         if upload.size is not None and upload.size > max_bytes:
             raise _too_large(max_bytes)
         data = await upload.read()
         if len(data) > max_bytes:
             raise _too_large(max_bytes)
-        return Upload(filename=upload.filename or "upload", data=data, fields=fields)
+        return Upload(filename=filename, data=data, fields=fields)
     finally:
         for f in files:
             await f.close()

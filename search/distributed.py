@@ -31,7 +31,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import traceback
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -51,6 +50,7 @@ from store import repo
 from store.tables import POPULATION_FINISHED_STATES, PopulationRow, utcnow
 
 from .factories import make_pruner, make_sampler
+from .limits import PopulationTimeLimit, describe_failure, population_time_limit
 from .planner import planner_for
 from .population import (
     AskedTrial,
@@ -61,7 +61,13 @@ from .population import (
     tell_population,
 )
 from .protocol import Leaderboard, best_per_family, build_leaderboard
-from .results import TrialIdentity, record_population
+from .results import (
+    TrialIdentity,
+    analyse_finalist_networks,
+    nothing_completed_error,
+    record_failed_population,
+    record_population,
+)
 from .service import PreparedData, prepare_data
 from .space import FAMILY_KEY
 from .spec import SearchSpec
@@ -360,6 +366,8 @@ def run_population(
     heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S,
     max_task_s: float | None = None,
     device: str = "cpu",
+    time_limit_s: float | None = None,
+    memory_limit_mb: int | None = None,
 ) -> PopulationOutcome:
     """Claim, ask, train, tell and record one population (search phase or finalist).
 
@@ -376,6 +384,9 @@ def run_population(
             Celery's time limits, and a hard limit would lose the work done); the
             search's remaining time budget tightens it further.
         device: torch device for training.
+        time_limit_s: the training's time limit (``ACTSEARCH_TRAINING__POPULATION_TIME_LIMIT_S``):
+            past it the population is stopped and failed with a "time limit" error.
+        memory_limit_mb: the process's memory cap, named in an "out of memory" error.
 
     Returns:
         What happened; the caller then calls :func:`advance_search`.
@@ -393,6 +404,8 @@ def run_population(
 
     study: optuna.Study | None = None
     asked: list[AskedTrial] = []
+    identities: list[TrialIdentity] = []
+    started_at = utcnow()
     # The heartbeat starts right after the claim: loading data and asking Optuna
     # count against the staleness limit too.
     with _HeartbeatThread(heartbeat, heartbeat_interval_s) as beats:
@@ -426,10 +439,12 @@ def run_population(
                     return list(report.candidates)  # given up by the reconciler: stop now
                 return list(reporter(report)) if reporter is not None else []
 
-            result = train_population(
-                claimed.spec.arch_spec(), claimed.family, [i.candidate for i in identities],
-                data.tensor_data(), config, on_epoch=on_epoch,
-            )
+            with population_time_limit(time_limit_s):
+                result = train_population(
+                    claimed.spec.arch_spec(), claimed.family,
+                    [i.candidate for i in identities], data.tensor_data(), config,
+                    on_epoch=on_epoch,
+                )
             if beats.lost.is_set():
                 return PopulationOutcome(population_id, "lost", claimed.search_id)
             return _commit_result(sessions, claimed, worker_name, study, asked, identities,
@@ -439,9 +454,16 @@ def run_population(
                 # The database went away: leave the population running; its heartbeat
                 # goes stale and the reconciler re-queues it as a fresh attempt.
                 raise
-            error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=6)}"
-            log.exception("population %s failed", population_id)
-            _fail_owned(sessions, claimed, worker_name, study, asked, error)
+            if isinstance(exc, PopulationTimeLimit):
+                error = str(exc)
+            else:
+                error = describe_failure(exc, memory_limit_mb=memory_limit_mb)
+            log.error("population %s failed: %s", population_id, error.splitlines()[0])
+            if not identities and asked:
+                identities = [TrialIdentity(a.candidate(), a.act_params, a.hparams,
+                                            trial_number=a.number) for a in asked]
+            _fail_owned(sessions, claimed, worker_name, study, asked, error, identities,
+                        started_at)
             return PopulationOutcome(population_id, "failed", claimed.search_id,
                                      error=error[:500])
 
@@ -517,8 +539,14 @@ def _commit_result(
 
 
 def _fail_owned(sessions: Sessions, claimed: _Claimed, worker_name: str,
-                study: optuna.Study | None, asked: list[AskedTrial], error: str) -> None:
-    """A training error (not transient): FAIL its trials and the population, if still ours."""
+                study: optuna.Study | None, asked: list[AskedTrial], error: str,
+                identities: Sequence[TrialIdentity] = (),
+                started_at: datetime | None = None) -> None:
+    """A training error (not transient): FAIL its trials and the population, if still ours.
+
+    Each candidate gets a ``failed`` trial row carrying the error, so the failure
+    shows in the search's trials and Optuna's trial count matches ours.
+    """
     with sessions.begin() as session:
         row = repo.lock_population(session, population_id=claimed.population_id)
         if row.state != "running" or row.worker != worker_name:
@@ -526,6 +554,12 @@ def _fail_owned(sessions: Sessions, claimed: _Claimed, worker_name: str,
         if study is not None and asked:
             running = [a for a in asked if _still_running(study, [a.number])]
             fail_population(study, running, error)
+            told = {a.number for a in running}
+            identities = [i for i in identities if i.trial_number in told]
+        record_failed_population(
+            session, search_id=claimed.search_id, study_name=claimed.study_name,
+            population_id=claimed.population_id, phase=claimed.phase, family=claimed.family,
+            identities=identities, error=error, started_at=started_at)
         repo.set_population_state(session, population_id=claimed.population_id, state="failed",
                                   error=error[:4000])
 
@@ -612,8 +646,15 @@ def _finish(sessions: Sessions, search_id: int, dataset_id: int, spec: SearchSpe
         board = build_leaderboard(trials, metric)
         if board.winner is not None:
             _score_test(session, search_id, spec, data, board.winner.family)
+            analyse_finalist_networks(session, search_id=search_id, arch=spec.arch_spec(),
+                                      data=data.splits, n_outputs=data.n_outputs,
+                                      test_family=board.winner.family)
             trials = repo.list_trials(session, search_id=search_id, limit=None)
             board = build_leaderboard(trials, metric)
+        error = nothing_completed_error(trials)
+        if error is not None:
+            repo.set_search_state(session, search_id=search_id, state="failed", error=error)
+            return
         repo.set_search_state(session, search_id=search_id, state="complete",
                               best=_best(board, metric))
 

@@ -21,10 +21,13 @@ import numpy as np
 import optuna
 from sqlalchemy.orm import Session, sessionmaker
 
+from actsearch.settings import TrainingSettings, get_settings
 from models.engine import PopulationResult, evaluate
 from models.spec import Candidate, TrainConfig
 from store import repo
+from store.tables import utcnow
 
+from .limits import time_limit_message
 from .planner import planner_for
 from .population import (
     AskedTrial,
@@ -34,7 +37,13 @@ from .population import (
     tell_population,
 )
 from .protocol import Leaderboard, best_per_family, build_leaderboard
-from .results import TrialIdentity, record_population
+from .results import (
+    TrialIdentity,
+    analyse_finalist_networks,
+    nothing_completed_error,
+    record_failed_population,
+    record_population,
+)
 from .service import PreparedData, load_study, prepare_data
 from .spec import SearchSpec
 from .worker_process import PopulationJob, worker_main
@@ -60,6 +69,7 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
+CHILD_START_TIMEOUT_S = 300.0  # spawn + torch import, on a loaded machine
 
 
 @dataclass
@@ -73,25 +83,56 @@ class _Running:
     asked: list[AskedTrial] = field(default_factory=list)
     reporter: PruningReporter | None = None
     population_id: int | None = None
+    started: float = field(default_factory=time.monotonic)  # when it was sent to a child
+    started_at: Any = None  # wall-clock start, for the trial rows of a failure
 
 
 class _Child:
     """One training process and its pipe; restarted in place if it dies."""
 
-    def __init__(self, threads: int, data: Any) -> None:
+    def __init__(self, threads: int, data: Any, training: TrainingSettings | None = None) -> None:
         self.threads = threads
         self.data = data
+        self.training = training or TrainingSettings()
         self.running: _Running | None = None
         self.start()
 
     def start(self) -> None:
         ctx = mp.get_context("spawn")  # fork after torch/sqlite initialised is unsafe
         self.conn, child_end = ctx.Pipe(duplex=True)
-        self.process = ctx.Process(target=worker_main, args=(child_end, self.threads), daemon=True)
+        self.process = ctx.Process(
+            target=worker_main,
+            args=(child_end, self.threads, self.training.nice, self.training.memory_limit_mb),
+            daemon=True)
         self.process.start()
         child_end.close()
         self.conn.send(("data", self.data))
         self.running = None
+        self._ready = False
+
+    def wait_ready(self, timeout_s: float = CHILD_START_TIMEOUT_S) -> None:
+        """Wait for the child's "ready" (torch imported), so time limits count training only."""
+        if self._ready:
+            return
+        if not self.conn.poll(timeout_s):
+            raise RuntimeError(f"training process not ready after {timeout_s:g} s")
+        try:
+            kind, _ = self.conn.recv()
+        except (EOFError, OSError):
+            self.process.join(timeout=5)
+            raise RuntimeError("training process exited while starting "
+                               f"(exit code {self.process.exitcode})") from None
+        if kind != "ready":
+            raise RuntimeError(f"training process sent {kind!r} before 'ready'")
+        self._ready = True
+
+    def restart(self) -> None:
+        """Kill this child (a stuck or over-time population) and start a fresh one."""
+        self.process.kill()
+        self.process.join(timeout=10)
+        self.conn.close()
+        self.start()
+        self.wait_ready()
 
     def close(self) -> None:
         try:
@@ -113,8 +154,10 @@ class EmbeddedCoordinator:
 
     def __init__(self, *, sessions: sessionmaker[Session], storage_url: str, search_id: int,
                  workers: int = 1, threads: int | None = None,
-                 progress: ProgressCallback | None = None) -> None:
+                 progress: ProgressCallback | None = None,
+                 training: TrainingSettings | None = None) -> None:
         self.sessions = sessions
+        self.training = training or get_settings().training
         self.storage_url = storage_url
         self.search_id = search_id
         self.workers = max(1, workers)
@@ -143,7 +186,10 @@ class EmbeddedCoordinator:
         """Train every population, re-run the finalists, score the winner on test."""
         self._set_state("running")
         data = self.data.tensor_data()
-        self.children = [_Child(self.threads, data) for _ in range(self.workers)]
+        self.children = [_Child(self.threads, data, self.training)
+                         for _ in range(self.workers)]
+        for child in self.children:  # started together, awaited in turn
+            child.wait_ready()
         try:
             self._loop(self.children)
             leaderboard = self._finish()
@@ -161,14 +207,43 @@ class EmbeddedCoordinator:
                 if child.running is None:
                     child.running = self._next_job()
                     if child.running is not None:
+                        child.running.started = time.monotonic()
+                        child.running.started_at = utcnow()
                         child.conn.send(("train", child.running.job))
             busy = [c for c in children if c.running is not None]
             if not busy:
                 return
-            ready = wait([c.conn for c in busy])
+            ready = wait([c.conn for c in busy], timeout=self._wait_timeout(busy))
             for child in busy:
                 if child.conn in ready:
                     self._handle(child)
+                elif self._over_time(child):
+                    self._stop_over_time(child)
+
+    # ----- the per-population time limit ----------------------------------------------------
+    def _wait_timeout(self, busy: list[_Child]) -> float | None:
+        limit = self.training.population_time_limit_s
+        if limit is None:
+            return None
+        now = time.monotonic()
+        left = min(c.running.started + limit - now for c in busy if c.running is not None)
+        return max(0.05, left)
+
+    def _over_time(self, child: _Child) -> bool:
+        limit = self.training.population_time_limit_s
+        return (limit is not None and child.running is not None
+                and time.monotonic() - child.running.started > limit)
+
+    def _stop_over_time(self, child: _Child) -> None:
+        """Fail the population with a "time limit" error; a fresh child takes the next one.
+
+        The child is killed, not asked: a population past its limit may be stuck
+        inside one long epoch and never read the pipe again.
+        """
+        running = child.running
+        assert running is not None and self.training.population_time_limit_s is not None
+        child.restart()
+        self._failed(running, time_limit_message(self.training.population_time_limit_s))
 
     def _handle(self, child: _Child) -> None:
         running = child.running
@@ -176,9 +251,12 @@ class EmbeddedCoordinator:
         try:
             kind, payload = child.conn.recv()
         except (EOFError, OSError):
-            self._failed(running, "training process died (out of memory or killed)")
             child.process.join(timeout=5)
+            code = child.process.exitcode
+            self._failed(running, f"training process died (exit code {code}): killed, "
+                                  "or out of memory beyond what it could report")
             child.start()  # a fresh child takes the next population
+            child.wait_ready()
             return
         if kind == "epoch":
             stop = running.reporter(payload) if running.reporter else []
@@ -314,6 +392,7 @@ class EmbeddedCoordinator:
         self._emit()
 
     def _failed(self, running: _Running, error: str) -> None:
+        """A population whose training raised, died or ran out of time: FAIL and record it."""
         if running.phase == "search":
             fail_population(self.study, running.asked, error)
             self._search_in_flight -= 1
@@ -322,8 +401,13 @@ class EmbeddedCoordinator:
         else:
             self.progress.finalists_done += 1
         with self.sessions.begin() as session:
+            record_failed_population(
+                session, search_id=self.search_id, study_name=self.study_name,
+                population_id=running.population_id, phase=running.phase,
+                family=running.family, identities=running.identities, error=error,
+                started_at=running.started_at)
             repo.set_population_state(session, population_id=running.population_id,
-                                      state="failed", error=error)
+                                      state="failed", error=error[:4000])
         self._emit()
 
     def _finish(self) -> Leaderboard:
@@ -334,8 +418,15 @@ class EmbeddedCoordinator:
             board = build_leaderboard(trials, metric)
             if board.winner is not None:
                 self._score_test(session, board.winner.family)
+                analyse_finalist_networks(session, search_id=self.search_id, arch=self.arch,
+                                          data=self.data.splits, n_outputs=self.data.n_outputs,
+                                          test_family=board.winner.family)
                 trials = repo.list_trials(session, search_id=self.search_id, limit=None)
                 board = build_leaderboard(trials, metric)
+        error = nothing_completed_error(trials)
+        if error is not None:
+            self._set_state("failed", error=error)
+            return board
         state = "cancelled" if self._cancelled() else "complete"
         best = None
         if board.winner is not None:

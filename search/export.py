@@ -9,6 +9,12 @@ Contents: ``model.pt2`` (``torch.export`` program: rows in, logits or regression
 outputs out), ``state_dict.pt`` (plain tensors, ``torch.load(weights_only=True)``),
 ``meta.json`` (architecture, family and parameters, scaler, class names, task,
 metric, how to load) and ``README.txt``.
+
+``activations="distilled"`` exports the same network with every activation replaced
+by its piecewise-linear distillation (:func:`search.distillation.distil_network`), so
+the program computes only matmuls and ``PiecewiseLinear`` lookups; meta.json then says
+so and carries the knots and the measured accuracy change (validation, and test: the
+exported model is the final choice, the one the protocol scores on test).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from actsearch.errors import Conflict
+from actsearch.errors import Conflict, InvalidInput
 from store import repo
 from store.tables import SearchRow, TrialRow
 
@@ -29,9 +35,10 @@ from .protocol import build_leaderboard
 from .service import prepare_data
 from .spec import SearchSpec
 
-__all__ = ["EXPORT_FORMAT", "best_finalist", "export_search", "readme_text"]
+__all__ = ["ACTIVATIONS", "EXPORT_FORMAT", "best_finalist", "export_search", "readme_text"]
 
 EXPORT_FORMAT = "actsearch-export/1"
+ACTIVATIONS = ("learned", "distilled")
 
 _SNIPPET_CLASSIFICATION = """\
 import json, numpy as np, torch
@@ -91,7 +98,8 @@ def readme_text(meta: dict[str, Any]) -> str:
         f"trial {meta['trial_id']}\n"
         f"family {meta['family']} {json.dumps(meta['family_params'])}\n"
         f"validation {meta['metric']} {lb['mean']:.4f} ± {lb['ci95']:.4f} over {lb['n_seeds']} "
-        f"seeds (this seed: {meta['validation_metric']:.4f})\n\n"
+        f"seeds (this seed: {meta['validation_metric']:.4f})\n"
+        + _distilled_line(meta) + "\n"
         "Files:\n"
         "  model.pt2       torch.export program: float32 rows (B, n_inputs), standardised with\n"
         "                  meta.json's scaler, -> logits (B, classes) or regression output (B,)\n"
@@ -105,10 +113,32 @@ def readme_text(meta: dict[str, Any]) -> str:
     )
 
 
-def export_search(session: Session, *, search_id: int) -> bytes:
-    """The zip (bytes) of a search's best model; Conflict (409) if it has no finalist yet."""
-    from models.export import export_program, single_candidate, state_dict_bytes
+def _distilled_line(meta: dict[str, Any]) -> str:
+    d = meta.get("distillation")
+    if not d:
+        return "activations: learned\n"
+    test = ("" if d.get("test_change") is None
+            else f", test {d['test_before']:.4f} -> {d['test_after']:.4f}")
+    return (f"activations: distilled (piecewise-linear within {100 * d['rel_error']:g}% of each curve's "
+            f"range; validation {meta['metric']} {d['validation_before']:.4f} -> "
+            f"{d['validation_after']:.4f}{test}; knots in meta.json)\n")
 
+
+def _check_activations(activations: str) -> None:
+    if activations not in ACTIVATIONS:
+        raise InvalidInput(f"activations must be 'learned' or 'distilled', not {activations!r}; "
+                           "'distilled' exports piecewise-linear copies of the learned curves")
+
+
+def export_search(session: Session, *, search_id: int, activations: str = "learned") -> bytes:
+    """The zip (bytes) of a search's best model with its ``learned`` or ``distilled`` activations.
+
+    Conflict (409) if the search has no finalist yet, or (distilled) if its family mixes
+    units and has no curve to distil; InvalidInput (422) for another ``activations``.
+    """
+    from models.export import SingleCandidate, export_program, single_candidate, state_dict_bytes
+
+    _check_activations(activations)
     trial, lb = best_finalist(session, search_id=search_id)
     search = repo.get_search(session, search_id=search_id)
     dataset = repo.get_dataset(session, dataset_id=search.dataset_id)
@@ -118,12 +148,25 @@ def export_search(session: Session, *, search_id: int) -> bytes:
     task = dataset.task
     n_outputs = int(dataset.n_classes or 0) if task == "classification" else 1
     target_scaler = None
-    if task == "regression":
-        # Not stored with the weights: recompute it from the same seeded split.
-        target_scaler = prepare_data(session, dataset_id=dataset.id, spec=spec).splits.target_scaler
+    prepared = None
+    if task == "regression" or activations == "distilled":
+        # Not stored with the weights: recompute the split from the same seed.
+        prepared = prepare_data(session, dataset_id=dataset.id, spec=spec)
+        target_scaler = prepared.splits.target_scaler
 
     module = single_candidate(arch, trial.family, trial.family_params, state_dict,
                               dataset.n_features, n_outputs, task)
+    distillation = None
+    if activations == "distilled":
+        from .distillation import distil_for_export
+
+        assert prepared is not None
+        try:
+            distilled, distillation = distil_for_export(module.net, prepared.splits)
+        except ValueError as exc:
+            raise Conflict(f"cannot export distilled activations for {trial.family}: {exc}; "
+                           "export with activations=learned") from None
+        module = SingleCandidate(distilled, task).eval()
     program = export_program(module, dataset.n_features)
     import torch
 
@@ -158,6 +201,8 @@ def export_search(session: Session, *, search_id: int) -> bytes:
                     "content_hash": dataset.content_hash},
         "n_params": trial.n_params,
         "flops": trial.flops,
+        "activations": activations,
+        "distillation": distillation,
         "torch_version": torch.__version__,
         "input": {"dtype": "float32", "shape": ["batch", dataset.n_features],
                   "preprocessing": "(x - scaler.mean) / scaler.std"},

@@ -61,6 +61,23 @@ def _record_fits(session: Session, trial_id: int, family: str, act_params: dict[
                     exc_info=True)
 
 
+def analyse_finalist_networks(session: Session, *, search_id: int, arch: Any, data: Any,
+                              n_outputs: int, test_family: str | None) -> None:
+    """Network-level distillation and merging of the trainable finalists (those with weights).
+
+    Called when a search finishes, after the final choice's test scoring, so the
+    test split is used for that family only. Any error is logged and stores nothing.
+    """
+    try:
+        from .distillation import analyse_finalists  # scipy: only once a search finishes
+
+        analyse_finalists(session, search_id=search_id, arch=arch, data=data,
+                          n_outputs=n_outputs, test_family=test_family)
+    except Exception:
+        log.warning("network analysis of search %d failed; nothing stored", search_id,
+                    exc_info=True)
+
+
 def record_population(
     session: Session, *, search_id: int, study_name: str, population_id: int | None,
     phase: str, family: str, identities: Sequence[TrialIdentity], result: PopulationResult,
@@ -97,3 +114,44 @@ def record_population(
                               label_map=save_weights_with["label_map"])
         rows.append(row)
     return rows
+
+
+def record_failed_population(
+    session: Session, *, search_id: int, study_name: str, population_id: int | None,
+    phase: str, family: str, identities: Sequence[TrialIdentity], error: str,
+    started_at: dt.datetime | None = None,
+) -> list[Any]:
+    """One ``failed`` trial row per candidate of a population whose training raised or was stopped.
+
+    Optuna is told FAIL separately; these rows make the failure (and its error)
+    visible where users look: the search's trial list, ``/trials/{id}`` and
+    ``actsearch show``, and keep Optuna's trial count equal to ours.
+    """
+    now = dt.datetime.now(dt.timezone.utc)
+    return [
+        repo.add_trial(
+            session, search_id=search_id, population_id=population_id, study_name=study_name,
+            trial_number=ident.trial_number, phase=phase, family=family,
+            family_params=ident.act_params, hparams=ident.hparams, seed=ident.candidate.seed,
+            state="failed", error=error[:4000], started_at=started_at, finished_at=now,
+            source_trial_number=ident.source_trial_number,
+        )
+        for ident in identities
+    ]
+
+
+def nothing_completed_error(trials: Sequence[Any]) -> str | None:
+    """Why a finished search has no result, when every trial it ran failed; else None.
+
+    A search whose populations all raised, ran out of memory or out of time must
+    end ``failed`` with the reason, not ``complete`` with an empty leaderboard.
+    """
+    search = [t for t in trials if t.phase == "search"]
+    if not search or any(t.state == "complete" for t in trials):
+        return None
+    failed = [t for t in search if t.state == "failed"]
+    if not failed:
+        return None  # every trial pruned (e.g. by the time budget): complete, no winner
+    first = next((t.error for t in failed if t.error), "no error recorded")
+    return (f"no trial completed: {len(failed)} of {len(search)} search trials failed; "
+            f"first error: {first.splitlines()[0][:500]}")

@@ -335,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     url = settings.resolved_database_url
     init_db(url)
+    from search.service import init_optuna_schema
+
+    init_optuna_schema(url)
     runner = Runner(database_url=url, home=settings.home,
                     workers=args.workers or settings.workers,
                     threads=args.threads or settings.torch_threads or None, poll_s=args.poll,

@@ -146,7 +146,7 @@ def _check_limits(spec: SearchSpec, limits: Any | None) -> None:
 
 
 def _validate_rerun(session: Session, template: Mapping[str, Any], *, allow_files: bool,
-                    limits: Any | None) -> dict[str, Any]:
+                    limits: Any | None, owner: str | None = None) -> dict[str, Any]:
     extra = set(template) - {"kind", "spec"}
     if extra:
         raise InvalidInput(f"template: unknown keys {sorted(extra)} for kind 'rerun' "
@@ -164,9 +164,9 @@ def _validate_rerun(session: Session, template: Mapping[str, Any], *, allow_file
                            "continue a search")
     _check_limits(spec, limits)
     name = spec.dataset
-    stored = repo.dataset_ids_by_name(session, name=name)
+    stored = repo.dataset_ids_by_name(session, name=name, owner=owner)
     if stored:
-        row = repo.latest_dataset(session, name=name)
+        row = repo.latest_dataset(session, name=name, owner=owner)
         if limits is not None:
             spec.arch_spec().validate(n_inputs=row.n_features, max_width=limits.max_width,
                                       max_layers=limits.max_layers)
@@ -184,7 +184,7 @@ def _validate_rerun(session: Session, template: Mapping[str, Any], *, allow_file
 
 
 def _validate_add_trials(session: Session, template: Mapping[str, Any], *,
-                         limits: Any | None) -> dict[str, Any]:
+                         limits: Any | None, scope: str | None = None) -> dict[str, Any]:
     extra = set(template) - {"kind", "search_id", "trials"}
     if extra:
         raise InvalidInput(f"template: unknown keys {sorted(extra)} for kind 'add_trials' "
@@ -195,7 +195,7 @@ def _validate_add_trials(session: Session, template: Mapping[str, Any], *,
             raise InvalidInput(f"template.{key}: a positive integer is required, got {value!r}")
     assert isinstance(search_id, int) and isinstance(trials, int)
     try:
-        parent = repo.get_search(session, search_id=search_id)
+        parent = repo.get_search(session, search_id=search_id, owner=scope)
     except NotFound:
         raise InvalidInput(f"template.search_id: search {search_id} not found") from None
     spec = SearchSpec.model_validate(parent.spec).model_copy(update={"trials": trials})
@@ -204,20 +204,24 @@ def _validate_add_trials(session: Session, template: Mapping[str, Any], *,
 
 
 def validate_template(session: Session, template: Mapping[str, Any], *, allow_files: bool = True,
-                      limits: Any | None = None) -> dict[str, Any]:
+                      limits: Any | None = None, owner: str | None = None,
+                      scope: str | None = None) -> dict[str, Any]:
     """The template, checked and normalised for storage (InvalidInput says what is wrong).
 
     ``allow_files=False`` (requests over HTTP) refuses a rerun dataset that is not
     a stored name or a builtin, as ``POST /searches`` does. ``limits`` (the
     service's ``LimitSettings``) caps trials, epochs and the architecture.
+    ``owner`` is whose dataset names a rerun resolves; ``scope`` (None: anyone's)
+    whose searches an add_trials template may continue.
     """
     if not isinstance(template, Mapping):
         raise InvalidInput("template must be an object with a 'kind'")
     kind = template.get("kind")
     if kind == "rerun":
-        return _validate_rerun(session, template, allow_files=allow_files, limits=limits)
+        return _validate_rerun(session, template, allow_files=allow_files, limits=limits,
+                               owner=owner)
     if kind == "add_trials":
-        return _validate_add_trials(session, template, limits=limits)
+        return _validate_add_trials(session, template, limits=limits, scope=scope)
     raise InvalidInput(f"template.kind: {kind!r} is not a template kind; use 'rerun' "
                        "(with 'spec') or 'add_trials' (with 'search_id' and 'trials')")
 
@@ -237,13 +241,15 @@ def default_name(template: Mapping[str, Any]) -> str:
 def create_schedule(session: Session, *, name: str | None, cron: str,
                     template: Mapping[str, Any], tz: str = "UTC", owner: str | None = None,
                     now: datetime | None = None, allow_files: bool = True,
-                    limits: Any | None = None) -> ScheduleRow:
-    """Validate the cron and the template and store an active schedule.
+                    limits: Any | None = None, scope: str | None = None) -> ScheduleRow:
+    """Validate the cron and the template and store an active schedule of ``owner``.
 
     Its first firing is the next cron time after ``now`` (default: the current time).
+    ``scope`` limits which searches an add_trials template may name (None: any).
     """
     cron = validate_cron(cron, tz)
-    stored = validate_template(session, template, allow_files=allow_files, limits=limits)
+    stored = validate_template(session, template, allow_files=allow_files, limits=limits,
+                               owner=owner, scope=scope)
     first = next_run_time(cron, tz, now or utcnow())
     return repo.add_schedule(session, name=(name or default_name(stored))[:200], cron=cron,
                              timezone=tz, template=stored, next_run_at=first, owner=owner)
@@ -298,7 +304,7 @@ def _rerun_spec(sessions: sessionmaker[Session], template: Mapping[str, Any],
     spec = parse_spec(dict(template["spec"]))
     with sessions.begin() as session:
         try:
-            row = repo.latest_dataset(session, name=spec.dataset)
+            row = repo.latest_dataset(session, name=spec.dataset, owner=owner)
         except NotFound:
             if spec.dataset in ds.BUILTINS:  # never a same-named file in the cwd
                 row = register_dataset(session, dataset=ds.load_builtin(spec.dataset),

@@ -20,37 +20,67 @@ DEFAULT_FAMILIES = ["relu", "leaky_relu", "elu", "gelu", "silu", "prelu", "ratio
 SAMPLERS = ("tpe", "random", "qmc", "cmaes", "gp", "nsga2")
 PRUNERS = ("median", "hyperband", "successive_halving", "percentile", "none")
 SECONDARY_OBJECTIVES = ("params", "flops")
+#: Largest integer a database column holds (ids, versions); beyond it SQLite overflows.
+MAX_ID = 2**63 - 1
+#: Bounds that keep one spec from asking for absurd work, whatever the service's limits.
+MAX_BATCH_SIZE = 2**20
+MAX_POPULATION_SIZE = 1024
+MAX_FINALIST_SEEDS = 100
+MAX_SEED = 2**32 - 1
+MAX_ARCH_CHARS = 1000
+
+
+class ArchitectureObject(BaseModel):
+    """The object form of ``architecture`` (types only; :class:`ArchSpec` checks the rest)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    kind: Literal["mlp", "cnn"] = "mlp"
+    hidden: list[int] | None = Field(default=None, max_length=1024)
+    dropout: float | None = None
+    norm: str | None = None
+    residual: bool | None = None
+    conv_channels: list[int] | None = Field(default=None, max_length=1024)
+    kernel: int | None = None
+    pool: int | None = None
+    input_shape: list[int] | None = Field(default=None, max_length=8)
+    activation_scope: str | None = None
 
 
 class SearchSpec(BaseModel):
     """Everything a search needs. Defaults give a sensible search on a small tabular set."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    dataset: str = Field(description="built-in name (digits, ...), a file path, or a stored dataset name")
-    dataset_version: int | None = Field(default=None, ge=1)
-    label: str | None = Field(default=None, description="label column (CSV/Parquet) or y array name (NPZ)")
+    dataset: str = Field(min_length=1, max_length=4096,
+                         description="built-in name (digits, ...), a file path, or a stored dataset name")
+    dataset_version: int | None = Field(default=None, ge=1, le=MAX_ID)
+    label: str | None = Field(default=None, max_length=1000, description="label column (CSV/Parquet) or y array name (NPZ)")
     task: Literal["classification", "regression"] | None = None
-    architecture: str | dict[str, Any] = Field(default="mlp:64,64")
+    architecture: str | dict[str, Any] = Field(
+        default="mlp:64,64", description="'mlp:64,64', 'cnn:16,32/64', or an object "
+        "{kind, hidden, dropout, norm, residual, conv_channels, kernel, pool, input_shape, "
+        "activation_scope}")
     families: list[str] = Field(default_factory=lambda: list(DEFAULT_FAMILIES), min_length=1)
     trials: int = Field(default=32, ge=1, description="tuning trials in all, split evenly across families")
     time_budget_s: float | None = Field(default=None, gt=0)
     epochs: int = Field(default=20, ge=1)
-    batch_size: int = Field(default=64, ge=1)
+    batch_size: int = Field(default=64, ge=1, le=MAX_BATCH_SIZE)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     schedule: Literal["constant", "cosine", "step"] = "cosine"
     lr: tuple[float, float] = (1e-4, 3e-2)
     weight_decay: tuple[float, float] = (1e-6, 1e-2)
     sampler: str = "tpe"
     pruner: str = "median"
-    population_size: int | None = Field(default=None, ge=1, description="K; None picks it")
-    finalist_seeds: int = Field(default=3, ge=1)
-    objective: Literal["metric"] | Literal["metric+params", "metric+flops"] = "metric"
-    seed: int = 0
+    population_size: int | None = Field(default=None, ge=1, le=MAX_POPULATION_SIZE,
+                                        description="K; None picks it")
+    finalist_seeds: int = Field(default=3, ge=1, le=MAX_FINALIST_SEEDS)
+    objective: Literal["metric", "metric+params", "metric+flops"] = "metric"
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     val_fraction: float = Field(default=0.15, gt=0, lt=0.5)
     test_fraction: float = Field(default=0.15, gt=0, lt=0.5)
     warm_start_from: int | None = Field(
-        default=None, ge=1,
+        default=None, ge=1, le=MAX_ID,
         description="id of an earlier search with the same families, architecture and "
                     "objective: its finished trials (complete and pruned) seed this search's "
                     "sampler; this search's own trial budget is unchanged")
@@ -87,9 +117,28 @@ class SearchSpec(BaseModel):
             raise ValueError(f"range must satisfy 0 < low <= high, got {list(value)}")
         return value
 
+    @field_validator("architecture")
+    @classmethod
+    def _arch_types(cls, value: str | dict[str, Any]) -> str | dict[str, Any]:
+        if isinstance(value, dict):
+            # Wrong types ({"hidden": 8}) get pydantic's messages, not a TypeError deep inside.
+            ArchitectureObject.model_validate(value)
+        elif len(value) > MAX_ARCH_CHARS:
+            raise ValueError(f"a string architecture has at most {MAX_ARCH_CHARS} characters "
+                             f"('mlp:64,64'), got {len(value)}")
+        return value
+
     @model_validator(mode="after")
     def _arch(self) -> SearchSpec:
-        self.arch_spec()  # raises InvalidInput on a malformed architecture
+        arch = self.arch_spec()  # raises InvalidInput on a malformed architecture
+        if arch.kind == "cnn" and arch.input_shape is not None:
+            # With "same" padding a wider kernel only ever covers padding (and costs k^2).
+            most = 2 * max(arch.input_shape[1:]) + 1
+            if arch.kernel > most:
+                raise InvalidInput(
+                    f"kernel {arch.kernel} is larger than the input ({arch.input_shape[1]}x"
+                    f"{arch.input_shape[2]}) can use; use a kernel of at most {most}"
+                )
         return self
 
     @property

@@ -4,7 +4,7 @@ It talks to the coordinator over a duplex pipe:
 
 * coordinator -> child: ``("data", TensorData)`` once, then ``("train", job)`` per population,
   ``("stop", [indices])`` in answer to each epoch report, ``("exit", None)`` at the end;
-* child -> coordinator: ``("epoch", EpochReport)`` after each epoch (the coordinator
+* child -> coordinator: ``("ready", pid)`` once torch is imported, ``("epoch", EpochReport)`` after each epoch (the coordinator
   reports to Optuna and answers which candidates to prune), then
   ``("result", PopulationResult)`` or ``("error", traceback text)``.
 
@@ -15,12 +15,18 @@ safe here (no parallel writers); the children only compute.
 from __future__ import annotations
 
 import os
-import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
 from models.spec import ArchSpec, Candidate, TrainConfig
+
+from .limits import (
+    apply_process_limits,
+    cap_population_memory,
+    describe_failure,
+    release_memory,
+)
 
 
 @dataclass
@@ -33,14 +39,26 @@ class PopulationJob:
     config: TrainConfig
 
 
-def worker_main(conn: Connection, threads: int) -> None:
-    """Entry point of a training child process."""
+def worker_main(conn: Connection, threads: int, nice: int = 0,
+                memory_limit_mb: int | None = None) -> None:
+    """Entry point of a training child process.
+
+    ``nice`` lowers its CPU priority (the API and the coordinator answer first);
+    ``memory_limit_mb`` caps each population's memory, so an oversized model fails here with an
+    "out of memory" error the coordinator records, rather than exhausting the machine.
+    """
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     import torch
 
     from models.engine import EpochReport, train_population
 
     torch.set_num_threads(max(1, threads))
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set
+        pass
+    apply_process_limits(nice=nice)
+    conn.send(("ready", os.getpid()))  # imports done: time limits count from here
     data = None
     while True:
         try:
@@ -65,11 +83,15 @@ def worker_main(conn: Connection, threads: int) -> None:
             return list(stop)
 
         try:
+            cap_population_memory(memory_limit_mb)
             result = train_population(ArchSpec.from_dict(job.arch), job.family, job.candidates,
                                       data, job.config, on_epoch=on_epoch)
         except SystemExit:
             return
-        except BaseException:  # report every failure to the coordinator, keep serving
-            conn.send(("error", traceback.format_exc(limit=8)))
+        except BaseException as exc:  # report every failure to the coordinator, keep serving
+            message = describe_failure(exc, memory_limit_mb=memory_limit_mb)
+            del exc  # frees the failed population's tensors before the next job
+            release_memory()
+            conn.send(("error", message))
             continue
         conn.send(("result", result))

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -31,6 +32,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     func,
 )
 from sqlalchemy.engine import Dialect
@@ -125,10 +127,14 @@ ArtifactRow = Artifact
 
 
 class DatasetRow(Base):
-    """A named, versioned dataset; the content lives in an artifact."""
+    """A named, versioned dataset; the content lives in an artifact.
+
+    Names are per owner (0005): two owners may each have a ``mydata`` with its own
+    versions, and neither learns that the other's exists.
+    """
 
     __tablename__ = "actsearch_datasets"
-    __table_args__ = (UniqueConstraint("name", "version"),)
+    __table_args__ = (UniqueConstraint("owner", "name", "version"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), nullable=False)
@@ -306,7 +312,7 @@ class CurveRow(Base):
     y_shape: Mapped[Any] = mapped_column(JSON, nullable=False)
 
 
-FIT_KINDS = ("closed_form", "linear", "distilled")
+FIT_KINDS = ("closed_form", "linear", "distilled", "network")  # network: layer -1, the whole net
 
 
 class FitRow(Base):
@@ -380,3 +386,26 @@ class ScheduleRow(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     run_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     created_at: Mapped[datetime] = _created_at()
+
+
+class ApiKeyRow(Base):
+    """An API key: only its SHA-256 is stored; the raw key is shown once, at creation.
+
+    ``prefix`` (the first 8 characters) lets people tell keys apart in listings
+    without revealing them. A revoked key keeps its row (``revoked_at`` set) so
+    listings show who had access and when it ended.
+    """
+
+    __tablename__ = "actsearch_api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200), nullable=False, index=True)
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    prefix: Mapped[str] = mapped_column(String(16), nullable=False)
+    key_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    admin: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
+    created_at: Mapped[datetime] = _created_at()
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

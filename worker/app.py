@@ -16,8 +16,12 @@ Choices and why:
 * JSON only (no pickle): task arguments are plain ids.
 * No result backend: tasks write their outcome to the database; nobody waits on
   a task result (never wait on subtasks).
-* No Celery time limits: the solo pool ignores them and a hard kill would lose
-  the epochs trained; the engine's own deadline (``task_deadline_s``) applies.
+* The engine's own deadline (``task_deadline_s``) stops a long population cleanly,
+  keeping the epochs trained. ``ACTSEARCH_TRAINING__POPULATION_TIME_LIMIT_S`` times
+  the training itself (``search.limits.population_time_limit``: a population past
+  it is failed with a "time limit" error and the search goes on); Celery's hard
+  time limit, well after it, is the last resort for a child stuck in native code
+  (killed; the reconciler then fails and retries the population).
 * Two queues: populations on ``queue``; ``search.start`` and ``search.reconcile``
   on ``control_queue``, consumed by the same workers, so control work never
   waits behind a backlog of populations.
@@ -40,6 +44,7 @@ START = "search.start"
 RECONCILE = "search.reconcile"
 SCHEDULES_TICK = "schedules.tick"  # worker/schedule_tasks.py
 GPUS_ENV = "ACTSEARCH_WORKER_GPUS"  # set by `actsearch worker --gpu`; one per child process
+HARD_LIMIT_GRACE_S = 120.0  # hard limit = training limit + this (or twice it, if more)
 
 
 def create_app(
@@ -88,12 +93,22 @@ def create_app(
         },
         task_time_limit=None,
         task_soft_time_limit=None,
+        task_annotations=_population_time_limits(settings),
         worker_send_task_events=True,  # Flower
         task_send_sent_event=True,
         timezone="UTC",
         enable_utc=True,
     )
     return app
+
+
+def _population_time_limits(settings: Settings) -> dict[str, dict[str, float]]:
+    """Celery's hard time limit for population tasks: the training limit plus start-up and
+    the final writes (the training limit itself is enforced inside the task)."""
+    limit = settings.training.population_time_limit_s
+    if limit is None:
+        return {}
+    return {RUN_POPULATION: {"time_limit": limit + max(HARD_LIMIT_GRACE_S, limit)}}
 
 
 @lru_cache(maxsize=1)

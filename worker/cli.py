@@ -71,6 +71,9 @@ def worker(
     from store.db import init_db
 
     init_db(url)
+    import optuna  # (not search.service: it imports torch, which this parent must not)
+
+    optuna.storages.RDBStorage(url).engine.dispose()  # Optuna's tables, before any task
     from worker.app import get_app
     from worker.config import get_worker_settings
 

@@ -92,6 +92,10 @@ def _prepare_torch(res: _Resources) -> str:
     import torch
 
     if not _torch_ready:
+        from search.limits import apply_process_limits
+
+        training = get_settings().training
+        apply_process_limits(nice=training.nice)  # this child trains; the parent does not
         threads = get_settings().torch_threads or 1
         torch.set_num_threads(threads)
         try:
@@ -135,13 +139,20 @@ def run_population_task(self: Task, population_id: int) -> dict[str, Any]:
     res = resources()
     device = _prepare_torch(res)
     from search.distributed import advance_search, run_population
+    from search.limits import cap_population_memory, release_memory
 
+    training = get_settings().training
+    cap_population_memory(training.memory_limit_mb)
     outcome = run_population(
         res.sessions, population_id=population_id, storage_url=res.database_url,
         worker_name=_worker_name(self), task_id=self.request.id,
         heartbeat_interval_s=res.worker.heartbeat_interval_s,
         max_task_s=res.worker.task_deadline_s, device=device,
+        time_limit_s=training.population_time_limit_s,
+        memory_limit_mb=training.memory_limit_mb,
     )
+    if outcome.status == "failed":
+        release_memory()
     follow: list[int] = []
     if outcome.search_id is not None and outcome.status != "lost":
         follow = advance_search(res.sessions, search_id=outcome.search_id)
@@ -178,8 +189,11 @@ def _queue_is_empty(app: Any, queue: str) -> bool:
         with app.connection_for_read() as conn:
             declared = conn.default_channel.queue_declare(queue=queue, passive=True)
             return int(declared.message_count) == 0
-    except Exception:  # noqa: BLE001 - a missing queue or a transport without counts
-        return False
+    except Exception as exc:  # noqa: BLE001 - a transport without counts: unsure
+        # No such queue: nothing waits in it. That is what a Redis restarted without
+        # persistence looks like (its lists and bindings are gone), exactly when
+        # the pending populations' messages must be sent again.
+        return getattr(exc, "reply_code", None) == 404 or "NOT_FOUND" in str(exc)
 
 
 @shared_task(name=RECONCILE, bind=True, **RETRY)

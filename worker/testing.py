@@ -118,29 +118,45 @@ class LocalRedis:
         _stop(self.proc)
         shutil.rmtree(self.root, ignore_errors=True)
 
+    def halt(self) -> None:
+        """Stop the server (SIGTERM), keeping its directory: :meth:`resume` restarts it."""
+        _stop(self.proc)
 
-def start_redis(timeout_s: float = 20) -> LocalRedis:
-    """Start ``redis-server`` on a free loopback port (``--save ''``, no AOF)."""
-    import redis
+    def resume(self, timeout_s: float = 20) -> None:
+        """Start the server again on the same port (empty: no persistence, like a crash)."""
+        self.proc = _launch_redis(self.root, self.port)
+        _wait_redis(self, timeout_s)
 
-    root = Path(tempfile.mkdtemp(prefix="actsearch-redis-"))
-    port = free_port()
-    log = (root / "redis.log").open("wb")
-    proc = subprocess.Popen(
+
+def _launch_redis(root: Path, port: int) -> subprocess.Popen[bytes]:
+    log = (root / "redis.log").open("ab")
+    return subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", str(root), "--protected-mode", "yes"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
-    server = LocalRedis(port, proc, root)
+
+
+def _wait_redis(server: LocalRedis, timeout_s: float) -> None:
+    import redis
 
     def up() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"redis-server exited: {(root / 'redis.log').read_text()[-2000:]}")
-        return bool(redis.Redis(host="127.0.0.1", port=port, socket_timeout=1).ping())
+        if server.proc.poll() is not None:
+            raise RuntimeError(
+                f"redis-server exited: {(server.root / 'redis.log').read_text()[-2000:]}")
+        return bool(redis.Redis(host="127.0.0.1", port=server.port, socket_timeout=1).ping())
 
+    if not wait_for(up, timeout_s):
+        raise RuntimeError("redis-server did not answer PING")
+
+
+def start_redis(timeout_s: float = 20) -> LocalRedis:
+    """Start ``redis-server`` on a free loopback port (``--save ''``, no AOF)."""
+    root = Path(tempfile.mkdtemp(prefix="actsearch-redis-"))
+    port = free_port()
+    server = LocalRedis(port, _launch_redis(root, port), root)
     try:
-        if not wait_for(up, timeout_s):
-            raise RuntimeError("redis-server did not answer PING")
+        _wait_redis(server, timeout_s)
     except BaseException:
         server.stop()
         raise
@@ -165,6 +181,15 @@ class LocalPostgres:
         _stop(self.proc, signal.SIGINT, timeout_s=20)
         shutil.rmtree(self.root, ignore_errors=True)
 
+    def halt(self) -> None:
+        """``pg_ctl stop -m fast``: every session rolled back and cut; the data stays."""
+        _stop(self.proc, signal.SIGINT, timeout_s=20)
+
+    def resume(self, timeout_s: float = 60) -> None:
+        """Start the server again on the same data directory and port."""
+        self.proc = _launch_postgres(self.root, self.port)
+        _wait_postgres(self, timeout_s, create=False)
+
 
 def _as_postgres() -> dict[str, object]:
     """Popen arguments that drop to the postgres user when we are root."""
@@ -175,7 +200,6 @@ def _as_postgres() -> dict[str, object]:
 
 def start_postgres(timeout_s: float = 60) -> LocalPostgres:
     """initdb into a fresh temporary directory, start ``postgres``, create the database."""
-    import psycopg
 
     bindir = pg_bin_dir()
     if bindir is None:
@@ -199,34 +223,49 @@ def start_postgres(timeout_s: float = 60) -> LocalPostgres:
         shutil.rmtree(root, ignore_errors=True)
         raise RuntimeError(f"initdb failed: {init.stderr.decode()[-2000:]}")
     port = free_port()
-    log = root / "postgres.log"
-    log_fh = log.open("wb")
-    if os.geteuid() == 0:
-        shutil.chown(log, "postgres", "postgres")
-    proc = subprocess.Popen(  # type: ignore[call-overload]
-        [str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(sock),
-         "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
-         "-c", "full_page_writes=off", "-c", "max_connections=200"],
-        stdout=log_fh, stderr=subprocess.STDOUT, env=env, cwd=str(root),
-        start_new_session=True, **drop,
-    )
-    server = LocalPostgres(port, proc, root)
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"postgres exited: {log.read_text()[-2000:]}")
-        with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres",
-                             connect_timeout=2, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{server.database}"')
-        return True
-
+    server = LocalPostgres(port, _launch_postgres(root, port), root)
     try:
-        if not wait_for(up, timeout_s, interval_s=0.3):
-            raise RuntimeError(f"PostgreSQL did not start: {log.read_text()[-2000:]}")
+        _wait_postgres(server, timeout_s, create=True)
     except BaseException:
         server.stop()
         raise
     return server
+
+
+def _launch_postgres(root: Path, port: int) -> subprocess.Popen[bytes]:
+    bindir = pg_bin_dir()
+    assert bindir is not None
+    env = {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+    log = root / "postgres.log"
+    log_fh = log.open("ab")
+    if os.geteuid() == 0:
+        shutil.chown(log, "postgres", "postgres")
+    return subprocess.Popen(  # type: ignore[call-overload,no-any-return]
+        [str(bindir / "postgres"), "-D", str(root / "data"), "-p", str(port), "-k",
+         str(root / "sock"), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+         "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+         "-c", "max_connections=200"],
+        stdout=log_fh, stderr=subprocess.STDOUT, env=env, cwd=str(root),
+        start_new_session=True, **_as_postgres(),
+    )
+
+
+def _wait_postgres(server: LocalPostgres, timeout_s: float, *, create: bool) -> None:
+    import psycopg
+
+    log = server.root / "postgres.log"
+
+    def up() -> bool:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"postgres exited: {log.read_text()[-2000:]}")
+        with psycopg.connect(host="127.0.0.1", port=server.port, user="postgres",
+                             dbname="postgres", connect_timeout=2, autocommit=True) as conn:
+            if create:
+                conn.execute(f'CREATE DATABASE "{server.database}"')
+        return True
+
+    if not wait_for(up, timeout_s, interval_s=0.3):
+        raise RuntimeError(f"PostgreSQL did not start: {log.read_text()[-2000:]}")
 
 
 @dataclass

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from api.dashboard import importance, pages
+from api.deps import AUTH_RESPONSES, get_principal
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 router = APIRouter()
-router.include_router(pages.router)
-router.include_router(importance.router)
+router.include_router(pages.router)  # HTML shells: no data in them, public
+router.include_router(importance.router, dependencies=[Depends(get_principal)],
+                      responses=AUTH_RESPONSES)
 
 __all__ = ["STATIC_DIR", "install_dashboard", "router"]
 

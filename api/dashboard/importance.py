@@ -22,7 +22,7 @@ from optuna.importance import (
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import BaseModel, Field
 
-from api.deps import SessionDep
+from api.deps import PrincipalDep, SessionDep
 from api.schemas import ErrorPublic
 from store import repo
 
@@ -94,10 +94,11 @@ def get_importance(
     search_id: int,
     session: SessionDep,
     request: Request,
+    principal: PrincipalDep,
     evaluator: Annotated[Evaluator, Query(description="Optuna importance evaluator")] = "fanova",
 ) -> ImportancePublic:
     """Importance of each searched parameter (family included) for the validation metric."""
-    row = repo.get_search(session, search_id=search_id)
+    row = repo.get_search(session, search_id=search_id, owner=principal.scope)
     study = _study(request, row.study_name)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     key = (row.study_name, evaluator, len(complete), len(study.trials))
@@ -143,10 +144,10 @@ _STATES = {TrialState.RUNNING: "running", TrialState.COMPLETE: "complete",
 
 @router.get("/{search_id}/intermediate", response_model=IntermediatePublic,
             responses={404: {"model": ErrorPublic}})
-def get_intermediate_values(search_id: int, session: SessionDep,
-                            request: Request) -> IntermediatePublic:
+def get_intermediate_values(search_id: int, session: SessionDep, request: Request,
+                            principal: PrincipalDep) -> IntermediatePublic:
     """Per-epoch validation values every search trial reported to the pruner (pruned included)."""
-    row = repo.get_search(session, search_id=search_id)
+    row = repo.get_search(session, search_id=search_id, owner=principal.scope)
     study = _study(request, row.study_name)
     trials = []
     for t in study.get_trials(deepcopy=False):

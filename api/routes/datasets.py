@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from api import services
-from api.deps import PageDep, SessionDep, SettingsDep
+from api.deps import PageDep, PrincipalDep, SessionDep, SettingsDep
 from api.schemas import (
     BuiltinsPublic,
     DatasetBuiltinCreate,
@@ -55,23 +55,24 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 @router.post("", status_code=201, response_model=DatasetPublic, openapi_extra=_UPLOAD_BODY,
              responses=_ERRORS)
-async def upload_dataset(request: Request, session: SessionDep,
-                         settings: SettingsDep) -> DatasetPublic:
+async def upload_dataset(request: Request, session: SessionDep, settings: SettingsDep,
+                         principal: PrincipalDep) -> DatasetPublic:
     """Upload a CSV, Parquet or NPZ file (multipart) as a new dataset or a new version of one."""
     upload = await read_upload(request, max_bytes=settings.limits.max_upload_bytes)
     row = await run_in_threadpool(
         services.register_upload, session, data=upload.data, filename=upload.filename,
         name=upload.fields.get("name") or None, label=upload.fields.get("label") or None,
-        task=upload.fields.get("task") or None, settings=settings,
+        task=upload.fields.get("task") or None, settings=settings, owner=principal.owner,
     )
     return DatasetPublic.model_validate(row)
 
 
 @router.post("/builtin", status_code=201, response_model=DatasetPublic, responses=_ERRORS)
-def register_builtin_dataset(body: DatasetBuiltinCreate, session: SessionDep) -> DatasetPublic:
+def register_builtin_dataset(body: DatasetBuiltinCreate, session: SessionDep,
+                             principal: PrincipalDep) -> DatasetPublic:
     """Register a built-in dataset (generated with ``options``) under a name."""
     row = services.register_builtin(session, builtin=body.builtin, name=body.name,
-                                    options=body.options)
+                                    options=body.options, owner=principal.owner)
     return DatasetPublic.model_validate(row)
 
 
@@ -79,13 +80,14 @@ def register_builtin_dataset(body: DatasetBuiltinCreate, session: SessionDep) ->
 def list_datasets(
     session: SessionDep,
     page: PageDep,
+    principal: PrincipalDep,
     name: Annotated[str | None, Query(description="only versions of this name")] = None,
     latest: Annotated[bool, Query(description="only the newest version of each name")] = False,
 ) -> DatasetsPublic:
     """Stored datasets, by name then newest version first."""
-    rows = repo.list_datasets(session, name=name, latest_only=latest, limit=page.limit,
-                              offset=page.offset)
-    count = repo.count_datasets(session, name=name, latest_only=latest)
+    rows = repo.list_datasets(session, name=name, latest_only=latest, owner=principal.scope,
+                              limit=page.limit, offset=page.offset)
+    count = repo.count_datasets(session, name=name, latest_only=latest, owner=principal.scope)
     return DatasetsPublic(data=[DatasetPublic.model_validate(r) for r in rows], count=count)
 
 
@@ -97,12 +99,12 @@ def list_builtin_datasets() -> BuiltinsPublic:
 
 
 @router.get("/{dataset_id}", response_model=DatasetDetail, responses={404: {"model": ErrorPublic}})
-def get_dataset(dataset_id: int, session: SessionDep) -> DatasetDetail:
+def get_dataset(dataset_id: int, session: SessionDep, principal: PrincipalDep) -> DatasetDetail:
     """One dataset version: schema, rows, classes, and every version of its name."""
-    row = repo.get_dataset(session, dataset_id=dataset_id)
+    row = repo.get_dataset(session, dataset_id=dataset_id, owner=principal.scope)
     detail = DatasetDetail.model_validate(
         {**DatasetPublic.model_validate(row).model_dump(), "schema": row.schema,
          "classes": (row.schema or {}).get("class_names"),
-         "versions": services.dataset_versions(session, name=row.name)},
+         "versions": services.dataset_versions(session, row=row)},
     )
     return detail

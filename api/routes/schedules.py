@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Response
 from sqlalchemy.orm import Session
 
-from api.deps import PageDep, SessionDep, SettingsDep
+from api.deps import PageDep, PrincipalDep, SessionDep, SettingsDep
 from api.schemas import (
     ErrorPublic,
     ScheduleCreate,
@@ -54,46 +54,59 @@ def create_schedule(
     body: Annotated[ScheduleCreate, Body(openapi_examples=_EXAMPLES)],
     session: SessionDep,
     settings: SettingsDep,
+    principal: PrincipalDep,
 ) -> ScheduleDetail:
     """Create an active schedule; its first firing is the next cron time from now."""
     row = schedules.create_schedule(session, name=body.name, cron=body.cron,
                                     template=body.template_dict(), tz=body.timezone,
-                                    allow_files=False, limits=settings.limits)
+                                    allow_files=False, limits=settings.limits,
+                                    # an add_trials firing re-reads its parent's dataset in
+                                    # the schedule owner's namespace: own searches only, admins too
+                                    owner=principal.owner, scope=principal.owner)
     return _detail(session, row)
 
 
 @router.get("", response_model=SchedulesPublic)
-def list_schedules(session: SessionDep, page: PageDep,
+def list_schedules(session: SessionDep, page: PageDep, principal: PrincipalDep,
                    state: ScheduleState | None = None) -> SchedulesPublic:
     """Schedules, newest first, optionally filtered by state."""
-    rows = repo.list_schedules(session, state=state, limit=page.limit, offset=page.offset)
+    owner = principal.scope
+    rows = repo.list_schedules(session, state=state, owner=owner, limit=page.limit,
+                               offset=page.offset)
     return SchedulesPublic(data=[SchedulePublic.model_validate(r) for r in rows],
-                           count=repo.count_schedules(session, state=state))
+                           count=repo.count_schedules(session, state=state, owner=owner))
 
 
 @router.get("/{schedule_id}", response_model=ScheduleDetail, responses=_NOT_FOUND)
-def get_schedule(schedule_id: int, session: SessionDep, runs_limit: RunsLimit = 20) -> ScheduleDetail:
+def get_schedule(schedule_id: int, session: SessionDep, principal: PrincipalDep,
+                 runs_limit: RunsLimit = 20) -> ScheduleDetail:
     """One schedule with the searches it created (its runs), newest first."""
-    return _detail(session, repo.get_schedule(session, schedule_id=schedule_id), runs_limit)
+    row = repo.get_schedule(session, schedule_id=schedule_id, owner=principal.scope)
+    return _detail(session, row, runs_limit)
 
 
 @router.post("/{schedule_id}/pause", response_model=ScheduleDetail,
              responses={**_NOT_FOUND, **_CONFLICT})
-def pause_schedule(schedule_id: int, session: SessionDep) -> ScheduleDetail:
+def pause_schedule(schedule_id: int, session: SessionDep,
+                   principal: PrincipalDep) -> ScheduleDetail:
     """Stop firing; searches already created carry on."""
+    repo.get_schedule(session, schedule_id=schedule_id, owner=principal.scope)
     return _detail(session, schedules.pause_schedule(session, schedule_id=schedule_id))
 
 
 @router.post("/{schedule_id}/resume", response_model=ScheduleDetail,
              responses={**_NOT_FOUND, **_CONFLICT})
-def resume_schedule(schedule_id: int, session: SessionDep) -> ScheduleDetail:
+def resume_schedule(schedule_id: int, session: SessionDep,
+                    principal: PrincipalDep) -> ScheduleDetail:
     """Fire again from the next cron time after now (missed firings are not replayed)."""
+    repo.get_schedule(session, schedule_id=schedule_id, owner=principal.scope)
     return _detail(session, schedules.resume_schedule(session, schedule_id=schedule_id))
 
 
 @router.delete("/{schedule_id}", status_code=204, response_class=Response,
                responses=_NOT_FOUND)
-def delete_schedule(schedule_id: int, session: SessionDep) -> Response:
+def delete_schedule(schedule_id: int, session: SessionDep, principal: PrincipalDep) -> Response:
     """Delete a schedule; the searches it created stay."""
+    repo.get_schedule(session, schedule_id=schedule_id, owner=principal.scope)
     schedules.delete_schedule(session, schedule_id=schedule_id)
     return Response(status_code=204)

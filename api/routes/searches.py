@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Body, Query, Response
 
 from api import services
-from api.deps import PageDep, SessionDep, SettingsDep
+from api.deps import PageDep, PrincipalDep, SessionDep, SettingsDep
 from api.schemas import (
     ErrorPublic,
     LeaderboardPublic,
@@ -53,15 +53,18 @@ def _detail(session: Any, row: Any) -> SearchDetail:
 
 
 @router.post("", status_code=201, response_model=SearchDetail,
-             responses={422: {"model": ErrorPublic}})
+             responses={404: {"model": ErrorPublic, "description": "warm_start_from: no such "
+                              "search"}, 422: {"model": ErrorPublic}})
 def create_search(
     body: Annotated[SearchCreate, Body(openapi_examples=_EXAMPLES)],
     session: SessionDep,
     settings: SettingsDep,
     background: BackgroundTasks,
+    principal: PrincipalDep,
 ) -> SearchDetail:
     """Submit a search; it starts when a runner (embedded) or worker (distributed) is free."""
-    row = services.submit_search(session, spec=body.spec(), name=body.name, settings=settings)
+    row = services.submit_search(session, spec=body.spec(), name=body.name, settings=settings,
+                                 principal=principal)
     if settings.distributed:
         # Background tasks run after the session dependency has committed the row.
         background.add_task(services.enqueue_search, row.id)
@@ -72,27 +75,30 @@ def create_search(
 def list_searches(
     session: SessionDep,
     page: PageDep,
+    principal: PrincipalDep,
     state: SearchState | None = None,
     dataset_id: Annotated[int | None, Query(ge=1)] = None,
 ) -> SearchesPublic:
     """Searches, newest first, filtered by state and dataset."""
-    rows = repo.list_searches(session, state=state, dataset_id=dataset_id, limit=page.limit,
-                              offset=page.offset)
-    count = repo.count_searches(session, state=state, dataset_id=dataset_id)
+    owner = principal.scope
+    rows = repo.list_searches(session, state=state, dataset_id=dataset_id, owner=owner,
+                              limit=page.limit, offset=page.offset)
+    count = repo.count_searches(session, state=state, dataset_id=dataset_id, owner=owner)
     return SearchesPublic(data=[SearchPublic.model_validate(r) for r in rows], count=count)
 
 
 @router.get("/{search_id}", response_model=SearchDetail, responses=_NOT_FOUND)
-def get_search(search_id: int, session: SessionDep) -> SearchDetail:
+def get_search(search_id: int, session: SessionDep, principal: PrincipalDep) -> SearchDetail:
     """One search with its progress: trials done of the budget, best so far, finalists."""
-    return _detail(session, repo.get_search(session, search_id=search_id))
+    return _detail(session, repo.get_search(session, search_id=search_id, owner=principal.scope))
 
 
 @router.post("/{search_id}/cancel", response_model=SearchDetail,
              responses={**_NOT_FOUND, 409: {"model": ErrorPublic}})
-def cancel_search(search_id: int, session: SessionDep) -> SearchDetail:
+def cancel_search(search_id: int, session: SessionDep, principal: PrincipalDep) -> SearchDetail:
     """Stop scheduling new trials; populations already training finish or are pruned."""
-    return _detail(session, services.cancel_search(session, search_id=search_id))
+    return _detail(session, services.cancel_search(session, search_id=search_id,
+                                                   owner=principal.scope))
 
 
 @router.get("/{search_id}/trials", response_model=TrialsPublic, responses=_NOT_FOUND)
@@ -100,6 +106,7 @@ def list_search_trials(
     search_id: int,
     session: SessionDep,
     page: PageDep,
+    principal: PrincipalDep,
     sort: TrialSort = "value",
     order: SortOrder = "desc",
     family: str | None = None,
@@ -107,7 +114,7 @@ def list_search_trials(
     phase: Phase | None = None,
 ) -> TrialsPublic:
     """A search's trials, sortable by value, created, family or duration (missing values last)."""
-    repo.get_search(session, search_id=search_id)
+    repo.get_search(session, search_id=search_id, owner=principal.scope)
     rows, count = repo.query_trials(
         session, search_ids=[search_id], family=family, state=state, phase=phase,
         order_by=services.trial_sort_column(sort), descending=order == "desc",
@@ -117,9 +124,11 @@ def list_search_trials(
 
 
 @router.get("/{search_id}/leaderboard", response_model=LeaderboardPublic, responses=_NOT_FOUND)
-def get_leaderboard(search_id: int, session: SessionDep) -> LeaderboardPublic:
+def get_leaderboard(search_id: int, session: SessionDep,
+                    principal: PrincipalDep) -> LeaderboardPublic:
     """Finalists per family: mean ± 95% interval over seeds, the ReLU baseline marked."""
-    return LeaderboardPublic.model_validate(services.leaderboard(session, search_id=search_id))
+    return LeaderboardPublic.model_validate(
+        services.leaderboard(session, search_id=search_id, owner=principal.scope))
 
 
 @router.get(
@@ -132,9 +141,15 @@ def get_leaderboard(search_id: int, session: SessionDep) -> LeaderboardPublic:
         409: {"model": ErrorPublic, "description": "no finalist with weights yet"},
     },
 )
-def export_best_model(search_id: int, session: SessionDep) -> Response:
+def export_best_model(
+    search_id: int, session: SessionDep, principal: PrincipalDep,
+    activations: Annotated[Literal["learned", "distilled"], Query(
+        description="learned: the trained activations; distilled: their piecewise-linear "
+                    "copies (meta.json: knots and the measured accuracy change)")] = "learned",
+) -> Response:
     """The best model (final choice, best seed) as a zip loadable with torch and numpy only."""
-    data = export_search(session, search_id=search_id)
+    repo.get_search(session, search_id=search_id, owner=principal.scope)
+    data = export_search(session, search_id=search_id, activations=activations)
     return Response(
         content=data,
         media_type="application/zip",

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from api import services
-from api.deps import PageDep, SessionDep
+from api.deps import PageDep, PrincipalDep, SessionDep
 from api.schemas import (
     ArchitectureKind,
     ErrorPublic,
@@ -31,10 +31,13 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorPublic}}
 def query_trials(
     session: SessionDep,
     page: PageDep,
+    principal: PrincipalDep,
     family: str | None = None,
     dataset: Annotated[str | None, Query(description="dataset id, or a name (all versions)")] = None,
-    min_value: Annotated[float | None, Query(description="validation metric at least")] = None,
-    max_value: Annotated[float | None, Query(description="validation metric at most")] = None,
+    min_value: Annotated[float | None, Query(description="validation metric at least",
+                                           allow_inf_nan=False)] = None,
+    max_value: Annotated[float | None, Query(description="validation metric at most",
+                                           allow_inf_nan=False)] = None,
     architecture: Annotated[ArchitectureKind | None, Query(description="mlp or cnn")] = None,
     state: TrialState | None = None,
     phase: Phase | None = None,
@@ -42,12 +45,14 @@ def query_trials(
     order: SortOrder = "desc",
 ) -> TrialsPublic:
     """Trials across every search, filtered by family, dataset, metric range, architecture."""
-    dataset_ids = services.resolve_trial_dataset(session, dataset=dataset) if dataset else None
-    search_ids = (repo.search_ids_by_architecture(session, kind=architecture)
+    owner = principal.scope
+    dataset_ids = (services.resolve_trial_dataset(session, dataset=dataset, owner=owner)
+                   if dataset else None)
+    search_ids = (repo.search_ids_by_architecture(session, kind=architecture, owner=owner)
                   if architecture else None)
     rows, count = repo.query_trials(
         session, search_ids=search_ids, dataset_ids=dataset_ids, family=family, state=state,
-        phase=phase, min_value=min_value, max_value=max_value,
+        phase=phase, min_value=min_value, max_value=max_value, owner=owner,
         order_by=services.trial_sort_column(sort), descending=order == "desc",
         limit=page.limit, offset=page.offset,
     )
@@ -55,19 +60,22 @@ def query_trials(
 
 
 @router.get("/{trial_id}", response_model=TrialDetail, responses=_NOT_FOUND)
-def get_trial(trial_id: int, session: SessionDep) -> TrialDetail:
+def get_trial(trial_id: int, session: SessionDep, principal: PrincipalDep) -> TrialDetail:
     """One trial: hyperparameters, family parameters, per-epoch curve, statistics, timings."""
-    return TrialDetail.model_validate(services.trial_detail(session, trial_id=trial_id))
+    return TrialDetail.model_validate(
+        services.trial_detail(session, trial_id=trial_id, owner=principal.scope))
 
 
 @router.get("/{trial_id}/activations", response_model=TrialActivations, responses=_NOT_FOUND)
 def get_trial_activations(
     trial_id: int,
     session: SessionDep,
+    principal: PrincipalDep,
     layer: Annotated[int | None, Query(ge=0)] = None,
     epoch: Annotated[int | None, Query(ge=0)] = None,
 ) -> TrialActivations:
     """Learned curves per layer and epoch, pre-activation histograms, and fitted forms."""
     return TrialActivations.model_validate(
-        services.trial_activations(session, trial_id=trial_id, layer=layer, epoch=epoch)
+        services.trial_activations(session, trial_id=trial_id, layer=layer, epoch=epoch,
+                                   owner=principal.scope)
     )

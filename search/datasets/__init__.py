@@ -31,7 +31,7 @@ from .builtins import BUILTINS, BuiltinSpec, list_builtins, load_builtin
 from .dataset import MIN_ROWS_PER_CLASS, Dataset, validate_dataset
 from .files import load_file
 from .labels import DEFAULT_LABEL_NAMES as DEFAULT_LABEL_NAMES
-from .labels import MAX_INFERRED_CLASSES
+from .labels import MAX_CLASSES, MAX_INFERRED_CLASSES
 from .resolve import resolve_dataset
 from .splits import Splits, apply_scaler, inverse_target, split_dataset
 
@@ -39,6 +39,7 @@ __all__ = [
     "BUILTINS",
     "BuiltinSpec",
     "Dataset",
+    "MAX_CLASSES",
     "MAX_INFERRED_CLASSES",
     "MIN_ROWS",
     "MIN_ROWS_PER_CLASS",

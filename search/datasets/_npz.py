@@ -7,15 +7,48 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from actsearch.errors import InvalidDataset, UnsupportedMediaType
+from actsearch.errors import InvalidDataset, PayloadTooLarge, UnsupportedMediaType
 
-from ._common import _too_large
+from ._common import _human, _too_large
+
+#: Largest zip central directory read: ``zipfile`` builds a Python object per member
+#: (~0.5 KiB each), so a small archive listing millions of empty members is a memory
+#: bomb of its own. 1 MiB is over ten thousand members; an NPZ has a handful.
+MAX_ZIP_DIRECTORY_BYTES = 2**20
+
+#: Called with (array name, shape, dtype) from each .npy header before any data is read.
+HeaderCheck = Callable[[str, tuple[int, ...], np.dtype], None]
+
+
+def zip_directory_size(data: bytes) -> int | None:
+    """The central directory size the end-of-archive record declares, or None if there is none.
+
+    Read from the last 64 KiB only, before ``zipfile`` parses the directory itself.
+    A ZIP64 archive's 0xFFFFFFFF marker comes back as is: far above any limit.
+    """
+    tail = data[-(65_535 + 22):]
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        return None
+    return int(struct.unpack_from("<I", tail, at + 12)[0])
+
+
+def check_zip_directory(data: bytes, filename: str) -> None:
+    """Refuse an archive whose member list alone would take too much memory to read."""
+    size = zip_directory_size(data)
+    if size is not None and size > MAX_ZIP_DIRECTORY_BYTES:
+        raise PayloadTooLarge(
+            f"'{filename}' lists {_human(size)} of zip members, above the limit of "
+            f"{_human(MAX_ZIP_DIRECTORY_BYTES)}; an NPZ upload holds a few arrays (X and y), "
+            "save just those with np.savez"
+        )
 
 
 def _npy_header(fp: Any) -> tuple[tuple[int, ...], np.dtype]:
@@ -33,7 +66,8 @@ def _npy_header(fp: Any) -> tuple[tuple[int, ...], np.dtype]:
 
 
 def _read_npz_members(
-    data: bytes, wanted: Sequence[str], *, limit: int, filename: str
+    data: bytes, wanted: Sequence[str], *, limit: int, filename: str,
+    check: HeaderCheck | None = None,
 ) -> dict[str, np.ndarray]:
     """Safely read named arrays from an NPZ.
 
@@ -41,7 +75,9 @@ def _read_npz_members(
     ``limit`` (zipfile stops at the declared size, so a lying header cannot inflate
     more); each array's header must declare a plain (non-object) dtype. Then
     ``np.load(allow_pickle=False)`` reads it, so a pickle is refused, never loaded.
+    ``check`` vets each header's shape (rows, features) before any data is read.
     """
+    check_zip_directory(data, filename)
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile:
@@ -84,6 +120,8 @@ def _read_npz_members(
             nbytes = math.prod(shape) * dtype.itemsize
             if nbytes > limit:
                 raise _too_large(f"array '{w}' in '{filename}'", nbytes, limit)
+            if check is not None:
+                check(w, shape, dtype)
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             return {w: npz[w] for w in wanted}

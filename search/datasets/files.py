@@ -6,17 +6,19 @@ Size-limited before anything is parsed, and never unpickled; pyarrow is imported
 from __future__ import annotations
 
 import io
+import math
 import re
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from actsearch.errors import InvalidDataset, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
-from ._common import TASKS, Task, _limits, _too_large
-from ._npz import _read_npz_members
+from ._common import TASKS, Task, _human, _limits, _too_large
+from ._npz import _read_npz_members, check_zip_directory
 from .dataset import Dataset, validate_dataset
 from .labels import _choose_label, _encode_labels
 
@@ -34,17 +36,34 @@ _KIND_TEXT = {
     "gzip": "gzip-compressed data (decompress it first)",
     "pickle": "a Python pickle (refused: unpickling can run code)",
     "hdf5": "an HDF5 file",
+    "png": "a PNG image",
+    "jpeg": "a JPEG image",
+    "gif": "a GIF image",
+    "pdf": "a PDF document",
     "text": "CSV/plain text",
     "binary": "binary data",
 }
 
 
-def _sniff(data: bytes) -> str:
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"GIF8", "gif"),
+    (b"%PDF-", "pdf"),
+    (b"\x93NUMPY", "npy"),
+    (b"\x1f\x8b", "gzip"),
+    (b"\x89HDF", "hdf5"),
+    (b"\xd0\xcf\x11\xe0", "excel"),
+)
+
+
+def _sniff(data: bytes, fname: str = "upload") -> str:
     """Guess a file's kind from its first bytes (and zip member names)."""
     head = data[:8192]
     if head.startswith(b"PAR1"):
         return "parquet"
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        check_zip_directory(data, fname)  # before zipfile lists the members
         try:
             with zipfile.ZipFile(io.BytesIO(data)) as zf:
                 names = zf.namelist()
@@ -53,14 +72,9 @@ def _sniff(data: bytes) -> str:
         if any(n.startswith("xl/") for n in names):
             return "excel"
         return "npz" if any(n.endswith(".npy") for n in names) else "zip"
-    if head.startswith(b"\x93NUMPY"):
-        return "npy"
-    if head.startswith(b"\x1f\x8b"):
-        return "gzip"
-    if head.startswith(b"\x89HDF"):
-        return "hdf5"
-    if head.startswith(b"\xd0\xcf\x11\xe0"):
-        return "excel"
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
     if len(head) > 1 and head[0] == 0x80 and head[1] in range(2, 6):
         return "pickle"
     if b"\x00" in head:
@@ -127,7 +141,7 @@ def load_file(
     if not data:
         raise InvalidDataset(f"'{fname}' is empty")
     ext = Path(fname).suffix.lower()
-    kind = _sniff(data)
+    kind = _sniff(data, fname)
     looks = _KIND_TEXT.get(kind, kind)
     if ext in _CSV_EXTS:
         if kind != "text":
@@ -198,19 +212,24 @@ def _pick_delimiter(first_line: str, ext: str) -> str:
 def _read_csv(
     data: bytes, *, fname: str, ext: str, max_columns: int, max_rows: int
 ) -> pd.DataFrame:
-    """Parse CSV text into a frame, turning pandas' errors into messages a user can act on."""
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = data.decode("latin-1")  # always decodes; a legacy-encoded CSV is still a CSV
-    first = text.split("\n", 1)[0]
+    """Parse CSV text into a frame, turning pandas' errors into messages a user can act on.
+
+    The header line alone is decoded and counted first, so a file with an enormous
+    column count is refused before the rest is decoded or parsed.
+    """
+    end = data.find(b"\n")
+    first = data[: end if end >= 0 else len(data)].decode("latin-1")  # separators are ASCII
     sep = _pick_delimiter(first, ext)
-    n_header = len(first.split(sep))
+    n_header = first.count(sep) + 1
     if n_header - 1 > max_columns:
         raise PayloadTooLarge(
             f"'{fname}' has {n_header} columns, above the limit of {max_columns} features; "
             "drop columns or raise ACTSEARCH_LIMITS__MAX_FEATURES"
         )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")  # always decodes; a legacy-encoded CSV is still a CSV
     try:
         return pd.read_csv(io.StringIO(text), sep=sep, nrows=max_rows + 1)
     except pd.errors.EmptyDataError:
@@ -227,15 +246,47 @@ def _read_csv(
         raise InvalidDataset(f"'{fname}' is not valid CSV: {msg}") from None
 
 
+#: Bytes per decoded value of Parquet's fixed-width physical types (pandas/NumPy widths).
+_PARQUET_WIDTH = {"BOOLEAN": 1, "INT32": 4, "INT64": 8, "INT96": 8, "FLOAT": 4, "DOUBLE": 8}
+
+
+def _parquet_decoded_bytes(meta: Any) -> int:
+    """What the table takes once decoded, from the footer alone.
+
+    The footer's ``total_byte_size`` counts *encoded* pages, so a dictionary- or
+    RLE-encoded column of millions of identical values looks tiny there; here every
+    value counts at its decoded width (``num_values`` includes nested list items).
+    Text columns are read dictionary-encoded (see :func:`_read_parquet`): an index per
+    value plus their encoded pages.
+    """
+    total = 0
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for c in range(group.num_columns):
+            col = group.column(c)
+            width = _PARQUET_WIDTH.get(col.physical_type)
+            if width is None:  # BYTE_ARRAY / FIXED_LEN_BYTE_ARRAY
+                total += col.num_values * 4 + col.total_uncompressed_size
+            else:
+                total += col.num_values * width
+    return total
+
+
 def _read_parquet(
     data: bytes, *, fname: str, max_bytes: int, max_rows: int, max_columns: int
 ) -> pd.DataFrame:
-    """Read Parquet after checking its footer's row, column and uncompressed-size counts."""
+    """Read Parquet after checking its footer's row, column and decoded-size counts.
+
+    Nothing is decompressed before the footer says the table fits the limits, and
+    text columns stay dictionary-encoded (pandas categoricals), so a short string
+    repeated a million times costs one index per row, not a million strings.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        meta = pq.ParquetFile(io.BytesIO(data)).metadata
+        pf = pq.ParquetFile(io.BytesIO(data))
+        meta = pf.metadata
         if meta.num_columns - 1 > max_columns:
             raise PayloadTooLarge(
                 f"'{fname}' has {meta.num_columns} columns, above the limit of {max_columns} "
@@ -246,10 +297,18 @@ def _read_parquet(
                 f"'{fname}' has {meta.num_rows} rows, above the limit of {max_rows}; "
                 "sample it or raise ACTSEARCH_LIMITS__MAX_ROWS"
             )
-        raw = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
-        if raw > max_bytes:
-            raise _too_large(f"'{fname}' uncompressed", raw, max_bytes)
-        return pd.read_parquet(io.BytesIO(data))
+        decoded = _parquet_decoded_bytes(meta)
+        if decoded > max_bytes:
+            raise PayloadTooLarge(
+                f"'{fname}' would take {_human(decoded)} decoded ({meta.num_rows} rows x "
+                f"{meta.num_columns} columns), above the limit of {_human(max_bytes)}; sample "
+                "or split it, or raise ACTSEARCH_LIMITS__MAX_UPLOAD_BYTES"
+            )
+        schema = pf.schema_arrow
+        text = [f.name for f in schema
+                if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+                or pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)]
+        return pq.read_table(io.BytesIO(data), read_dictionary=text or None).to_pandas()
     except (pa.ArrowException, OSError) as exc:
         raise InvalidDataset(f"'{fname}' is not a readable Parquet file: {exc}") from None
 
@@ -311,6 +370,14 @@ def _from_frame(
 
 def _first_non_numeric(col: pd.Series) -> str | None:
     """Describe the first value of a text column that is not a number, to point at the culprit."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        # Look at the few categories, never at every row (a category may be long).
+        cats = pd.Series(col.cat.categories)
+        bad = np.flatnonzero(pd.to_numeric(cats, errors="coerce").isna().to_numpy())
+        if not len(bad):
+            return None
+        row = int(np.flatnonzero(col.cat.codes.to_numpy() == bad[0])[0])
+        return f"e.g. {str(cats.iloc[bad[0]])[:60]!r} at row {row}"
     if not (pd.api.types.is_string_dtype(col) or pd.api.types.is_object_dtype(col)):
         return None
     coerced = pd.to_numeric(col, errors="coerce")
@@ -342,10 +409,36 @@ def _load_npz(
             f"'{fname}' needs arrays named X (or x) and y (or the one given by --label); "
             f"missing {need}; it holds: {', '.join(present) or 'no .npy arrays'}"
         )
-    arrays = _read_npz_members(data, (x_key, y_key), limit=max_bytes, filename=fname)
+    def vet(key: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        """Shape checks from the .npy header, so nothing too big is ever read."""
+        if key != x_key:
+            return
+        if dtype.kind not in "biuf":
+            raise InvalidDataset(
+                f"array '{x_key}' in '{fname}' must be numeric, got dtype {dtype}"
+            )
+        if len(shape) == 0:
+            raise InvalidDataset(
+                f"array '{x_key}' in '{fname}' is a scalar; it must have one row per example"
+            )
+        if shape[0] == 0:
+            raise InvalidDataset(f"'{fname}' has no rows: {x_key} has shape {shape}")
+        if shape[0] > max_rows:
+            raise PayloadTooLarge(
+                f"'{fname}' has {shape[0]} rows, above the limit of {max_rows}; sample it or "
+                "raise ACTSEARCH_LIMITS__MAX_ROWS"
+            )
+        n_features = math.prod(shape[1:])
+        if n_features > max_columns:
+            raise PayloadTooLarge(
+                f"'{fname}' has {n_features} features per row, above the limit of "
+                f"{max_columns}; raise ACTSEARCH_LIMITS__MAX_FEATURES"
+            )
+        if n_features == 0:
+            raise InvalidDataset(f"'{fname}' has no features: {x_key} has shape {shape}")
+
+    arrays = _read_npz_members(data, (x_key, y_key), limit=max_bytes, filename=fname, check=vet)
     X, y = arrays[x_key], arrays[y_key]
-    if X.dtype.kind not in "biuf":
-        raise InvalidDataset(f"array '{x_key}' in '{fname}' must be numeric, got dtype {X.dtype}")
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1:
@@ -353,29 +446,13 @@ def _load_npz(
             f"array '{y_key}' in '{fname}' must be 1-D (one label per row), got shape {y.shape}; "
             "for one-hot labels save y.argmax(1)"
         )
-    if X.ndim == 0:
-        raise InvalidDataset(
-            f"array '{x_key}' in '{fname}' is a scalar; it must have one row per example"
-        )
     if len(X) != len(y):
         raise InvalidDataset(
             f"'{fname}': {x_key} has {len(X)} rows but {y_key} has {len(y)} labels; "
             "they must match row for row"
         )
-    if len(X) > max_rows:
-        raise PayloadTooLarge(
-            f"'{fname}' has {len(X)} rows, above the limit of {max_rows}; sample it or raise "
-            "ACTSEARCH_LIMITS__MAX_ROWS"
-        )
     input_shape = tuple(int(s) for s in X.shape[1:]) if X.ndim > 2 else None
     X2 = X.reshape(len(X), -1) if X.ndim != 1 else X.reshape(-1, 1)
-    if X2.shape[1] > max_columns:
-        raise PayloadTooLarge(
-            f"'{fname}' has {X2.shape[1]} features per row, above the limit of {max_columns}; "
-            "raise ACTSEARCH_LIMITS__MAX_FEATURES"
-        )
-    if len(X2) == 0:
-        raise InvalidDataset(f"'{fname}' has no rows")
     ys, task_, class_names = _encode_labels(y, task=task, label_name=y_key)
     return Dataset(
         name=name,

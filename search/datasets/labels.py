@@ -4,7 +4,8 @@ Label rule (when the caller does not give ``task``): text and boolean labels are
 classes; integer labels, and float labels whose values are all whole numbers, are
 classes when there are at most :data:`MAX_INFERRED_CLASSES` distinct values;
 everything else (other float labels, integers with many values) is regression.
-Pass ``task=`` to override.
+Pass ``task=`` to override. A classification label has at most
+:data:`MAX_CLASSES` classes.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from ._common import Task
 
 #: Most distinct integer-valued labels that are read as classes when ``task`` is not given.
 MAX_INFERRED_CLASSES = 50
+#: Most classes a classification label may have: each is an output unit of every candidate.
+MAX_CLASSES = 1_000
 #: Label column names picked automatically (case-insensitive) when ``label`` is not given.
 DEFAULT_LABEL_NAMES: tuple[str, ...] = ("label", "target", "y", "class")
 
@@ -94,10 +97,38 @@ def _encode_labels(
             )
         return values.astype(np.float32), task, None
     if is_num:
-        keys = s.to_numpy()
+        uniques, y = np.unique(values, return_inverse=True)
+        names = [_class_name(u) for u in uniques]
     elif is_bool:
-        keys = s.to_numpy(dtype=bool)
+        uniques, y = np.unique(s.to_numpy(dtype=bool), return_inverse=True)
+        names = [_class_name(u) for u in uniques]
     else:
-        keys = s.astype(str).to_numpy(dtype=str)
-    uniques, y = np.unique(keys, return_inverse=True)
-    return y.astype(np.int64).reshape(-1), "classification", [_class_name(u) for u in uniques]
+        y, names = _factorize_text(s)
+    if len(names) > MAX_CLASSES:
+        raise InvalidDataset(
+            f"label '{label_name}' has {len(names)} classes, above the limit of {MAX_CLASSES}; "
+            "check that it is the right label column, group rare classes, or use "
+            "task=regression for a numeric target"
+        )
+    return np.asarray(y, dtype=np.int64).reshape(-1), "classification", names
+
+
+def _factorize_text(s: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Class indices and sorted class names of a text (or mixed) label column.
+
+    A categorical column (a dictionary-encoded Parquet column) is handled through its
+    codes and categories only, so long or repeated strings are never copied per row.
+    Values whose text is equal (``1`` and ``"1"``) are one class, as their names are.
+    """
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        codes = s.cat.codes.to_numpy()
+        cats = [str(c) for c in s.cat.categories]
+    else:
+        codes, found = pd.factorize(s.astype(str))
+        cats = [str(c) for c in found]
+    used = np.unique(codes)
+    names = sorted({cats[i] for i in used})
+    index = {n: i for i, n in enumerate(names)}
+    lut = np.full(len(cats), -1, dtype=np.int64)
+    lut[used] = [index[cats[i]] for i in used]
+    return lut[codes], names

@@ -91,6 +91,15 @@ from store.repo.datasets import (  # noqa: F401
     latest_dataset,
     list_datasets,
 )
+from store.repo.keys import (  # noqa: F401
+    authenticate_key,
+    check_owner,
+    create_api_key,
+    get_api_key,
+    hash_key,
+    list_api_keys,
+    revoke_api_key,
+)
 from store.repo.populations import (  # noqa: F401
     add_population,
     cancel_pending_populations,
@@ -125,6 +134,7 @@ from store.repo.searches import (  # noqa: F401
     _architecture_kind,
     _search_filters,
     best_search_trial,
+    count_active_searches,
     count_searches,
     create_search,
     get_search,
@@ -181,6 +191,7 @@ from store.tables import (  # noqa: F401
     SEARCH_STATES,
     SEARCH_TERMINAL_STATES,
     TRIAL_STATES,
+    ApiKeyRow,
     CurveRow,
     DatasetRow,
     EpochMetricRow,
@@ -202,6 +213,7 @@ __all__ = [
     "add_preact_stats",
     "add_trial",
     "count_searches",
+    "count_active_searches",
     "count_trials",
     "create_search",
     "dataset_bytes",
@@ -257,4 +269,11 @@ __all__ = [
     "record_schedule_result",
     "schedule_searches",
     "set_schedule_state",
+    "authenticate_key",
+    "check_owner",
+    "create_api_key",
+    "get_api_key",
+    "hash_key",
+    "list_api_keys",
+    "revoke_api_key",
 ]

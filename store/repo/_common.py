@@ -63,6 +63,20 @@ def _require(session: Session, table: type[Any], row_id: int, what: str) -> Any:
     return row
 
 
+def _require_owned(
+    session: Session, table: type[Any], row_id: int, what: str, owner: str | None
+) -> Any:
+    """The row, or NotFound when it is missing *or* belongs to someone other than ``owner``.
+
+    ``owner=None`` checks nothing (admins, auth off, internal callers). Both cases
+    raise the same message, so a caller cannot learn that another owner's id exists.
+    """
+    row = session.get(table, row_id)
+    if row is None or (owner is not None and row.owner != owner):
+        raise NotFound(f"{what} {row_id} not found")
+    return row
+
+
 def _lock(session: Session, table: type[Any], row_id: int, what: str) -> Any:
     """The row, locked (SELECT ... FOR UPDATE) until the transaction ends, re-read from the database."""
     stmt = (

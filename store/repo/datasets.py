@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from actsearch.errors import Conflict, InvalidInput, NotFound
 from store.artifacts import get_artifact_bytes, put_artifact, sha256_hex
-from store.repo._common import _check, _page, _require, jsonable
+from store.repo._common import _check, _page, _require_owned, jsonable
 from store.tables import (
     DATASET_SOURCES,
     DatasetRow,
@@ -43,9 +43,17 @@ def _dataset_fields(meta: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _latest_or_none(session: Session, name: str) -> DatasetRow | None:
-    stmt = select(DatasetRow).where(DatasetRow.name == name).order_by(DatasetRow.version.desc())
-    return session.scalars(stmt.limit(1)).first()
+def _latest_or_none(session: Session, name: str, owner: str | None = None) -> DatasetRow | None:
+    stmt = select(DatasetRow).where(DatasetRow.name == name, *_owned(owner))
+    return session.scalars(stmt.order_by(DatasetRow.version.desc()).limit(1)).first()
+
+
+def _owned(owner: str | None) -> list[Any]:
+    """The owner filter of a name lookup: each owner has their own namespace of names.
+
+    ``None`` does not filter (auth off, admins' id lookups, internal callers).
+    """
+    return [] if owner is None else [DatasetRow.owner == owner]
 
 
 def _same_dataset(row: DatasetRow, digest: str, fields: Mapping[str, Any]) -> bool:
@@ -75,7 +83,7 @@ def add_dataset(
     fields = _dataset_fields(meta)
     digest = str(meta.get("content_hash") or sha256_hex(data_bytes))
     for _ in range(3):  # retry only when another writer took the same version number
-        latest = _latest_or_none(session, name)
+        latest = _latest_or_none(session, name, owner)
         if latest is not None and _same_dataset(latest, digest, fields):
             return latest
         artifact = put_artifact(session, kind="dataset", data=data_bytes, artifact_dir=artifact_dir)
@@ -96,23 +104,26 @@ def add_dataset(
     raise Conflict(f"dataset {name!r} is being written concurrently; try again")
 
 
-def get_dataset(session: Session, *, dataset_id: int) -> DatasetRow:
-    """The dataset row ``dataset_id`` (any version)."""
-    return _require(session, DatasetRow, dataset_id, "dataset")
+def get_dataset(session: Session, *, dataset_id: int, owner: str | None = None) -> DatasetRow:
+    """The dataset row ``dataset_id`` (any version); NotFound if it is not ``owner``'s."""
+    return _require_owned(session, DatasetRow, dataset_id, "dataset", owner)
 
 
-def get_dataset_version(session: Session, *, name: str, version: int) -> DatasetRow:
-    """Version ``version`` of the dataset called ``name``."""
-    stmt = select(DatasetRow).where(DatasetRow.name == name, DatasetRow.version == version)
+def get_dataset_version(
+    session: Session, *, name: str, version: int, owner: str | None = None
+) -> DatasetRow:
+    """Version ``version`` of ``owner``'s dataset called ``name``."""
+    stmt = select(DatasetRow).where(DatasetRow.name == name, DatasetRow.version == version,
+                                    *_owned(owner))
     row = session.scalars(stmt).first()
     if row is None:
         raise NotFound(f"dataset {name!r} has no version {version}")
     return row
 
 
-def latest_dataset(session: Session, *, name: str) -> DatasetRow:
-    """The highest version of the dataset called ``name``."""
-    row = _latest_or_none(session, name)
+def latest_dataset(session: Session, *, name: str, owner: str | None = None) -> DatasetRow:
+    """The highest version of ``owner``'s dataset called ``name``."""
+    row = _latest_or_none(session, name, owner)
     if row is None:
         raise NotFound(f"no dataset named {name!r}")
     return row
@@ -134,11 +145,13 @@ def list_datasets(
     if owner is not None:
         stmt = stmt.where(DatasetRow.owner == owner)
     if latest_only:
-        newest = select(DatasetRow.name, func.max(DatasetRow.version).label("v")).group_by(
-            DatasetRow.name
-        )
+        # The newest version per (owner, name): names are per-owner namespaces.
+        newest = select(
+            DatasetRow.owner, DatasetRow.name, func.max(DatasetRow.version).label("v")
+        ).where(*_owned(owner)).group_by(DatasetRow.owner, DatasetRow.name)
         sub = newest.subquery()
-        stmt = stmt.join(sub, (DatasetRow.name == sub.c.name) & (DatasetRow.version == sub.c.v))
+        stmt = stmt.join(sub, DatasetRow.owner.is_not_distinct_from(sub.c.owner)
+                         & (DatasetRow.name == sub.c.name) & (DatasetRow.version == sub.c.v))
     stmt = stmt.order_by(DatasetRow.name, DatasetRow.version.desc())
     return list(session.scalars(_page(stmt, limit, offset)))
 
@@ -156,18 +169,19 @@ def count_datasets(
     latest_only: bool = False,
 ) -> int:
     """How many rows :func:`list_datasets` would return without paging."""
-    if latest_only:
-        stmt = select(func.count(func.distinct(DatasetRow.name)))
-    else:
-        stmt = select(func.count(DatasetRow.id))
+    where = [*_owned(owner)]
     if name is not None:
-        stmt = stmt.where(DatasetRow.name == name)
-    if owner is not None:
-        stmt = stmt.where(DatasetRow.owner == owner)
+        where.append(DatasetRow.name == name)
+    if latest_only:  # one per (owner, name)
+        names = select(DatasetRow.owner, DatasetRow.name).where(*where).distinct().subquery()
+        stmt = select(func.count()).select_from(names)
+    else:
+        stmt = select(func.count(DatasetRow.id)).where(*where)
     return int(session.scalar(stmt) or 0)
 
 
-def dataset_ids_by_name(session: Session, *, name: str) -> list[int]:
-    """Ids of every version of the dataset called ``name`` (empty when there is none)."""
-    stmt = select(DatasetRow.id).where(DatasetRow.name == name).order_by(DatasetRow.version)
+def dataset_ids_by_name(session: Session, *, name: str, owner: str | None = None) -> list[int]:
+    """Ids of every version of ``owner``'s dataset called ``name`` (empty when there is none)."""
+    stmt = select(DatasetRow.id).where(DatasetRow.name == name, *_owned(owner))
+    stmt = stmt.order_by(DatasetRow.version)
     return list(session.scalars(stmt))

@@ -10,7 +10,7 @@ from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from actsearch.errors import InvalidInput
-from store.repo._common import _check, _page, _require, _won, jsonable
+from store.repo._common import _check, _page, _require, _require_owned, _won, jsonable
 from store.tables import (
     SCHEDULE_KINDS,
     SCHEDULE_STATES,
@@ -40,9 +40,9 @@ def add_schedule(
     return row
 
 
-def get_schedule(session: Session, *, schedule_id: int) -> ScheduleRow:
-    """The schedule row ``schedule_id``."""
-    return _require(session, ScheduleRow, schedule_id, "schedule")
+def get_schedule(session: Session, *, schedule_id: int, owner: str | None = None) -> ScheduleRow:
+    """The schedule row ``schedule_id``; NotFound if it is not ``owner``'s (None: anyone's)."""
+    return _require_owned(session, ScheduleRow, schedule_id, "schedule", owner)
 
 
 def _schedule_filters(state: str | None, owner: str | None) -> list[ColumnElement[bool]]:

@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
 from actsearch.errors import Conflict, NotFound
-from store.repo._common import _check, _lock, _page, _require, _won, jsonable
+from store.repo._common import _check, _lock, _page, _require, _require_owned, _won, jsonable
 from store.repo.datasets import get_dataset
 from store.tables import (
     SEARCH_STATES,
@@ -85,9 +85,21 @@ def set_search_state(
     return row
 
 
-def get_search(session: Session, *, search_id: int) -> SearchRow:
-    """The search row ``search_id``."""
-    return _require(session, SearchRow, search_id, "search")
+def get_search(session: Session, *, search_id: int, owner: str | None = None) -> SearchRow:
+    """The search row ``search_id``; NotFound if it is not ``owner``'s (None: anyone's)."""
+    return _require_owned(session, SearchRow, search_id, "search", owner)
+
+
+ACTIVE_SEARCH_STATES = ("pending", "running", "finalizing")
+
+
+def count_active_searches(session: Session, *, owner: str | None) -> int:
+    """Searches of ``owner`` (None: the anonymous owner) that are queued or running."""
+    owner_is = SearchRow.owner.is_(None) if owner is None else SearchRow.owner == owner
+    stmt = select(func.count(SearchRow.id)).where(
+        owner_is, SearchRow.state.in_(ACTIVE_SEARCH_STATES)
+    )
+    return int(session.scalar(stmt) or 0)
 
 
 def get_search_by_study(session: Session, *, study_name: str) -> SearchRow:
@@ -155,13 +167,18 @@ def _architecture_kind(spec: Any) -> str | None:
     return None
 
 
-def search_ids_by_architecture(session: Session, *, kind: str) -> list[int]:
-    """Ids of searches whose architecture is of ``kind`` (``mlp`` or ``cnn``).
+def search_ids_by_architecture(
+    session: Session, *, kind: str, owner: str | None = None
+) -> list[int]:
+    """Ids of ``owner``'s searches whose architecture is of ``kind`` (``mlp`` or ``cnn``).
 
     The kind lives inside the spec's JSON, whose query syntax differs between
     SQLite and PostgreSQL; the searches table is small, so it is read in Python.
     """
-    rows = session.execute(select(SearchRow.id, SearchRow.spec).order_by(SearchRow.id))
+    where = [] if owner is None else [SearchRow.owner == owner]
+    rows = session.execute(
+        select(SearchRow.id, SearchRow.spec).where(*where).order_by(SearchRow.id)
+    )
     return [sid for sid, spec in rows if _architecture_kind(spec) == kind.lower()]
 
 

@@ -149,9 +149,13 @@ def set_trial_test_value(session: Session, *, trial_id: int, test_value: float) 
     return row
 
 
-def get_trial(session: Session, *, trial_id: int) -> TrialRow:
-    """The trial row ``trial_id``."""
-    return _require(session, TrialRow, trial_id, "trial")
+def get_trial(session: Session, *, trial_id: int, owner: str | None = None) -> TrialRow:
+    """The trial row ``trial_id``; NotFound if its search is not ``owner``'s (None: anyone's)."""
+    row: TrialRow | None = session.get(TrialRow, trial_id)
+    if row is None or (owner is not None and get_search(session, search_id=row.search_id).owner
+                       != owner):
+        raise NotFound(f"trial {trial_id} not found")
+    return row
 
 
 def find_trial(
@@ -508,6 +512,7 @@ def query_trials(
     max_value: float | None = None,
     order_by: str = "value",
     descending: bool = True,
+    owner: str | None = None,
     limit: int | None = 100,
     offset: int = 0,
 ) -> tuple[list[TrialRow], int]:
@@ -516,7 +521,7 @@ def query_trials(
     Like :func:`list_trials` but each of ``search_ids`` / ``dataset_ids`` may name
     several (an empty list matches nothing), which the cross-search query needs:
     a dataset name stands for all of its versions, an architecture kind for many
-    searches.
+    searches. ``owner`` keeps only trials of that owner's searches.
     """
     column = _TRIAL_ORDER.get(order_by)
     if column is None:
@@ -524,6 +529,8 @@ def query_trials(
     where = _trial_filters(None, family, phase, state, min_value, max_value)
     if search_ids is not None:
         where.append(TrialRow.search_id.in_(list(search_ids)))
+    if owner is not None:
+        where.append(TrialRow.search_id.in_(select(SearchRow.id).where(SearchRow.owner == owner)))
 
     def build(select_: Select[Any]) -> Select[Any]:
         stmt = select_.where(*where)

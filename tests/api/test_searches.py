@@ -205,7 +205,10 @@ def test_distributed_mode_enqueues_after_commit(settings, monkeypatch) -> None:
         return "task-1"
 
     monkeypatch.setattr(worker.enqueue, "submit_search", fake_submit)
-    distributed = make_client(settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"}))
+    # Auth is on by default in distributed mode; this test is about enqueueing, not keys.
+    no_auth = settings.auth.model_copy(update={"enabled": False})
+    distributed = make_client(settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0",
+                                                          "auth": no_auth}))
     r = distributed.post("/searches", json={**TINY_SPEC, "name": "queued"})
     assert r.status_code == 201, r.text
     assert seen == [(r.json()["id"], "pending")]

@@ -33,7 +33,12 @@ def _start_api(cluster: Cluster, port: int, name: str) -> ServiceProcess:
 def test_search_over_http_survives_an_api_restart(
     cluster: Cluster, sessions: sessionmaker[Session], distributed_env: dict[str, str]
 ) -> None:
+    from store import repo
+
     url = distributed_env["ACTSEARCH_DATABASE_URL"]
+    with sessions.begin() as session:  # auth is on by default in distributed mode
+        _, key = repo.create_api_key(session, owner="alice")
+    http = httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=30)
     for name in ("w1", "w2"):
         cluster.start_worker(name)
     cluster.start_beat()
@@ -41,10 +46,10 @@ def test_search_over_http_survives_an_api_restart(
     port = free_port()
     api = _start_api(cluster, port, "api")
     base = f"http://127.0.0.1:{port}"
-    health = httpx.get(f"{base}/health").json()
+    health = http.get(f"{base}/health").json()
     assert health["mode"] == "distributed" and health["broker"]["ok"]
 
-    created = httpx.post(f"{base}/searches", json={
+    created = http.post(f"{base}/searches", json={
         "dataset": "digits", "architecture": "mlp:32", "families": ["relu", "gelu"],
         "trials": 8, "epochs": 6, "population_size": 1, "finalist_seeds": 2,
     })
@@ -52,23 +57,25 @@ def test_search_over_http_survives_an_api_restart(
     search_id = created.json()["id"]
 
     # restart the API while the workers train
-    assert wait_for(lambda: httpx.get(f"{base}/searches/{search_id}").json()["progress"]["done"] >= 1,
+    assert wait_for(lambda: http.get(f"{base}/searches/{search_id}").json()["progress"]["done"] >= 1,
                     180), cluster.logs()
     api.stop()
     assert not api.alive
     api = _start_api(cluster, port, "api-restarted")
 
     def finished() -> bool:
-        return httpx.get(f"{base}/searches/{search_id}").json()["state"] in (
+        return http.get(f"{base}/searches/{search_id}").json()["state"] in (
             "complete", "failed", "cancelled")
 
     assert wait_for(finished, 300, interval_s=1), cluster.logs()
-    detail = httpx.get(f"{base}/searches/{search_id}").json()
+    detail = http.get(f"{base}/searches/{search_id}").json()
     assert detail["state"] == "complete", detail.get("error")
+    assert detail["owner"] == "alice"
+    assert httpx.get(f"{base}/searches/{search_id}").status_code == 401
     progress = detail["progress"]
     assert progress["done"] == progress["budget"] == 8 and progress["running"] == 0
 
-    board = httpx.get(f"{base}/searches/{search_id}/leaderboard").json()
+    board = http.get(f"{base}/searches/{search_id}/leaderboard").json()
     assert {r["family"] for r in board["rows"]} == {"relu", "gelu"}
     assert sum(r["baseline"] for r in board["rows"]) == 1
 
@@ -77,7 +84,7 @@ def test_search_over_http_survives_an_api_restart(
     assert nodes == {"w1", "w2"}  # both workers trained populations of this search
     states = optuna_states(sessions, search_id, url)
     assert len(states) == 8 and TrialState.RUNNING not in states.values()
-    trials = httpx.get(f"{base}/searches/{search_id}/trials", params={"limit": 100}).json()
+    trials = http.get(f"{base}/searches/{search_id}/trials", params={"limit": 100}).json()
     assert trials["count"] >= 8 + 2 * 2  # search trials and the finalists' re-runs
 
 

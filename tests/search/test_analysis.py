@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -98,12 +97,11 @@ def _rational_candidate(units: int = 4) -> tuple[dict[str, Any], list[dict[str, 
     return {"sharing": "unit"}, curves, stats
 
 
-def test_analyse_curves_is_cheap_and_complete() -> None:
+def test_analyse_curves_is_complete() -> None:
+    """Every kind of row for the last epoch (its cost is a bench figure, not an assert here)."""
     family_params, curves, stats = _rational_candidate()
-    start = time.perf_counter()
     rows = analysis.analyse_curves(family="rational", family_params=family_params,
                                    curves=curves, stats=stats)
-    assert time.perf_counter() - start < 1.0
     assert {r["epoch"] for r in rows} == {2}
     kinds = [r["kind"] for r in rows]
     assert kinds.count("closed_form") == analysis.TOP_CLOSED_FORMS

@@ -33,6 +33,7 @@ OUR_TABLES = {
     "actsearch_fits",
     "actsearch_schedules",
     "actsearch_weights",
+    "actsearch_api_keys",
 }
 
 

@@ -61,7 +61,7 @@ def _trial(session: Session, search: SearchRow, number: int, **kw: Any) -> Trial
 def test_dataset_versions(session: Session) -> None:
     v1 = repo.add_dataset(session, name="iris", data_bytes=b"one", meta=META, owner="ann")
     same = repo.add_dataset(session, name="iris", data_bytes=b"one", meta=META, owner="ann")
-    v2 = repo.add_dataset(session, name="iris", data_bytes=b"two", meta=META)
+    v2 = repo.add_dataset(session, name="iris", data_bytes=b"two", meta=META, owner="ann")
     other = repo.add_dataset(session, name="wine", data_bytes=b"one", meta=META)
     session.commit()
     assert same.id == v1.id and (v1.version, v2.version, other.version) == (1, 2, 1)
@@ -72,7 +72,7 @@ def test_dataset_versions(session: Session) -> None:
     assert [d.version for d in repo.list_datasets(session, name="iris")] == [2, 1]
     latest = repo.list_datasets(session, latest_only=True)
     assert [(d.name, d.version) for d in latest] == [("iris", 2), ("wine", 1)]
-    assert [d.id for d in repo.list_datasets(session, owner="ann")] == [v1.id]
+    assert [d.id for d in repo.list_datasets(session, owner="ann")] == [v2.id, v1.id]
     assert v1.schema == META["schema"] and v1.source == "upload"
 
 

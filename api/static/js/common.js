@@ -1,5 +1,11 @@
 // Shared helpers of the dashboard pages: DOM building, the JSON API, formatting, polling.
 
+import {authDownloads, authHeaders, showLogin, showWho} from "./auth.js";
+
+// Once per page (every page module imports this one): who is logged in, authed downloads.
+showWho();
+authDownloads();
+
 export const POLL_MS = 2000;
 export const TERMINAL = new Set(["complete", "failed", "cancelled"]);
 export const SEARCH_STATES = ["pending", "running", "finalizing", "complete", "failed", "cancelled"];
@@ -41,9 +47,9 @@ export class ApiError extends Error {
   }
 }
 
-/** fetch a JSON endpoint; throws ApiError on a non-2xx answer. */
+/** fetch a JSON endpoint with the stored API key; throws ApiError on a non-2xx answer (401: login form). */
 export async function api(path, {method = "GET", json, body, signal} = {}) {
-  const init = {method, signal, headers: {Accept: "application/json"}};
+  const init = {method, signal, headers: {Accept: "application/json", ...authHeaders()}};
   if (json !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(json);
@@ -62,6 +68,7 @@ export async function api(path, {method = "GET", json, body, signal} = {}) {
   if (!res.ok) {
     const detail = data && typeof data === "object" && "detail" in data ? data.detail
       : `${res.status} ${res.statusText}`;
+    if (res.status === 401) showLogin();
     throw new ApiError(res.status, detail, data && data.errors);
   }
   return data;

@@ -70,6 +70,42 @@ function layerCard(acts, layer, trial) {
   return card;
 }
 
+// Finalists only: the whole network with distilled activations, and with near-linear layers merged.
+function networkSection(net) {
+  const size = net.size || {};
+  const d = net.distilled || {};
+  const row = (label, m, sz, speed, cls = "") => h("tr", {class: cls},
+    h("td", {}, label),
+    h("td", {class: "num"}, fmt.num(m.validation_after ?? m.validation ?? null)),
+    h("td", {class: "num"}, fmt.signed(m.validation_change)),
+    h("td", {class: "num"}, fmt.num(m.test_after ?? m.test ?? null)),
+    h("td", {class: "num"}, fmt.signed(m.test_change)),
+    h("td", {class: "num"}, sz.hidden_layers ?? "–"),
+    h("td", {class: "num"}, fmt.int(sz.params)),
+    h("td", {class: "num"}, fmt.int(sz.flops)),
+    h("td", {class: "num"}, speed));
+  const knots = (d.layers || []).map((x) => `L${x.layer}: ${x.knots}`).join(", ");
+  const rows = [
+    row("learned", net.before || {}, size, "1×"),
+    row(`distilled (${knots} knots)`, d, size, d.speedup ? `${fmt.num(d.speedup, 2)}×` : "–"),
+  ];
+  const merge = net.merge || {};
+  for (const m of merge.layers || []) {
+    if (m.mergeable) rows.push(row(`layer ${m.layer} merged into the next`, m, m.size_after || {}, "–"));
+  }
+  if (merge.all && (merge.all.layers || []).length > 1) {
+    rows.push(row(`layers ${merge.all.layers.join(", ")} merged`, merge.all, merge.all.size_after || {}, "–"));
+  }
+  const notes = (merge.layers || []).filter((m) => !m.mergeable).map((m) =>
+    h("li", {}, `layer ${m.layer}: ${m.near_linear ? "near-linear but not mergeable: " : ""}${m.reason}`));
+  return section("Distilled and merged network", {id: "sec-network"},
+    table("Metric of the whole network after distilling its activations and merging near-linear layers",
+      ["Variant", "Validation", "Δ", "Test", "Δ", "Hidden layers", "Params", "FLOPs", "Speed-up"],
+      rows, {id: "network-table"}),
+    notes.length ? h("ul", {class: "small"}, notes) : null,
+    h("p", {class: "note"}, `Distilled: every activation replaced by a piecewise-linear copy within ${fmt.num((d.rel_error ?? 0) * 100, 1)}% of its range; speed-up = forward time learned / distilled on a batch of ${d.batch ?? "–"} rows.`));
+}
+
 async function main() {
   let trial, acts;
   try {
@@ -89,6 +125,9 @@ async function main() {
   const famParams = trial.family_params && typeof trial.family_params === "object" ? trial.family_params : {};
   const exportLink = h("a", {class: "btn", href: `/searches/${trial.search_id}/export`, download: "", id: "export-link",
     "aria-label": `Download the exported best model of search ${trial.search_id} (zip)`}, "Download exported model");
+  const distilledLink = h("a", {class: "btn", href: `/searches/${trial.search_id}/export?activations=distilled`, download: "",
+    id: "export-distilled-link", "aria-label": `Download the best model of search ${trial.search_id} with distilled activations (zip)`},
+  "…with distilled activations");
   const epochs = trial.epochs || [];
   const lossFig = figure("Loss per epoch", {id: "fig-loss", height: 220});
   const metricFig = figure("Validation metric per epoch", {id: "fig-metric", height: 220});
@@ -99,7 +138,7 @@ async function main() {
   mount(
     h("div", {class: "page-head"},
       h("h1", {}, `${title} `, h("span", {class: "light"}, trial.family), " ", badge(trial.state)),
-      h("div", {class: "actions"}, h("a", {class: "btn", href: `/ui/searches/${trial.search_id}`}, `← Search #${trial.search_id}`), exportLink)),
+      h("div", {class: "actions"}, h("a", {class: "btn", href: `/ui/searches/${trial.search_id}`}, `← Search #${trial.search_id}`), exportLink, distilledLink)),
     h("div", {class: "grid2"},
       section("Result", {id: "sec-result"}, keyValues([
         ["Phase", trial.phase],
@@ -125,6 +164,7 @@ async function main() {
       epochs.length ? h("div", {class: "grid2"}, lossFig, metricFig) : h("p", {class: "muted"}, "No epoch recorded yet.")),
     layers.length ? cards : section("Learned activations", {id: "sec-acts"},
       acts.error ? errorBox(acts.error) : h("p", {class: "muted"}, "No learned curve recorded for this trial.")),
+    acts.network ? networkSection(acts.network) : null,
     lastStats.length ? section("Pre-activation statistics (last recorded epoch)", {id: "sec-stats"},
       table("Pre-activation statistics", ["Layer", "Epoch", "Min", "Max", "Mean", "Std", "Dead fraction"],
         lastStats.map((s) => h("tr", {}, [s.layer, s.epoch, fmt.num(s.min), fmt.num(s.max), fmt.num(s.mean), fmt.num(s.std),

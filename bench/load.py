@@ -1,0 +1,377 @@
+"""Load test of a running ``actsearch serve``: many owners' searches training while reads pour in.
+
+What it does (issue #8): start ``actsearch serve`` (embedded: SQLite, the runner
+and its training children) with API keys required, create one key per owner,
+submit every owner's searches at once over HTTP, then send reads at a fixed rate
+for a fixed time from an **open-loop** generator: request ``i`` is due at
+``t0 + i / rate`` whether or not earlier ones have answered, and its latency is
+measured from that due time, so a stalled server shows up as latency instead of
+silently lowering the request rate (coordinated omission). The reads are a mix of
+what the dashboard and API clients ask, each with its owner's key and about that
+owner's own searches and trials. Finally it waits for every search to finish.
+
+Run it alone (prints the figures and writes ``artifacts/load.json``)::
+
+    .venv/bin/python -m bench.load --rate 200 --duration 60
+
+``tests/load/test_load.py`` runs it and asserts the issue's bounds. Loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+ARTIFACT = Path(__file__).resolve().parent.parent / "artifacts" / "load.json"
+TERMINAL = ("complete", "failed", "cancelled")
+
+# A tiny search: what the service does per search (study, populations, finalists,
+# test score) at a training cost of about a second on one core.
+TINY_SEARCH: dict[str, Any] = {
+    "dataset": "iris", "architecture": "mlp:16", "families": ["relu", "tanh"], "trials": 4,
+    "epochs": 3, "population_size": 2, "finalist_seeds": 2, "batch_size": 32,
+}
+
+# (weight, kind): the read mix. Kinds needing a search or trial id draw one of the
+# owner's own (the trial ids are learnt from the trial lists as they fill).
+READ_MIX: tuple[tuple[float, str], ...] = (
+    (14, "list_searches"),
+    (24, "search"),
+    (14, "search_trials"),
+    (6, "query_trials"),
+    (14, "trial"),
+    (6, "leaderboard"),
+    (5, "intermediate"),
+    (2, "importance"),
+    (8, "me"),
+    (7, "health"),
+)
+
+
+@dataclass
+class LoadConfig:
+    """How much load, from how many owners, with which searches."""
+
+    rate: float = 200.0  # reads per second, in all
+    duration_s: float = 60.0
+    owners: int = 5
+    searches_per_owner: int = 4
+    search: dict[str, Any] = field(default_factory=lambda: dict(TINY_SEARCH))
+    request_timeout_s: float = 10.0
+    complete_timeout_s: float = 240.0  # after the reads, for the searches to finish
+    seed: int = 0
+    runner_workers: int = 1  # training processes of the embedded runner
+
+
+@dataclass
+class LoadReport:
+    """The figures: latency percentiles (ms) from each read's due time, rates, errors."""
+
+    requests: int
+    ok: int
+    errors: dict[str, int]
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    mean_ms: float
+    target_rps: float
+    achieved_rps: float
+    duration_s: float
+    max_start_lag_ms: float  # how late the generator itself sent a request (client saturation)
+    per_kind_p95_ms: dict[str, float]
+    per_kind_count: dict[str, int]
+    searches: int
+    search_states: dict[str, int]
+    searches_done_s: float  # from submission until every search had finished
+    cpu_count: int
+    config: dict[str, Any]
+
+    def summary(self) -> str:
+        return (f"{self.requests} reads in {self.duration_s:.1f} s ({self.achieved_rps:.1f}/s "
+                f"of {self.target_rps:.0f}/s target): p50 {self.p50_ms:.1f} ms, p95 "
+                f"{self.p95_ms:.1f} ms, p99 {self.p99_ms:.1f} ms, max {self.max_ms:.1f} ms; "
+                f"errors {self.errors or 'none'}; searches {self.search_states} "
+                f"(all done {self.searches_done_s:.1f} s after submission); "
+                f"generator lag max {self.max_start_lag_ms:.1f} ms; {self.cpu_count} CPUs")
+
+
+# --------------------------------------------------------------------------- the service
+
+
+@dataclass
+class Service:
+    url: str
+    home: Path
+    proc: Any  # worker.testing.ServiceProcess
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return str(self.proc.tail(chars))
+
+
+@contextmanager
+def running_service(home: Path, *, runner_workers: int = 1,
+                    extra_env: dict[str, str] | None = None) -> Iterator[Service]:
+    """``actsearch serve`` (embedded, auth on) on a free loopback port, its own home."""
+    from worker.testing import free_port, start_service, wait_for
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTSEARCH_")}
+    env.update({"ACTSEARCH_HOME": str(home), "ACTSEARCH_AUTH__ENABLED": "true",
+                "ACTSEARCH_WORKERS": str(runner_workers), "OMP_NUM_THREADS": "1",
+                "ACTSEARCH_TORCH_THREADS": "1", **(extra_env or {})})
+    port = free_port()
+    proc = start_service("serve", ["serve", "--host", "127.0.0.1", "--port", str(port),
+                                   "--log-level", "warning"], env, home / "logs")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        if not wait_for(lambda: httpx.get(f"{url}/health", timeout=2).status_code == 200, 90,
+                        0.3):
+            raise RuntimeError(f"actsearch serve did not come up:\n{proc.tail()}")
+        yield Service(url, home, proc)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # serve stops its runner on SIGTERM
+            os.killpg(proc.proc.pid, signal.SIGTERM)
+        try:
+            proc.proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def make_keys(home: Path, owners: list[str]) -> dict[str, str]:
+    """One non-admin API key per owner, written straight to the service's database."""
+    from actsearch.settings import Settings
+    from store import repo
+    from store.db import init_db, make_engine, session_factory
+
+    # explicit: an ACTSEARCH_DATABASE_URL in this process's environment must not leak in
+    url = Settings(home=home, database_url=f"sqlite:///{home / 'actsearch.db'}",
+                   broker_url=None).resolved_database_url
+    init_db(url)
+    engine = make_engine(url)
+    try:
+        with session_factory(engine).begin() as session:
+            return {o: repo.create_api_key(session, owner=o, admin=False)[1] for o in owners}
+    finally:
+        engine.dispose()
+
+
+# --------------------------------------------------------------------------- the reads
+
+
+@dataclass
+class _Owner:
+    name: str
+    headers: dict[str, str]
+    searches: list[int]
+    trials: list[int] = field(default_factory=list)
+
+
+def _path(kind: str, owner: _Owner, rng: random.Random) -> str:
+    sid = rng.choice(owner.searches)
+    if kind == "trial" and not owner.trials:
+        kind = "search_trials"  # no trial recorded yet: ask for the list that reveals them
+    return {
+        "list_searches": "/searches?limit=20",
+        "search": f"/searches/{sid}",
+        "search_trials": f"/searches/{sid}/trials?limit=20",
+        "query_trials": "/trials?limit=20&state=complete",
+        "trial": f"/trials/{rng.choice(owner.trials[-200:]) if owner.trials else 0}",
+        "leaderboard": f"/searches/{sid}/leaderboard",
+        "intermediate": f"/searches/{sid}/intermediate",
+        "importance": f"/searches/{sid}/importance",
+        "me": "/me",
+        "health": "/health",
+    }[kind]
+
+
+@dataclass
+class _Sample:
+    kind: str
+    latency_s: float
+    start_lag_s: float
+    outcome: str  # "ok" or an error class: "5xx", "429", "4xx:<code>", "timeout", "connect"
+
+
+async def _one(client: httpx.AsyncClient, owner: _Owner, kind: str, path: str, due: float,
+               out: list[_Sample]) -> None:
+    lag = time.perf_counter() - due
+    try:
+        response = await client.get(path, headers=owner.headers)
+        status = response.status_code
+        if status == 200 and kind == "search_trials":
+            known = set(owner.trials)
+            owner.trials += [t["id"] for t in response.json()["data"] if t["id"] not in known]
+        outcome = ("ok" if status < 400 else "5xx" if status >= 500 else
+                   "429" if status == 429 else f"4xx:{status}")
+    except httpx.TimeoutException:
+        outcome = "timeout"
+    except httpx.TransportError as exc:
+        outcome = f"connect:{type(exc).__name__}"
+    out.append(_Sample(kind, time.perf_counter() - due, lag, outcome))
+
+
+async def open_loop_reads(url: str, owners: list[_Owner], *, rate: float, duration_s: float,
+                          timeout_s: float, seed: int) -> tuple[list[_Sample], float]:
+    """Send ``rate * duration_s`` reads on a fixed schedule; returns samples and wall time."""
+    rng = random.Random(seed)
+    weights = [w for w, _ in READ_MIX]
+    kinds = [k for _, k in READ_MIX]
+    n = int(rate * duration_s)
+    samples: list[_Sample] = []
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits) as client:
+        t0 = time.perf_counter() + 0.2
+        tasks = []
+        for i in range(n):
+            due = t0 + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            owner = owners[i % len(owners)]
+            kind = rng.choices(kinds, weights)[0]
+            tasks.append(asyncio.create_task(
+                _one(client, owner, kind, _path(kind, owner, rng), due, samples)))
+        await asyncio.gather(*tasks)
+        wall = time.perf_counter() - t0
+    return samples, wall
+
+
+# --------------------------------------------------------------------------- searches
+
+
+async def submit_searches(url: str, owners: list[_Owner], per_owner: int,
+                          spec: dict[str, Any]) -> None:
+    """Every owner's searches at once (concurrent POSTs), ids recorded on the owners."""
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        for owner in owners:  # each owner's copy of the built-in, as a client would first
+            response = await client.post("/datasets/builtin", json={"builtin": spec["dataset"]},
+                                         headers=owner.headers)
+            if response.status_code not in (200, 201, 409):
+                raise RuntimeError(f"registering {spec['dataset']} for {owner.name} failed: "
+                                   f"{response.status_code} {response.text[:300]}")
+
+        async def submit(owner: _Owner, j: int) -> None:
+            body = {**spec, "name": f"load {owner.name} #{j}", "seed": j}
+            response = await client.post("/searches", json=body, headers=owner.headers)
+            if response.status_code != 201:
+                raise RuntimeError(f"submitting a search for {owner.name} failed: "
+                                   f"{response.status_code} {response.text[:300]}")
+            owner.searches.append(int(response.json()["id"]))
+
+        await asyncio.gather(*(submit(o, j) for o in owners for j in range(per_owner)))
+
+
+def wait_searches(url: str, owners: list[_Owner], timeout_s: float) -> dict[int, str]:
+    """Poll until every search is finished (or the timeout); returns each one's state."""
+    end = time.monotonic() + timeout_s
+    states: dict[int, str] = {}
+    while True:
+        for owner in owners:
+            for sid in owner.searches:
+                if states.get(sid) not in TERMINAL:
+                    states[sid] = httpx.get(f"{url}/searches/{sid}", headers=owner.headers,
+                                            timeout=30).json()["state"]
+        if all(s in TERMINAL for s in states.values()) or time.monotonic() > end:
+            return states
+        time.sleep(1.0)
+
+
+# --------------------------------------------------------------------------- the whole run
+
+
+def _ms(values: np.ndarray, q: float) -> float:
+    return float(np.percentile(values, q) * 1000) if values.size else float("nan")
+
+
+def report(samples: list[_Sample], wall_s: float, config: LoadConfig, states: dict[int, str],
+           done_s: float) -> LoadReport:
+    """Percentiles over every read (errors included: a timeout is a slow answer too)."""
+    lat = np.array([s.latency_s for s in samples])
+    errors = Counter(s.outcome for s in samples if s.outcome != "ok")
+    by_kind: dict[str, list[float]] = defaultdict(list)
+    for s in samples:
+        by_kind[s.kind].append(s.latency_s)
+    return LoadReport(
+        requests=len(samples), ok=sum(s.outcome == "ok" for s in samples), errors=dict(errors),
+        p50_ms=_ms(lat, 50), p95_ms=_ms(lat, 95), p99_ms=_ms(lat, 99),
+        max_ms=float(lat.max() * 1000) if lat.size else float("nan"),
+        mean_ms=float(lat.mean() * 1000) if lat.size else float("nan"),
+        target_rps=config.rate, achieved_rps=len(samples) / wall_s if wall_s else 0.0,
+        duration_s=wall_s,
+        max_start_lag_ms=max((s.start_lag_s for s in samples), default=0.0) * 1000,
+        per_kind_p95_ms={k: _ms(np.array(v), 95) for k, v in sorted(by_kind.items())},
+        per_kind_count={k: len(v) for k, v in sorted(by_kind.items())},
+        searches=len(states), search_states=dict(Counter(states.values())),
+        searches_done_s=done_s, cpu_count=os.cpu_count() or 1, config=asdict(config),
+    )
+
+
+def run_load(config: LoadConfig, home: Path | None = None,
+             artifact: Path | None = ARTIFACT) -> LoadReport:
+    """Start the service, make the owners' keys, submit the searches, read, wait; report."""
+    tmp = None
+    if home is None:
+        tmp = tempfile.TemporaryDirectory(prefix="actsearch-load-")
+        home = Path(tmp.name)
+    try:
+        names = [f"owner{i + 1}" for i in range(config.owners)]
+        keys = make_keys(home, names)
+        with running_service(home, runner_workers=config.runner_workers) as service:
+            owners = [_Owner(n, {"Authorization": f"Bearer {keys[n]}"}, []) for n in names]
+            submitted = time.monotonic()
+            asyncio.run(submit_searches(service.url, owners, config.searches_per_owner,
+                                        config.search))
+            samples, wall = asyncio.run(open_loop_reads(
+                service.url, owners, rate=config.rate, duration_s=config.duration_s,
+                timeout_s=config.request_timeout_s, seed=config.seed))
+            states = wait_searches(service.url, owners, config.complete_timeout_s)
+            done_s = time.monotonic() - submitted
+            result = report(samples, wall, config, states, done_s)
+            if any(s != "complete" for s in states.values()):
+                print(service.log_tail())
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    if artifact is not None:
+        artifact.parent.mkdir(parents=True, exist_ok=True)
+        artifact.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=200.0, help="reads per second")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of reads")
+    parser.add_argument("--owners", type=int, default=5)
+    parser.add_argument("--searches-per-owner", type=int, default=4)
+    parser.add_argument("--out", type=Path, default=ARTIFACT, help="JSON figures")
+    args = parser.parse_args(argv)
+    result = run_load(LoadConfig(rate=args.rate, duration_s=args.duration, owners=args.owners,
+                                 searches_per_owner=args.searches_per_owner), artifact=args.out)
+    print(result.summary())
+    print("p95 per read kind (ms): " + ", ".join(f"{k} {v:.0f}"
+                                                 for k, v in result.per_kind_p95_ms.items()))
+    print(f"figures written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
