@@ -31,6 +31,9 @@ class LimitSettings(BaseModel):
     requests_per_second_per_owner: float = Field(default=100.0, gt=0)
     request_burst_per_owner: int = Field(default=200, ge=1)
     max_active_searches_per_owner: int = Field(default=25, ge=1)
+    # A schedule may not fire more often than this (a cron of every second would
+    # queue a search per second for ever).
+    min_schedule_interval_s: int = Field(default=60, ge=0)
 
 
 class AuthSettings(BaseModel):

@@ -72,6 +72,7 @@ __all__ = [
     "resume_schedule",
     "schedule_runs",
     "tick",
+    "check_interval",
     "validate_cron",
     "validate_template",
 ]
@@ -124,6 +125,21 @@ def validate_cron(cron: str, tz: str = "UTC") -> str:
         raise InvalidInput(f"cron {cron!r} is not a valid cron expression ({exc}); "
                            f"{CRON_HELP}") from None
     return text
+
+
+def check_interval(cron: str, tz: str, min_interval_s: int, *, samples: int = 8) -> None:
+    """InvalidInput when ``cron`` fires more often than every ``min_interval_s`` seconds
+    (the shortest gap among its next ``samples`` firings)."""
+    if min_interval_s <= 0:
+        return
+    times = [next_run_time(cron, tz, utcnow())]
+    for _ in range(samples):
+        times.append(next_run_time(cron, tz, times[-1]))
+    gap = min((b - a).total_seconds() for a, b in zip(times, times[1:], strict=False))
+    if gap < min_interval_s:
+        raise InvalidInput(f"cron {cron!r} fires every {gap:g} s; this service allows at most "
+                           f"one run every {min_interval_s} s (ACTSEARCH_LIMITS__MIN_SCHEDULE_"
+                           f"INTERVAL_S); use e.g. '*/5 * * * *' for every 5 minutes")
 
 
 # --------------------------------------------------------------------------- templates
@@ -248,6 +264,8 @@ def create_schedule(session: Session, *, name: str | None, cron: str,
     ``scope`` limits which searches an add_trials template may name (None: any).
     """
     cron = validate_cron(cron, tz)
+    if limits is not None:
+        check_interval(cron, tz, int(getattr(limits, "min_schedule_interval_s", 0)))
     stored = validate_template(session, template, allow_files=allow_files, limits=limits,
                                owner=owner, scope=scope)
     first = next_run_time(cron, tz, now or utcnow())

@@ -189,7 +189,8 @@ def test_over_http_with_server(
 @pytest.mark.slow
 def test_a_schedule_fires_in_a_real_serve_process(tmp_path: Path) -> None:
     """``actsearch serve`` with a 1 s tick: a 5-second cron creates a search that completes."""
-    with live_server(tmp_path, {"ACTSEARCH_SCHEDULE_TICK_S": "1"}) as live:
+    with live_server(tmp_path, {"ACTSEARCH_SCHEDULE_TICK_S": "1",
+                                "ACTSEARCH_LIMITS__MIN_SCHEDULE_INTERVAL_S": "0"}) as live:
         url, env = live.url, live.env
         template = {"kind": "rerun", "spec": {
             "dataset": "iris", "architecture": "mlp:8", "families": ["relu"], "trials": 2,
