@@ -1,7 +1,7 @@
 """Who is calling: API keys sent as ``Authorization: Bearer <key>``, and per-owner rate limits.
 
-:func:`get_principal` is the one dependency every non-public route runs (it is
-attached to the routers in ``api.main``): it authenticates the key, then spends
+``api.deps.get_principal`` is the one dependency every non-public route runs (it
+is attached to the routers in ``api.main``): it authenticates the key, then spends
 a token of the caller's rate-limit bucket. With auth off (embedded mode by
 default) every caller is :data:`ANONYMOUS`, an admin-like single user without an
 owner, so the service behaves as it did before keys existed.

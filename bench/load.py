@@ -27,6 +27,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -323,6 +324,10 @@ def report(samples: list[_Sample], wall_s: float, config: LoadConfig, states: di
     )
 
 
+def _say(message: str) -> None:
+    print(f"[load {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
 def run_load(config: LoadConfig, home: Path | None = None,
              artifact: Path | None = ARTIFACT) -> LoadReport:
     """Start the service, make the owners' keys, submit the searches, read, wait; report."""
@@ -338,11 +343,15 @@ def run_load(config: LoadConfig, home: Path | None = None,
             submitted = time.monotonic()
             asyncio.run(submit_searches(service.url, owners, config.searches_per_owner,
                                         config.search))
+            _say(f"{sum(len(o.searches) for o in owners)} searches submitted; reading at "
+                 f"{config.rate:g}/s for {config.duration_s:g} s")
             samples, wall = asyncio.run(open_loop_reads(
                 service.url, owners, rate=config.rate, duration_s=config.duration_s,
                 timeout_s=config.request_timeout_s, seed=config.seed))
+            _say(f"{len(samples)} reads done in {wall:.1f} s; waiting for the searches")
             states = wait_searches(service.url, owners, config.complete_timeout_s)
             done_s = time.monotonic() - submitted
+            _say(f"searches finished: {dict(Counter(states.values()))} after {done_s:.1f} s")
             result = report(samples, wall, config, states, done_s)
             if any(s != "complete" for s in states.values()):
                 print(service.log_tail())

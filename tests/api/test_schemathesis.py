@@ -18,9 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-
-schemathesis = pytest.importorskip("schemathesis")
-
+import schemathesis  # a dev dependency: this tier must run, not skip, in CI
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from schemathesis import GenerationMode  # noqa: E402

@@ -141,6 +141,16 @@ def test_part_c_sweeps_and_claims(tiny_run: dict[str, Any]) -> None:
         assert line in tiny_run["stdout"]
 
 
+def test_replot_rebuilds_the_report_from_results_json(tiny_run: dict[str, Any],
+                                                      tmp_path: Path) -> None:
+    results = tiny_run["results"]
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    with contextlib.redirect_stdout(io.StringIO()):
+        main(["--replot", "--out", str(tmp_path)])
+    assert (tmp_path / "REPORT.md").read_text() == tiny_run["report"]
+    assert all((tmp_path / name).is_file() for name in PNGS)
+
+
 def test_claim_verdict_rules() -> None:
     assert claim_verdict(["higher", "n.s.", "higher"]) == "agrees"
     assert claim_verdict(["higher", "n.s.", "n.s."]) == "inconclusive"
@@ -164,6 +174,7 @@ def test_welch_difference_signs() -> None:
     (["--threads", "0"], "--threads must be at least 1"),
     (["--parts", "c"], "part C reads part A"),
     (["--parts", "xyz"], "letters from 'abc'"),
+    (["--replot", "--out", "/nonexistent-study-dir"], "--replot needs"),
 ])
 def test_bad_arguments_exit_2_with_a_message(argv: list[str], message: str,
                                               capsys: pytest.CaptureFixture[str]) -> None:
