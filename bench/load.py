@@ -79,6 +79,7 @@ class LoadConfig:
     complete_timeout_s: float = 240.0  # after the reads, for the searches to finish
     seed: int = 0
     runner_workers: int = 1  # training processes of the embedded runner
+    service_env: dict[str, str] = field(default_factory=dict)  # extra ACTSEARCH_* for serve
 
 
 @dataclass
@@ -97,6 +98,9 @@ class LoadReport:
     achieved_rps: float
     duration_s: float
     max_start_lag_ms: float  # how late the generator itself sent a request (client saturation)
+    api_cpu_ms_per_read: float  # the API process's CPU time during the reads, per read
+    client_cpu_ms_per_read: float  # this generator's own CPU time, per read
+    load_average: list[float]  # the machine's 1/5/15-minute load at the end of the reads
     per_kind_p95_ms: dict[str, float]
     per_kind_count: dict[str, int]
     searches: int
@@ -111,7 +115,9 @@ class LoadReport:
                 f"{self.p95_ms:.1f} ms, p99 {self.p99_ms:.1f} ms, max {self.max_ms:.1f} ms; "
                 f"errors {self.errors or 'none'}; searches {self.search_states} "
                 f"(all done {self.searches_done_s:.1f} s after submission); "
-                f"generator lag max {self.max_start_lag_ms:.1f} ms; {self.cpu_count} CPUs")
+                f"generator lag max {self.max_start_lag_ms:.1f} ms; CPU per read: API "
+                f"{self.api_cpu_ms_per_read:.2f} ms, generator {self.client_cpu_ms_per_read:.2f} ms; "
+                f"{self.cpu_count} CPUs, load average {self.load_average}")
 
 
 # --------------------------------------------------------------------------- the service
@@ -211,17 +217,18 @@ class _Sample:
 
 
 async def _one(client: httpx.AsyncClient, owner: _Owner, kind: str, path: str, due: float,
-               out: list[_Sample]) -> None:
+               out: list[_Sample], timeout_s: float) -> None:
     lag = time.perf_counter() - due
     try:
-        response = await client.get(path, headers=owner.headers)
+        # httpx's timeout is per phase (pool, connect, read); this bounds the whole request
+        response = await asyncio.wait_for(client.get(path, headers=owner.headers), timeout_s)
         status = response.status_code
         if status == 200 and kind == "search_trials":
             known = set(owner.trials)
             owner.trials += [t["id"] for t in response.json()["data"] if t["id"] not in known]
         outcome = ("ok" if status < 400 else "5xx" if status >= 500 else
                    "429" if status == 429 else f"4xx:{status}")
-    except httpx.TimeoutException:
+    except (httpx.TimeoutException, asyncio.TimeoutError):
         outcome = "timeout"
     except httpx.TransportError as exc:
         outcome = f"connect:{type(exc).__name__}"
@@ -248,7 +255,7 @@ async def open_loop_reads(url: str, owners: list[_Owner], *, rate: float, durati
             owner = owners[i % len(owners)]
             kind = rng.choices(kinds, weights)[0]
             tasks.append(asyncio.create_task(
-                _one(client, owner, kind, _path(kind, owner, rng), due, samples)))
+                _one(client, owner, kind, _path(kind, owner, rng), due, samples, timeout_s)))
         await asyncio.gather(*tasks)
         wall = time.perf_counter() - t0
     return samples, wall
@@ -301,8 +308,17 @@ def _ms(values: np.ndarray, q: float) -> float:
     return float(np.percentile(values, q) * 1000) if values.size else float("nan")
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process (Linux /proc; 0.0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def report(samples: list[_Sample], wall_s: float, config: LoadConfig, states: dict[int, str],
-           done_s: float) -> LoadReport:
+           done_s: float, api_cpu_s: float = 0.0, client_cpu_s: float = 0.0) -> LoadReport:
     """Percentiles over every read (errors included: a timeout is a slow answer too)."""
     lat = np.array([s.latency_s for s in samples])
     errors = Counter(s.outcome for s in samples if s.outcome != "ok")
@@ -317,6 +333,9 @@ def report(samples: list[_Sample], wall_s: float, config: LoadConfig, states: di
         target_rps=config.rate, achieved_rps=len(samples) / wall_s if wall_s else 0.0,
         duration_s=wall_s,
         max_start_lag_ms=max((s.start_lag_s for s in samples), default=0.0) * 1000,
+        api_cpu_ms_per_read=api_cpu_s * 1000 / max(1, len(samples)),
+        client_cpu_ms_per_read=client_cpu_s * 1000 / max(1, len(samples)),
+        load_average=[round(x, 2) for x in os.getloadavg()],
         per_kind_p95_ms={k: _ms(np.array(v), 95) for k, v in sorted(by_kind.items())},
         per_kind_count={k: len(v) for k, v in sorted(by_kind.items())},
         searches=len(states), search_states=dict(Counter(states.values())),
@@ -338,21 +357,25 @@ def run_load(config: LoadConfig, home: Path | None = None,
     try:
         names = [f"owner{i + 1}" for i in range(config.owners)]
         keys = make_keys(home, names)
-        with running_service(home, runner_workers=config.runner_workers) as service:
+        with running_service(home, runner_workers=config.runner_workers,
+                             extra_env=config.service_env) as service:
             owners = [_Owner(n, {"Authorization": f"Bearer {keys[n]}"}, []) for n in names]
             submitted = time.monotonic()
             asyncio.run(submit_searches(service.url, owners, config.searches_per_owner,
                                         config.search))
             _say(f"{sum(len(o.searches) for o in owners)} searches submitted; reading at "
                  f"{config.rate:g}/s for {config.duration_s:g} s")
+            api0, client0 = _cpu_s(service.proc.proc.pid), time.process_time()
             samples, wall = asyncio.run(open_loop_reads(
                 service.url, owners, rate=config.rate, duration_s=config.duration_s,
                 timeout_s=config.request_timeout_s, seed=config.seed))
+            api_cpu = _cpu_s(service.proc.proc.pid) - api0
+            client_cpu = time.process_time() - client0
             _say(f"{len(samples)} reads done in {wall:.1f} s; waiting for the searches")
             states = wait_searches(service.url, owners, config.complete_timeout_s)
             done_s = time.monotonic() - submitted
             _say(f"searches finished: {dict(Counter(states.values()))} after {done_s:.1f} s")
-            result = report(samples, wall, config, states, done_s)
+            result = report(samples, wall, config, states, done_s, api_cpu, client_cpu)
             if any(s != "complete" for s in states.values()):
                 print(service.log_tail())
     finally:

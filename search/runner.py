@@ -333,6 +333,10 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s runner %(levelname)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     settings = get_settings()
+    # Background work: the API beside it answers first (its training children go lower still).
+    from search.limits import apply_process_limits
+
+    apply_process_limits(nice=min(5, settings.training.nice))
     url = settings.resolved_database_url
     init_db(url)
     from search.service import init_optuna_schema

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from models.engine import TensorData
+from models.engine import Task, TensorData
 from search.datasets import load_builtin, split_dataset
 
 SPLIT_SEED = 0
@@ -23,7 +23,7 @@ class StudyData:
     """One dataset ready for the engine, with its held-out test rows."""
 
     name: str
-    task: str  # "classification" or "regression"
+    task: Task
     metric: str  # "accuracy" or "r2"
     data: TensorData
     X_test: np.ndarray
