@@ -48,8 +48,9 @@ class _RunnerSupervisor:
     (see ``search.runner``), then carries on with the pending ones.
     """
 
-    def __init__(self, workers: int | None) -> None:
+    def __init__(self, workers: int | None, settings: Settings) -> None:
         self.workers = workers
+        self.settings = settings
         self.proc = _start_runner(workers)
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="runner-supervisor", daemon=True)
@@ -71,6 +72,22 @@ class _RunnerSupervisor:
     def stop(self) -> None:
         self._stopping.set()
         _stop_runner(self.proc)
+        self._fail_claimed_search()
+
+    def _fail_claimed_search(self) -> None:
+        """A runner killed before its cleanup (it had RUNNER_STOP_TIMEOUT_S) leaves its
+        search claimed: record it as interrupted now rather than at the next start."""
+        from search.runner import recover
+        from store.db import make_engine, session_factory
+
+        url = self.settings.resolved_database_url
+        engine = make_engine(url)
+        try:
+            recover(self.settings.home, session_factory(engine), url, why="shut down")
+        except Exception as exc:  # the next start's recovery will do it
+            typer.echo(f"actsearch: could not record the interrupted search: {exc}", err=True)
+        finally:
+            engine.dispose()
 
 
 def _note_signal(signum: int, _frame: object) -> None:
@@ -119,7 +136,7 @@ def serve_command(
     init_optuna_schema(url)  # before any request: concurrent first submissions race on it
     supervisor = None
     if not settings.distributed:
-        supervisor = _RunnerSupervisor(workers)
+        supervisor = _RunnerSupervisor(workers, settings)
         mode = f"embedded (runner with {workers or settings.workers} training process(es))"
     else:
         mode = "distributed (searches run on Celery workers)"

@@ -169,14 +169,13 @@ def _fail_running_optuna_trials(study_name: str, storage_url: str) -> None:
         log.warning("could not close Optuna trials of %s: %s", study_name, exc)
 
 
-def recover(home: Path, sessions: sessionmaker[Session], storage_url: str) -> int | None:
+def recover(home: Path, sessions: sessionmaker[Session], storage_url: str, *,
+            why: str = "its runner process ended without finishing it") -> int | None:
     """Fail the search a crashed runner left claimed; returns its id if it was unfinished."""
     search_id = read_claim(home)
     if search_id is None:
         return None
-    failed = fail_unfinished(
-        sessions, storage_url, search_id,
-        INTERRUPTED.format(why="its runner process ended without finishing it"))
+    failed = fail_unfinished(sessions, storage_url, search_id, INTERRUPTED.format(why=why))
     clear_claim(home)
     if failed:
         log.warning("search %s was left running by a previous runner; marked failed", search_id)
