@@ -120,6 +120,9 @@ def serve_command(
     workers: Annotated[int | None, typer.Option(
         help="training processes of the embedded runner (default: ACTSEARCH_WORKERS)")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+    api_workers: Annotated[int, typer.Option(
+        min=1, help="API processes (uvicorn workers): 2 lets reads use both cores of a "
+                    "2-core machine; rate limits are then per process")] = 1,
 ) -> None:
     """Run the HTTP API; in embedded mode also the runner that executes submitted searches."""
     import uvicorn
@@ -148,7 +151,11 @@ def serve_command(
     # process before the runner is stopped. No-op handlers let it return here.
     previous = {sig: signal.signal(sig, _note_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+        if api_workers > 1:  # each process builds its app from the same ACTSEARCH_* environment
+            uvicorn.run("api.main:create_app", factory=True, host=host, port=port,
+                        log_level=log_level, workers=api_workers)
+        else:
+            uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
     finally:
         if supervisor is not None:
             supervisor.stop()

@@ -80,6 +80,7 @@ class LoadConfig:
     seed: int = 0
     runner_workers: int = 1  # training processes of the embedded runner
     service_env: dict[str, str] = field(default_factory=dict)  # extra ACTSEARCH_* for serve
+    api_workers: int = 2  # API processes: one core each for reads while training runs
 
 
 @dataclass
@@ -134,7 +135,7 @@ class Service:
 
 
 @contextmanager
-def running_service(home: Path, *, runner_workers: int = 1,
+def running_service(home: Path, *, runner_workers: int = 1, api_workers: int = 1,
                     extra_env: dict[str, str] | None = None) -> Iterator[Service]:
     """``actsearch serve`` (embedded, auth on) on a free loopback port, its own home."""
     from worker.testing import free_port, start_service, wait_for
@@ -145,7 +146,8 @@ def running_service(home: Path, *, runner_workers: int = 1,
                 "ACTSEARCH_TORCH_THREADS": "1", **(extra_env or {})})
     port = free_port()
     proc = start_service("serve", ["serve", "--host", "127.0.0.1", "--port", str(port),
-                                   "--log-level", "warning"], env, home / "logs")
+                                   "--log-level", "warning", "--api-workers", str(api_workers)],
+                         env, home / "logs")
     url = f"http://127.0.0.1:{port}"
     try:
         if not wait_for(lambda: httpx.get(f"{url}/health", timeout=2).status_code == 200, 90,
@@ -216,21 +218,104 @@ class _Sample:
     outcome: str  # "ok" or an error class: "5xx", "429", "4xx:<code>", "timeout", "connect"
 
 
-async def _one(client: httpx.AsyncClient, owner: _Owner, kind: str, path: str, due: float,
+class _StaleConnection(Exception):
+    """A kept-alive connection the server had closed before our request: retry on a new one."""
+
+
+class _Http:
+    """A minimal HTTP/1.1 keep-alive client for GETs on loopback (asyncio streams).
+
+    The generator shares the 2 cores with the service it measures: httpx costs
+    about 5 ms of CPU per request here, enough to saturate a core at 200/s and
+    bill the client's own queueing to the server. This one costs a fraction of
+    that. It speaks exactly what uvicorn answers (Content-Length or chunked).
+    """
+
+    def __init__(self, host: str, port: int, max_connections: int) -> None:
+        self.host, self.port = host, port
+        self.max_connections = max_connections
+        self.opened = 0
+        self.idle: asyncio.LifoQueue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
+            asyncio.LifoQueue())
+
+    async def _acquire(self, fresh: bool = False
+                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bool]:
+        """A connection, and whether it was reused (the server may have closed it idle)."""
+        if not fresh and (not self.idle.empty() or self.opened >= self.max_connections):
+            reader, writer = await self.idle.get()
+            return reader, writer, True
+        self.opened += 1
+        try:
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+        except BaseException:
+            self.opened -= 1
+            raise
+        return reader, writer, False
+
+    def _discard(self, writer: asyncio.StreamWriter) -> None:
+        self.opened -= 1
+        writer.close()
+
+    async def get(self, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+        try:
+            return await self._get(path, headers, fresh=False)
+        except _StaleConnection:  # closed by the server while idle (keep-alive timeout)
+            return await self._get(path, headers, fresh=True)
+
+    async def _get(self, path: str, headers: dict[str, str], fresh: bool) -> tuple[int, bytes]:
+        reader, writer, reused = await self._acquire(fresh)
+        try:
+            head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n{head}\r\n".encode())
+            try:
+                raw = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionResetError) as exc:
+                partial = getattr(exc, "partial", b"")
+                if reused and not partial:
+                    raise _StaleConnection() from exc
+                raise
+            status_line, _, rest = raw.partition(b"\r\n")
+            status = int(status_line.split()[1])
+            fields = {k.strip().lower(): v.strip() for k, _, v in
+                      (line.partition(b":") for line in rest.split(b"\r\n") if line)}
+            if b"content-length" in fields:
+                body = await reader.readexactly(int(fields[b"content-length"]))
+            elif fields.get(b"transfer-encoding", b"").lower() == b"chunked":
+                parts = []
+                while size := int((await reader.readuntil(b"\r\n")).strip(), 16):
+                    parts.append(await reader.readexactly(size + 2))
+                await reader.readuntil(b"\r\n")
+                body = b"".join(p[:-2] for p in parts)
+            else:
+                body = await reader.read()
+            if fields.get(b"connection", b"").lower() == b"close":
+                self._discard(writer)
+            else:
+                self.idle.put_nowait((reader, writer))
+            return status, body
+        except BaseException:  # a timeout (cancelled) or a broken connection: never reuse it
+            self._discard(writer)
+            raise
+
+    async def close(self) -> None:
+        while not self.idle.empty():
+            _, writer = self.idle.get_nowait()
+            writer.close()
+
+
+async def _one(client: _Http, owner: _Owner, kind: str, path: str, due: float,
                out: list[_Sample], timeout_s: float) -> None:
     lag = time.perf_counter() - due
     try:
-        # httpx's timeout is per phase (pool, connect, read); this bounds the whole request
-        response = await asyncio.wait_for(client.get(path, headers=owner.headers), timeout_s)
-        status = response.status_code
+        status, body = await asyncio.wait_for(client.get(path, owner.headers), timeout_s)
         if status == 200 and kind == "search_trials":
             known = set(owner.trials)
-            owner.trials += [t["id"] for t in response.json()["data"] if t["id"] not in known]
+            owner.trials += [t["id"] for t in json.loads(body)["data"] if t["id"] not in known]
         outcome = ("ok" if status < 400 else "5xx" if status >= 500 else
                    "429" if status == 429 else f"4xx:{status}")
-    except (httpx.TimeoutException, asyncio.TimeoutError):
+    except (asyncio.TimeoutError, TimeoutError):
         outcome = "timeout"
-    except httpx.TransportError as exc:
+    except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
         outcome = f"connect:{type(exc).__name__}"
     out.append(_Sample(kind, time.perf_counter() - due, lag, outcome))
 
@@ -243,8 +328,9 @@ async def open_loop_reads(url: str, owners: list[_Owner], *, rate: float, durati
     kinds = [k for _, k in READ_MIX]
     n = int(rate * duration_s)
     samples: list[_Sample] = []
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
-    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits) as client:
+    parsed = httpx.URL(url)
+    client = _Http(parsed.host, int(parsed.port or 80), max_connections=256)
+    try:
         t0 = time.perf_counter() + 0.2
         tasks = []
         for i in range(n):
@@ -258,6 +344,8 @@ async def open_loop_reads(url: str, owners: list[_Owner], *, rate: float, durati
                 _one(client, owner, kind, _path(kind, owner, rng), due, samples, timeout_s)))
         await asyncio.gather(*tasks)
         wall = time.perf_counter() - t0
+    finally:
+        await client.close()
     return samples, wall
 
 
@@ -317,6 +405,22 @@ def _cpu_s(pid: int) -> float:
         return 0.0
 
 
+def _api_cpu_s(serve_pid: int) -> float:
+    """CPU seconds of the API: ``serve`` itself and its uvicorn worker children (not the runner)."""
+    total = _cpu_s(serve_pid)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) != serve_pid:
+                continue
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if b"search.runner" not in cmdline:
+            total += _cpu_s(int(stat.parent.name))
+    return total
+
+
 def report(samples: list[_Sample], wall_s: float, config: LoadConfig, states: dict[int, str],
            done_s: float, api_cpu_s: float = 0.0, client_cpu_s: float = 0.0) -> LoadReport:
     """Percentiles over every read (errors included: a timeout is a slow answer too)."""
@@ -358,6 +462,7 @@ def run_load(config: LoadConfig, home: Path | None = None,
         names = [f"owner{i + 1}" for i in range(config.owners)]
         keys = make_keys(home, names)
         with running_service(home, runner_workers=config.runner_workers,
+                             api_workers=config.api_workers,
                              extra_env=config.service_env) as service:
             owners = [_Owner(n, {"Authorization": f"Bearer {keys[n]}"}, []) for n in names]
             submitted = time.monotonic()
@@ -365,11 +470,11 @@ def run_load(config: LoadConfig, home: Path | None = None,
                                         config.search))
             _say(f"{sum(len(o.searches) for o in owners)} searches submitted; reading at "
                  f"{config.rate:g}/s for {config.duration_s:g} s")
-            api0, client0 = _cpu_s(service.proc.proc.pid), time.process_time()
+            api0, client0 = _api_cpu_s(service.proc.proc.pid), time.process_time()
             samples, wall = asyncio.run(open_loop_reads(
                 service.url, owners, rate=config.rate, duration_s=config.duration_s,
                 timeout_s=config.request_timeout_s, seed=config.seed))
-            api_cpu = _cpu_s(service.proc.proc.pid) - api0
+            api_cpu = _api_cpu_s(service.proc.proc.pid) - api0
             client_cpu = time.process_time() - client0
             _say(f"{len(samples)} reads done in {wall:.1f} s; waiting for the searches")
             states = wait_searches(service.url, owners, config.complete_timeout_s)

@@ -696,6 +696,7 @@ class ReconcileReport:
     exhausted: list[int] = field(default_factory=list)  # stale, out of attempts
     restart: list[int] = field(default_factory=list)  # pending searches never planned
     advanced: list[int] = field(default_factory=list)  # searches moved on here
+    recorded_trials: int = 0  # finished Optuna trials given the row their worker never wrote
 
 
 def _fail_trials(study: optuna.Study, numbers: Sequence[int], error: str,
@@ -775,27 +776,67 @@ def _give_up(sessions: Sessions, pop_id: int, storage_url: str, stale_after_s: f
 
 def _sweep_orphans(sessions: Sessions, search_id: int, storage_url: str, stale_after_s: float,
                    report: ReconcileReport) -> None:
-    """FAIL RUNNING trials that no running population owns and that are older than the limit.
+    """Close what no running population owns: Optuna trials RUNNING or without our row.
 
-    They come from a worker that died between asking and storing the trial
-    numbers, or from a reconciler pass that died half-way: nothing else would
-    ever finish them.
+    RUNNING trials older than the limit come from a worker that died between
+    asking and storing the trial numbers, or from a reconciler pass that died
+    half-way: they are told FAIL. Finished trials with no row of ours come from a
+    worker whose tell reached Optuna while its own write was lost (the database
+    went away in between): they get a row mirroring Optuna's state, so every
+    Optuna trial has exactly one row and none is silently missing from progress.
     """
     with sessions() as session:
         search = repo.get_search(session, search_id=search_id)
         spec = SearchSpec.model_validate(search.spec)
-        owned = {n for p in repo.list_populations(session, search_id=search_id, state="running")
-                 for n in (p.trial_numbers or [])}
+        pops = repo.list_populations(session, search_id=search_id)
+        owned = {n for p in pops if p.state == "running" for n in (p.trial_numbers or [])}
+        recorded = {t.trial_number for t in repo.list_trials(session, search_id=search_id,
+                                                              phase="search", limit=None)}
         study_name = search.study_name
     study = _load_study(spec, study_name, storage_url, spec.seed)
     running = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
                if t.number not in owned]
-    if not running:
-        return
     cutoff = utcnow() - timedelta(seconds=stale_after_s)
-    failed = _fail_trials(study, running, "orphaned: no running population owns this trial",
-                          older_than=cutoff)
-    report.failed_trials += len(failed)
+    if running:
+        failed = _fail_trials(study, running, "orphaned: no running population owns this trial",
+                              older_than=cutoff)
+        report.failed_trials += len(failed)
+    # finished a while ago (Optuna stamps naive local times), so a worker mid-commit is left alone
+    missing = [t for t in study.get_trials(deepcopy=False)
+               if t.state in _ROW_STATES and t.number not in recorded and t.number not in owned
+               and t.datetime_complete is not None and t.datetime_complete.astimezone() < cutoff]
+    if not missing:
+        return
+    by_number = {n: p for p in pops for n in (p.trial_numbers or [])}
+    with sessions.begin() as session:
+        for t in missing:
+            _record_unrecorded_trial(session, search_id, study_name, spec, t,
+                                     by_number.get(t.number))
+    report.recorded_trials += len(missing)
+
+
+_ROW_STATES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned",
+               TrialState.FAIL: "failed"}
+
+
+def _record_unrecorded_trial(session: Session, search_id: int, study_name: str,
+                             spec: SearchSpec, t: FrozenTrial, pop: PopulationRow | None) -> None:
+    """Our row for a finished Optuna trial whose worker's write never landed."""
+    params = dict(t.params)
+    family = str(params.pop(FAMILY_KEY, pop.family if pop is not None else "unknown"))
+    hparams: dict[str, Any] = {k: params.pop(k) for k in ("lr", "weight_decay") if k in params}
+    family_params = {k.removeprefix(f"{family}."): v for k, v in params.items()}
+    state = _ROW_STATES[t.state]
+    note = t.user_attrs.get("error") or (
+        "recorded by the reconciler from Optuna: the worker's own write of this trial was "
+        "lost (e.g. the database restarted); its epochs and curves are not stored")
+    repo.add_trial(session, search_id=search_id, population_id=pop.id if pop else None,
+                   study_name=study_name, trial_number=t.number, phase="search", family=family,
+                   family_params=family_params, hparams=hparams,
+                   seed=candidate_seed(spec.seed, t.number), state=state,
+                   value=t.value if state == "complete" and len(t.values or []) == 1 else None,
+                   error=str(note)[:4000], started_at=t.datetime_start,
+                   finished_at=t.datetime_complete or utcnow())
 
 
 def reconcile(

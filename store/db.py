@@ -28,6 +28,8 @@ from store.tables import TABLE_PREFIX, VERSION_TABLE
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_POOL_SIZE = 10
+SQLITE_POOL_OVERFLOW = 90  # 100 in all: above 2 x anyio's 40 worker threads
 # Arbitrary constant key for pg_advisory_xact_lock: serialises concurrent upgrades.
 _PG_MIGRATION_LOCK_KEY = 0x61637473_6D696772
 
@@ -104,6 +106,15 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
         if file is None:
             # One shared connection, or every pooled connection sees an empty database.
             kwargs.setdefault("poolclass", StaticPool)
+        else:
+            # Room for every thread of the API's threadpool to hold its request's session
+            # and its auth session at once. With fewer (the default 5 + 10), requests
+            # waiting for a connection can occupy every thread, and the sessions that
+            # would return connections cannot close (FastAPI closes a sync dependency's
+            # session on that same threadpool): a deadlock until the pool timeout.
+            # SQLite connections are only file handles.
+            kwargs.setdefault("pool_size", SQLITE_POOL_SIZE)
+            kwargs.setdefault("max_overflow", SQLITE_POOL_OVERFLOW)
         engine = create_engine(parsed, connect_args=connect_args, **kwargs)
         event.listen(engine, "connect", _sqlite_on_connect)
         return engine

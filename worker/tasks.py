@@ -224,7 +224,8 @@ def reconcile_task(self: Task) -> dict[str, Any]:
         get_app().send_task(START, args=[search_id])
     summary = {"stale": report.stale, "failed_trials": report.failed_trials,
                "enqueued": report.enqueue, "exhausted": report.exhausted,
-               "restarted": report.restart, "resent": resent, "advanced": report.advanced}
+               "restarted": report.restart, "resent": resent, "advanced": report.advanced,
+               "recorded_trials": report.recorded_trials}
     if any(v for k, v in summary.items() if k != "advanced"):
         log.warning("reconcile: %s", summary)
     return summary
