@@ -31,15 +31,17 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import numpy as np
 
+T = TypeVar("T")
 ARTIFACT = Path(__file__).resolve().parent.parent / "artifacts" / "load.json"
 TERMINAL = ("complete", "failed", "cancelled")
 
@@ -451,6 +453,13 @@ def _say(message: str) -> None:
     print(f"[load {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` in a thread of its own: the caller's thread may already run an
+    event loop (under pytest, Playwright's sync API leaves one in the main thread)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def run_load(config: LoadConfig, home: Path | None = None,
              artifact: Path | None = ARTIFACT) -> LoadReport:
     """Start the service, make the owners' keys, submit the searches, read, wait; report."""
@@ -466,12 +475,12 @@ def run_load(config: LoadConfig, home: Path | None = None,
                              extra_env=config.service_env) as service:
             owners = [_Owner(n, {"Authorization": f"Bearer {keys[n]}"}, []) for n in names]
             submitted = time.monotonic()
-            asyncio.run(submit_searches(service.url, owners, config.searches_per_owner,
+            run_async(submit_searches(service.url, owners, config.searches_per_owner,
                                         config.search))
             _say(f"{sum(len(o.searches) for o in owners)} searches submitted; reading at "
                  f"{config.rate:g}/s for {config.duration_s:g} s")
             api0, client0 = _api_cpu_s(service.proc.proc.pid), time.process_time()
-            samples, wall = asyncio.run(open_loop_reads(
+            samples, wall = run_async(open_loop_reads(
                 service.url, owners, rate=config.rate, duration_s=config.duration_s,
                 timeout_s=config.request_timeout_s, seed=config.seed))
             api_cpu = _api_cpu_s(service.proc.proc.pid) - api0
