@@ -30,6 +30,7 @@ import torch
 _state = threading.local()
 _compiled: dict[Callable[..., Any], Callable[..., Any]] = {}
 _broken = False
+_failed: set[Callable[..., Any]] = set()  # kernels that hit dynamo's recompile limit
 _warm: set[str] = set()  # families whose kernels this process has compiled already
 # Below this many activation elements x steps (K x rows x epochs x units), compiling
 # (~3-7 s per family and process on a 2-core CPU; ~1 s with a warm Inductor cache)
@@ -98,7 +99,7 @@ def fused(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
 
     def call(*args: Any) -> torch.Tensor:
         global _broken
-        if not active():
+        if not active() or fn in _failed:
             return fn(*args)
         compiled = _compiled.get(fn)
         if compiled is None:
@@ -110,9 +111,14 @@ def fused(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         try:
             return compiled(*args)
         except Exception as exc:  # noqa: BLE001 - any compiler failure falls back
-            _broken = True
+            # One kernel past dynamo's recompile limit (many shapes in one long-lived
+            # process) falls back alone; any other failure means no compiler here.
+            if "RecompileLimit" in type(exc).__name__:
+                _failed.add(fn)
+            else:
+                _broken = True
             warnings.warn(f"torch.compile failed for {fn.__name__} ({exc!r:.200}); "
-                          "using the eager kernels", RuntimeWarning, stacklevel=2)
+                          "using its eager kernel", RuntimeWarning, stacklevel=2)
             return fn(*args)
 
     call.reference = fn  # type: ignore[attr-defined]
