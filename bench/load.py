@@ -142,14 +142,13 @@ def running_service(home: Path, *, runner_workers: int = 1, api_workers: int = 1
     """``actsearch serve`` (embedded, auth on) on a free loopback port, its own home."""
     from worker.testing import free_port, start_service, wait_for
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTSEARCH_")}
-    env.update({"ACTSEARCH_HOME": str(home), "ACTSEARCH_AUTH__ENABLED": "true",
-                "ACTSEARCH_WORKERS": str(runner_workers), "OMP_NUM_THREADS": "1",
-                "ACTSEARCH_TORCH_THREADS": "1", **(extra_env or {})})
+    env = {"ACTSEARCH_HOME": str(home), "ACTSEARCH_AUTH__ENABLED": "true",
+           "ACTSEARCH_WORKERS": str(runner_workers), "OMP_NUM_THREADS": "1",
+           "ACTSEARCH_TORCH_THREADS": "1", **(extra_env or {})}
     port = free_port()
     proc = start_service("serve", ["serve", "--host", "127.0.0.1", "--port", str(port),
                                    "--log-level", "warning", "--api-workers", str(api_workers)],
-                         env, home / "logs")
+                         env, home / "logs", inherit_actsearch_env=False)
     url = f"http://127.0.0.1:{port}"
     try:
         if not wait_for(lambda: httpx.get(f"{url}/health", timeout=2).status_code == 200, 90,

@@ -313,13 +313,21 @@ def actsearch_command() -> list[str]:
     return [sys.executable, "-c", "from actsearch.cli import main; main()"]
 
 
-def start_service(name: str, args: list[str], env: Mapping[str, str], log_dir: Path) -> ServiceProcess:
-    """Start ``actsearch <args>`` in its own process group, output to ``log_dir/name.log``."""
+def start_service(name: str, args: list[str], env: Mapping[str, str], log_dir: Path, *,
+                  inherit_actsearch_env: bool = True) -> ServiceProcess:
+    """Start ``actsearch <args>`` in its own process group, output to ``log_dir/name.log``.
+
+    ``env`` is laid over this process's environment; ``inherit_actsearch_env=False``
+    drops this process's ACTSEARCH_* first (a session fixture's distributed settings
+    must not turn an embedded service into a distributed one).
+    """
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"{name}.log"
     fh = log.open("wb")
+    base = {k: v for k, v in os.environ.items()
+            if inherit_actsearch_env or not k.startswith("ACTSEARCH_")}
     proc = subprocess.Popen(
-        [*actsearch_command(), *args], env={**os.environ, **env}, stdout=fh,
+        [*actsearch_command(), *args], env={**base, **env}, stdout=fh,
         stderr=subprocess.STDOUT, start_new_session=True, cwd=str(log_dir),
     )
     fh.close()
