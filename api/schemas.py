@@ -267,6 +267,7 @@ class TrialPublic(_FromRow):
     started_at: datetime | None
     finished_at: datetime | None
     source_trial_number: int | None
+    error: str | None = Field(default=None, description="why a failed trial failed")
 
 
 class TrialsPublic(BaseModel):

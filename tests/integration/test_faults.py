@@ -287,6 +287,7 @@ def test_embedded_training_faults_are_recorded_and_shown(tmp_path: Path) -> None
             out: dict[str, set[str]] = {}
             for t in listed["data"]:
                 one = httpx.get(f"{server.url}/trials/{t['id']}", timeout=10).json()
+                assert t["error"] == one["error"]  # the list carries the error too
                 out.setdefault(one["family"], set()).add(one["error"].splitlines()[0])
             return out
 
