@@ -47,7 +47,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models.engine import PopulationResult, evaluate, train_population
 from models.spec import Candidate, TrainConfig
 from store import repo
-from store.tables import POPULATION_FINISHED_STATES, PopulationRow, utcnow
+from store.tables import POPULATION_FINISHED_STATES, PopulationRow, SearchRow, utcnow
 
 from .factories import make_pruner, make_sampler
 from .limits import PopulationTimeLimit, describe_failure, population_time_limit
@@ -572,12 +572,16 @@ def _unfinished(pops: Sequence[PopulationRow], phase: str | None = None) -> list
             and (phase is None or p.phase == phase)]
 
 
-def advance_search(sessions: Sessions, *, search_id: int) -> list[int]:
+def advance_search(sessions: Sessions, *, search_id: int,
+                   storage_url: str | None = None) -> list[int]:
     """Move a search on when its current phase is finished; returns populations to enqueue.
 
     Holds the search row lock, so when two workers finish the last two
     populations at once exactly one plans the finalists (the other then sees
-    ``finalizing``). After the finalists: the winner's test score, then
+    ``finalizing``). Before the finalists are planned, Optuna trials that
+    finished without our row (their worker's write was lost to a database
+    outage) are recorded from ``storage_url``, so the search phase ends with one
+    row per Optuna trial. After the finalists: the winner's test score, then
     ``complete`` with ``best``. A cancelled search only has its pending
     populations marked cancelled. Finishing reads only our tables (no Optuna).
     """
@@ -594,6 +598,8 @@ def advance_search(sessions: Sessions, *, search_id: int) -> list[int]:
             return []
         spec = SearchSpec.model_validate(search.spec)
         if search.state == "running":
+            if storage_url is not None:
+                _record_unrecorded(session, search, spec, pops, storage_url, cutoff=None)
             new_ids = _plan_finalists(session, search_id, spec)
             repo.set_search_state(session, search_id=search_id, state="finalizing")
             if new_ids:
@@ -790,8 +796,6 @@ def _sweep_orphans(sessions: Sessions, search_id: int, storage_url: str, stale_a
         spec = SearchSpec.model_validate(search.spec)
         pops = repo.list_populations(session, search_id=search_id)
         owned = {n for p in pops if p.state == "running" for n in (p.trial_numbers or [])}
-        recorded = {t.trial_number for t in repo.list_trials(session, search_id=search_id,
-                                                              phase="search", limit=None)}
         study_name = search.study_name
     study = _load_study(spec, study_name, storage_url, spec.seed)
     running = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
@@ -801,18 +805,34 @@ def _sweep_orphans(sessions: Sessions, search_id: int, storage_url: str, stale_a
         failed = _fail_trials(study, running, "orphaned: no running population owns this trial",
                               older_than=cutoff)
         report.failed_trials += len(failed)
-    # finished a while ago (Optuna stamps naive local times), so a worker mid-commit is left alone
-    missing = [t for t in study.get_trials(deepcopy=False)
-               if t.state in _ROW_STATES and t.number not in recorded and t.number not in owned
-               and t.datetime_complete is not None and t.datetime_complete.astimezone() < cutoff]
-    if not missing:
-        return
-    by_number = {n: p for p in pops for n in (p.trial_numbers or [])}
     with sessions.begin() as session:
-        for t in missing:
-            _record_unrecorded_trial(session, search_id, study_name, spec, t,
-                                     by_number.get(t.number))
-    report.recorded_trials += len(missing)
+        search = repo.get_search(session, search_id=search_id)
+        report.recorded_trials += _record_unrecorded(session, search, spec, pops, storage_url,
+                                                     cutoff=cutoff, owned=owned)
+
+
+def _record_unrecorded(session: Session, search: SearchRow, spec: SearchSpec,
+                       pops: Sequence[PopulationRow], storage_url: str, *,
+                       cutoff: datetime | None, owned: set[int] | None = None) -> int:
+    """Rows for finished Optuna trials that have none; returns how many were written.
+
+    ``cutoff``: only trials finished before it (Optuna stamps naive local times),
+    so a worker still committing its own row is left alone; ``None`` when no
+    population of the search is unfinished, so no worker can be.
+    """
+    recorded = {t.trial_number for t in repo.list_trials(session, search_id=search.id,
+                                                          phase="search", limit=None)}
+    skip = recorded | (owned or set())
+    study = _load_study(spec, search.study_name, storage_url, spec.seed)
+    missing = [t for t in study.get_trials(deepcopy=False)
+               if t.state in _ROW_STATES and t.number not in skip
+               and t.datetime_complete is not None
+               and (cutoff is None or t.datetime_complete.astimezone() < cutoff)]
+    by_number = {n: p for p in pops for n in (p.trial_numbers or [])}
+    for t in missing:
+        _record_unrecorded_trial(session, search.id, search.study_name, spec, t,
+                                 by_number.get(t.number))
+    return len(missing)
 
 
 _ROW_STATES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned",
@@ -885,7 +905,7 @@ def reconcile(
         pending = any(p.state == "pending" for p in pops)
         if _unfinished(pops) and not (state == "cancelled" and pending):
             continue  # still in progress: the worker that finishes the last one advances it
-        report.enqueue += advance_search(sessions, search_id=search_id)
+        report.enqueue += advance_search(sessions, search_id=search_id, storage_url=storage_url)
         report.advanced.append(search_id)
     return report
 

@@ -155,7 +155,8 @@ def run_population_task(self: Task, population_id: int) -> dict[str, Any]:
         release_memory()
     follow: list[int] = []
     if outcome.search_id is not None and outcome.status != "lost":
-        follow = advance_search(res.sessions, search_id=outcome.search_id)
+        follow = advance_search(res.sessions, search_id=outcome.search_id,
+                                storage_url=res.database_url)
     enqueue_populations(follow, res.sessions)
     log.info("population %s: %s; enqueued %s", population_id, outcome.status, follow)
     return {"population_id": population_id, "status": outcome.status, "enqueued": follow}
