@@ -254,7 +254,9 @@ def _population_metrics(net: PopulationNet, x: torch.Tensor, y: torch.Tensor,
             yb = y[i : i + step]
             if task == "classification":
                 loss_sum += _cross_entropy(out, yb).double().sum(1)
-                score += (out.argmax(-1) == yb).double().sum(1)
+                # max().indices, not argmax(): 6x faster over the short class axis of
+                # this (K, C, B)-strided view on CPU (3.7 -> 0.6 ms at K=64, 647 rows)
+                score += (out.max(-1).indices == yb).double().sum(1)
             else:
                 loss_sum += (out[..., 0] - yb).double().square().sum(1)
         if task == "classification":
