@@ -26,9 +26,12 @@ _tuned = False
 # glibc mallopt parameters
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-# CPU: per-step matmul work per thread at which throughput stops growing with K
-# (measured on digits: K=32..64 of mlp:64,64 at batch 128 on one core is ~2e8 FLOP/step).
-CPU_STEP_FLOPS_PER_THREAD = 2.0e8
+# CPU: per-step matmul work per thread at which throughput stops growing with K.
+# Measured (python -m bench.engine, digits, batch 128, 2 idle cores): mlp:64,64 relu
+# grows up to K=64 (6.8e6 FLOP per candidate-step); mlp:256,256 (6.5e7) gave
+# K=8 78, K=16 137, K=32 145, K=64 145 candidate-epochs/s (rational and VAF alike),
+# so saturation needs ~1e9 FLOP per thread per step: 2e8 had chosen K=8 there.
+CPU_STEP_FLOPS_PER_THREAD = 1.0e9
 CPU_MAX_K = 64
 # GPU: elements of the widest layer's activations per step that fill an H100-class GPU.
 GPU_STEP_ELEMENTS = 1 << 23

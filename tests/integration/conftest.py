@@ -135,6 +135,13 @@ class Cluster:
             self.log_dir)
         return self.beat
 
+    def start(self, *workers: str) -> None:
+        """Start these workers and beat, and wait until all of them are ready."""
+        for name in workers:
+            self.start_worker(name)
+        self.start_beat()
+        self.wait_ready()
+
     def wait_ready(self, timeout_s: float = 90) -> None:
         """Every worker consuming (Celery logs 'ready.'), beat started."""
         for proc in self.processes():

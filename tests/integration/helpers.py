@@ -64,3 +64,10 @@ def wait_state(sessions: Sessions, search_id: int, states: tuple[str, ...], time
         raise AssertionError(f"search {search_id} is {state}, wanted {states} within "
                              f"{timeout_s:.0f}s; populations: {pops}\n{extra}")
     return state
+
+
+def submit(search_id: int) -> None:
+    """Send a planned search's start message to the broker, as the API does."""
+    from worker.enqueue import submit_search
+
+    submit_search(search_id)

@@ -33,7 +33,14 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.integration.conftest import Cluster, Servers
-from tests.integration.helpers import new_search, optuna_states, populations, trials, wait_state
+from tests.integration.helpers import (
+    new_search,
+    optuna_states,
+    populations,
+    submit,
+    trials,
+    wait_state,
+)
 from tests.utils.live_server import live_server
 from worker.testing import ServiceProcess, free_port, start_service, wait_for
 
@@ -59,12 +66,6 @@ TIME_LIMIT_S = 12.0
 SLOW = {"dataset": "digits", "architecture": "mlp:512,512", "families": ["relu"], "trials": 1,
         "epochs": 400, "population_size": 1, "finalist_seeds": 2, "batch_size": 4,
         "pruner": "none"}
-
-
-def _submit(search_id: int) -> None:
-    from worker.enqueue import submit_search
-
-    submit_search(search_id)
 
 
 def assert_accounted(sessions: Sessions, search_id: int, storage_url: str) -> None:
@@ -125,14 +126,11 @@ def test_redis_restart_mid_search(
     cluster: Cluster, servers: Servers, sessions: Sessions, distributed_env: dict[str, str]
 ) -> None:
     url = distributed_env["ACTSEARCH_DATABASE_URL"]
-    for name in ("w1", "w2"):
-        cluster.start_worker(name)
-    cluster.start_beat()
-    cluster.wait_ready()
+    cluster.start("w1", "w2")
     search_id = new_search(sessions, url, dataset="digits", architecture="mlp:32",
                            families=["relu", "tanh"], trials=10, epochs=8, batch_size=16,
                            population_size=1, finalist_seeds=2, pruner="none")
-    _submit(search_id)
+    submit(search_id)
     assert wait_for(lambda: _progress_settled(sessions, search_id, 2), 120, 0.2), cluster.logs()
 
     servers.redis.halt()  # queued and unacknowledged messages are gone, as in a crash
@@ -158,15 +156,12 @@ def test_postgres_restart_mid_search(
     cluster: Cluster, servers: Servers, sessions: Sessions, distributed_env: dict[str, str]
 ) -> None:
     url = distributed_env["ACTSEARCH_DATABASE_URL"]
-    for name in ("w1", "w2"):
-        cluster.start_worker(name)
-    cluster.start_beat()
-    cluster.wait_ready()
+    cluster.start("w1", "w2")
     _, base = _start_api(cluster, "api")
     search_id = new_search(sessions, url, dataset="digits", architecture="mlp:32",
                            families=["relu", "tanh"], trials=10, epochs=8, batch_size=16,
                            population_size=1, finalist_seeds=2, pruner="none")
-    _submit(search_id)
+    submit(search_id)
     assert wait_for(lambda: _progress_settled(sessions, search_id, 3), 120, 0.2), cluster.logs()
     before = _snapshot(sessions, search_id)
     assert len(before["trials"]) >= 3 and before["curves"]
@@ -218,14 +213,12 @@ def test_worker_training_faults_fail_their_population_and_searches_go_on(
 ) -> None:
     url = limited_env["ACTSEARCH_DATABASE_URL"]
     cluster.env.update(limited_env)
-    cluster.start_worker("w1")
-    cluster.start_beat()
-    cluster.wait_ready()
+    cluster.start("w1")
     raises = new_search(sessions, url, **RAISES)
     too_big = new_search(sessions, url, **TOO_BIG)
     slow = new_search(sessions, url, **SLOW)
     for search_id in (raises, too_big, slow):
-        _submit(search_id)
+        submit(search_id)
     for search_id in (raises, too_big, slow):
         wait_state(sessions, search_id, TERMINAL, 240, cluster.logs)
         assert_accounted(sessions, search_id, url)

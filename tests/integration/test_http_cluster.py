@@ -39,10 +39,7 @@ def test_search_over_http_survives_an_api_restart(
     with sessions.begin() as session:  # auth is on by default in distributed mode
         _, key = repo.create_api_key(session, owner="alice")
     http = httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=30)
-    for name in ("w1", "w2"):
-        cluster.start_worker(name)
-    cluster.start_beat()
-    cluster.wait_ready()
+    cluster.start("w1", "w2")
     port = free_port()
     api = _start_api(cluster, port, "api")
     base = f"http://127.0.0.1:{port}"
@@ -95,9 +92,7 @@ def test_a_schedule_fires_through_beat_and_workers_run_its_search(
     from store import repo
 
     cluster.env["ACTSEARCH_SCHEDULE_TICK_S"] = "1"
-    cluster.start_worker("w1")
-    cluster.start_beat()
-    cluster.wait_ready()
+    cluster.start("w1")
     with sessions.begin() as session:
         schedule = create_schedule(
             session, name="every 4 s", cron="* * * * * */4",

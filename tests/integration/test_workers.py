@@ -21,6 +21,7 @@ from tests.integration.helpers import (
     optuna_states,
     populations,
     search_state,
+    submit,
     trials,
     wait_state,
 )
@@ -29,12 +30,6 @@ from worker.testing import wait_for
 pytestmark = pytest.mark.integration
 
 FINISHED_TRIAL_STATES = {TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL}
-
-
-def _submit(search_id: int) -> None:
-    from worker.enqueue import submit_search
-
-    submit_search(search_id)
 
 
 def _node(worker_name: str | None) -> str:
@@ -46,16 +41,13 @@ def test_two_workers_share_a_search_to_completion(
     cluster: Cluster, sessions: sessionmaker[Session], distributed_env: dict[str, str]
 ) -> None:
     url = distributed_env["ACTSEARCH_DATABASE_URL"]
-    for name in ("w1", "w2"):
-        cluster.start_worker(name)
-    cluster.start_beat()
-    cluster.wait_ready()
+    cluster.start("w1", "w2")
     # digits, not iris: each population must take long enough (about a second) that
     # one worker cannot drain the queue before the other takes its first message
     search_id = new_search(sessions, url, dataset="digits", architecture="mlp:16",
                            families=["relu", "tanh", "gelu"], trials=9, epochs=6,
                            population_size=1, finalist_seeds=2, batch_size=32)
-    _submit(search_id)
+    submit(search_id)
     wait_state(sessions, search_id, ("complete", "failed"), 240, cluster.logs)
 
     with sessions() as session:
@@ -83,15 +75,12 @@ def test_sigkilled_worker_is_reconciled_and_the_search_completes(
     cluster: Cluster, sessions: sessionmaker[Session], distributed_env: dict[str, str]
 ) -> None:
     url = distributed_env["ACTSEARCH_DATABASE_URL"]
-    for name in ("w1", "w2"):
-        cluster.start_worker(name)
-    cluster.start_beat()
-    cluster.wait_ready()
+    cluster.start("w1", "w2")
     # Populations of several seconds each (no pruning), so one can be caught mid-training.
     search_id = new_search(sessions, url, dataset="digits", architecture="mlp:256,256",
                            families=["relu", "tanh"], trials=4, epochs=20, batch_size=8,
                            population_size=1, finalist_seeds=2, pruner="none")
-    _submit(search_id)
+    submit(search_id)
 
     victim: dict[str, object] = {}
 
@@ -131,13 +120,11 @@ def test_cancel_stops_new_populations(
     cluster: Cluster, sessions: sessionmaker[Session], distributed_env: dict[str, str]
 ) -> None:
     url = distributed_env["ACTSEARCH_DATABASE_URL"]
-    cluster.start_worker("w1")
-    cluster.start_beat()
-    cluster.wait_ready()
+    cluster.start("w1")
     search_id = new_search(sessions, url, dataset="digits", architecture="mlp:256,256",
                            families=["relu", "tanh"], trials=12, epochs=20, batch_size=16,
                            population_size=1, finalist_seeds=2, pruner="none")
-    _submit(search_id)
+    submit(search_id)
     assert wait_for(lambda: sum(p.state == "complete" for p in populations(sessions, search_id))
                     >= 2, 120, 0.2), cluster.logs()
     with sessions.begin() as session:  # what POST /searches/{id}/cancel does
