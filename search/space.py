@@ -23,10 +23,17 @@ def optuna_name(family: str, param: str) -> str:
     return f"{family}.{param}"
 
 
-def suggest(trial: optuna.Trial, name: str, spec: ParamSpec) -> Any:
-    """Ask Optuna for one value following a family's ParamSpec."""
+def suggest(trial: optuna.Trial, name: str, spec: ParamSpec,
+            widths: list[int] | None = None) -> Any:
+    """Ask Optuna for one value following a family's ParamSpec.
+
+    ``widths``: the activation's layer widths; a categorical that must divide them
+    is offered only the choices that do (fixed per search, so Optuna sees one
+    distribution per parameter name).
+    """
     if spec.kind == "categorical":
-        return trial.suggest_categorical(name, list(spec.choices or ()))
+        choices = spec.choices_for(widths) if widths is not None else spec.choices
+        return trial.suggest_categorical(name, list(choices or ()))
     if spec.kind == "int":
         step = int(spec.step or 1)
         return trial.suggest_int(name, int(spec.low), int(spec.high), step=step, log=spec.log)
@@ -47,7 +54,9 @@ def suggest_candidate(
     if chosen != family:  # a sampler that ignores the fixed value would break the protocol
         raise RuntimeError(f"sampler proposed family {chosen!r} for a {family!r} population")
     cls = get_activation(family)
-    act_params = {p.name: suggest(trial, optuna_name(family, p.name), p) for p in cls.space()}
+    widths = spec.activation_widths()
+    act_params = {p.name: suggest(trial, optuna_name(family, p.name), p, widths)
+                  for p in cls.space()}
     hparams = {
         "lr": trial.suggest_float("lr", spec.lr[0], spec.lr[1], log=True),
         "weight_decay": trial.suggest_float(

@@ -139,6 +139,16 @@ class SearchSpec(BaseModel):
                     f"kernel {arch.kernel} is larger than the input ({arch.input_shape[1]}x"
                     f"{arch.input_shape[2]}) can use; use a kernel of at most {most}"
                 )
+        widths = self.activation_widths()
+        for family in self.families:
+            for param in get_activation(family).space():
+                if param.divides_width and widths and not param.choices_for(widths):
+                    raise InvalidInput(
+                        f"families: {family} needs a {param.name} that divides every layer "
+                        f"width, and none of {', '.join(map(str, param.choices or ()))} divides "
+                        f"all of {', '.join(map(str, widths))}; use widths that are multiples "
+                        f"of {min(param.choices or (2,))} or drop {family}"
+                    )
         return self
 
     @property
@@ -153,6 +163,11 @@ class SearchSpec(BaseModel):
             arch = ArchSpec.from_dict(self.architecture)
         arch.validate()
         return arch
+
+    def activation_widths(self) -> list[int]:
+        """The widths of the layers the searched activations are applied to."""
+        arch = self.arch_spec()
+        return [*arch.conv_channels, *arch.hidden]
 
     def trials_per_family(self) -> int:
         """Equal tuning budget per family: the ReLU baseline gets as many trials as any other."""

@@ -49,6 +49,9 @@ class ParamSpec:
             K candidates of a population share them.
         learned: the value is the *initial* value of a tensor that is trained
             with the weights (e.g. prelu's slope); otherwise it stays fixed.
+        divides_width: a categorical whose value must divide the width of every
+            layer the activation is applied to (groupsort's group): the search only
+            offers the choices that do (:meth:`choices_for`).
         help: one line for the catalogue.
     """
 
@@ -62,7 +65,16 @@ class ParamSpec:
     choices: tuple[Any, ...] | None = None
     structural: bool = False
     learned: bool = False
+    divides_width: bool = False
     help: str = ""
+
+    def choices_for(self, widths: Sequence[int]) -> tuple[Any, ...]:
+        """The categorical choices usable with layers of these widths (all, unless
+        ``divides_width``: then those dividing every width, possibly none)."""
+        choices = tuple(self.choices or ())
+        if not self.divides_width:
+            return choices
+        return tuple(c for c in choices if all(int(w) % int(c) == 0 for w in widths))
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able description for the catalogue (API, CLI)."""

@@ -362,6 +362,7 @@ class GroupSort(Activation):
     @classmethod
     def space(cls) -> list[ParamSpec]:
         return [ParamSpec("group", "categorical", default=2, choices=(2, 4, 8), structural=True,
+                          divides_width=True,
                           help="group size (2 = MaxMin); must divide the layer width")]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

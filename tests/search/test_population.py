@@ -6,6 +6,7 @@ import optuna
 import pytest
 
 from actsearch.errors import InvalidInput, UnknownActivation
+from models.activations import get_activation
 from models.engine import EpochReport
 from search.factories import make_pruner, make_sampler
 from search.population import PruningReporter, ask_population
@@ -97,3 +98,23 @@ def test_every_pruner_runs_per_candidate_through_the_family_view(pruner: str) ->
     assert active  # the best candidate always survives
     for a in asked:
         assert len(study.trials[a.number].intermediate_values) >= 1
+
+
+def test_groupsort_is_offered_only_group_sizes_that_divide_every_width() -> None:
+    spec = SearchSpec(dataset="iris", architecture="mlp:100,50", families=["groupsort"], trials=8)
+    study = _study(spec)
+    asked = ask_population(study, study.sampler, "groupsort", 4, spec)
+    assert {a.act_params["group"] for a in asked} == {2}  # 4 and 8 do not divide 50
+    dist = study.trials[0].distributions["groupsort.group"]
+    assert list(dist.choices) == [2]
+    wide = SearchSpec(dataset="iris", architecture="mlp:64,32", families=["groupsort"])
+    assert get_activation("groupsort").space()[0].choices_for(wide.activation_widths()) == (2, 4, 8)
+
+
+def test_groupsort_with_no_dividing_group_is_refused_at_submission() -> None:
+    with pytest.raises(InvalidInput, match=r"none of 2, 4, 8 divides all of 15.*drop groupsort"):
+        SearchSpec(dataset="iris", architecture="mlp:15", families=["groupsort"])
+    with pytest.raises(InvalidInput, match=r"divides all of 8, 7, 16"):  # conv channels count too
+        SearchSpec(dataset="digits", families=["groupsort", "relu"],
+                   architecture={"kind": "cnn", "conv_channels": [8, 7], "hidden": [16],
+                                 "input_shape": [1, 8, 8]})
