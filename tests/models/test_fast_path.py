@@ -146,6 +146,23 @@ def test_compiled_kernel_matches_reference(family: str, params: dict[str, Any]) 
         torch.testing.assert_close(a, b, atol=2e-5, rtol=2e-4)
 
 
+@pytest.mark.parametrize(("family", "params"), [c for c in KERNEL_CASES if c[0] != "rational"])
+def test_no_grad_forward_equals_the_autograd_form(family: str, params: dict[str, Any]) -> None:
+    """Validation and curve sampling run the unrolled (fusion) form eagerly under no_grad;
+    it must give what the generic autograd form gives."""
+    torch.manual_seed(1)
+    act = get_activation(family)([params, params], units=5)
+    with torch.no_grad():
+        for p in act.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x = 2 * torch.randn(2, 9, 5)
+    with kernels.compiling(False):
+        reference = act(x).detach()  # grad enabled: the generic form
+        with torch.no_grad():
+            fast = act(x)
+    torch.testing.assert_close(fast, reference, atol=2e-5, rtol=2e-4)
+
+
 def test_no_grad_uses_the_reference() -> None:
     act = get_activation("rational")([{}], units=3)
     x = torch.randn(1, 4, 3)
