@@ -163,11 +163,11 @@ def test_no_grad_forward_equals_the_autograd_form(family: str, params: dict[str,
     torch.testing.assert_close(fast, reference, atol=2e-5, rtol=2e-4)
 
 
-def test_no_grad_uses_the_reference() -> None:
+def test_no_grad_inside_compiling_runs_compiled_and_equals_the_reference() -> None:
     act = get_activation("rational")([{}], units=3)
     x = torch.randn(1, 4, 3)
     with kernels.compiling(True), torch.no_grad():
-        assert not kernels.active()
+        assert kernels.active() or not kernels.compile_available()
         y = act(x)
     torch.testing.assert_close(y, act(x))
 
