@@ -112,9 +112,9 @@ class Spline(Activation):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c, w_b, w_s = self.view(self.c), self.view(self.w_b), self.view(self.w_s)
         if kernels.active() or not torch.is_grad_enabled():
-            # Compiled while training; run eagerly in no-grad passes (validation, curve
-            # sampling), where the unrolled form is ~10x faster than the basis tensor
-            # (194 -> 20 ms at K=64, 360 rows, 64 units on 2 CPU cores).
+            # Compiled inside kernels.compiling; elsewhere no-grad passes (validation,
+            # curve sampling) run it eagerly: the unrolled form is 3-7x faster there
+            # than the basis tensor (194-220 -> 29-67 ms at K=64, 360 rows, 64 units).
             return _spline_fused(x, c, w_b, w_s, self.grid, self.grid_range)
         basis = uniform_cubic_basis(x, self.grid, self.grid_range)  # (..., G+3)
         spline = (basis * c).sum(-1)

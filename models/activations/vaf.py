@@ -149,9 +149,9 @@ class VAF(Activation):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.layout == "mlp" and (kernels.active() or not torch.is_grad_enabled()):
-            # Compiled while training; run eagerly in no-grad passes (validation, curve
-            # sampling), where the unrolled form is ~6x faster than the (K, U, N, W)
-            # matmuls below (15 -> 2.6 ms at K=64, 360 rows, 64 units on 2 CPU cores).
+            # Compiled inside kernels.compiling; elsewhere no-grad passes (validation,
+            # curve sampling) run it eagerly: the unrolled form is ~6x faster there
+            # than the (K, U, N, W) matmuls below (15 -> 2.6 ms at K=64, 360 rows, 64 units).
             return _vaf_mlp_fused(x, self.w_in, self.b_in, self.w_hidden, self.b_hidden,
                                   self.w_out, self.b_out, self.inner, self.residual)
         f = BASE_FUNCTIONS[self.inner].fn
