@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from optuna.exceptions import StorageInternalError
 from pydantic import ValidationError
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
@@ -123,6 +124,15 @@ async def database_unavailable_handler(request: Request, exc: Exception) -> JSON
                    "seconds"}, status_code=503, headers={"Retry-After": "5"})
 
 
+async def optuna_storage_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """Optuna wraps a failed commit in StorageInternalError: 503 when a database error
+    (busy or unreachable) is the cause, as for our own sessions; 500 otherwise."""
+    if isinstance(exc.__cause__, OperationalError | InterfaceError):
+        return await database_unavailable_handler(request, exc.__cause__)
+    log.error("Optuna storage error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"detail": "internal error in the study storage"}, status_code=500)
+
+
 #: What :func:`request_validation_handler` sends, replacing FastAPI's default 422 schema
 #: (``detail`` as a list) in the published OpenAPI document, so clients and schema-driven
 #: tests see the shape they actually get.
@@ -204,6 +214,7 @@ def install_error_handlers(app: FastAPI) -> None:
     _install_error_schema(app)
     app.add_exception_handler(OperationalError, database_unavailable_handler)
     app.add_exception_handler(InterfaceError, database_unavailable_handler)
+    app.add_exception_handler(StorageInternalError, optuna_storage_error_handler)
     app.add_exception_handler(ActsearchError, actsearch_error_handler)
     app.add_exception_handler(OverflowError, out_of_range_handler)
     app.add_exception_handler(DataError, out_of_range_handler)

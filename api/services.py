@@ -134,7 +134,12 @@ def resolve_spec_dataset(session: Session, *, spec: SearchSpec,
         dataset = ds.load_builtin(name)
         if spec.task is not None and spec.task != dataset.task:
             raise InvalidInput(f"task: builtin {name!r} is a {dataset.task} dataset, not {spec.task}")
-        return register_dataset(session, dataset=dataset, name=name, owner=owner)
+        row = register_dataset(session, dataset=dataset, name=name, owner=owner)
+        # Commit the registration now: on SQLite our write lock would otherwise be held
+        # while Optuna's own connection creates the study, which then waits for it until
+        # the busy timeout ("database is locked"), and so does every other writer.
+        session.commit()
+        return row
     if _looks_like_path(name):
         raise InvalidInput(
             f"dataset: {name!r} looks like a file path; the service does not read files from "

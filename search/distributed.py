@@ -71,6 +71,7 @@ from .results import (
 from .service import PreparedData, prepare_data
 from .space import FAMILY_KEY
 from .spec import SearchSpec
+from .storage import clear_storages, optuna_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 log = logging.getLogger(__name__)
@@ -105,7 +106,6 @@ __all__ = [
 
 _DATA_CACHE_SIZE = 4
 _data_cache: OrderedDict[tuple[Any, ...], PreparedData] = OrderedDict()
-_storages: dict[str, optuna.storages.RDBStorage] = {}
 _cache_lock = threading.Lock()
 
 
@@ -113,12 +113,7 @@ def clear_caches() -> None:
     """Forget cached datasets and Optuna storages (after a fork, and in tests)."""
     with _cache_lock:
         _data_cache.clear()
-        for storage in _storages.values():
-            try:
-                storage.engine.dispose()
-            except Exception:  # noqa: BLE001 - best effort on a storage we drop anyway
-                pass
-        _storages.clear()
+    clear_storages()
 
 
 def prepared_data(sessions: Sessions, *, dataset_id: int, spec: SearchSpec) -> PreparedData:
@@ -142,17 +137,6 @@ def prepared_data(sessions: Sessions, *, dataset_id: int, spec: SearchSpec) -> P
     return data
 
 
-def _storage(storage_url: str) -> optuna.storages.RDBStorage:
-    with _cache_lock:
-        storage = _storages.get(storage_url)
-        if storage is None:
-            storage = optuna.storages.RDBStorage(
-                storage_url, engine_kwargs={"pool_pre_ping": True}
-            )
-            _storages[storage_url] = storage
-        return storage
-
-
 def _population_seed(search_seed: int, population_id: int) -> int:
     """The sampler seed of one population's asks.
 
@@ -167,7 +151,7 @@ def _population_seed(search_seed: int, population_id: int) -> int:
 def _load_study(spec: SearchSpec, study_name: str, storage_url: str, seed: int) -> optuna.Study:
     return optuna.load_study(
         study_name=study_name,
-        storage=_storage(storage_url),
+        storage=optuna_storage(storage_url),
         sampler=make_sampler(spec.sampler, seed, spec.multi_objective),
         pruner=make_pruner("none" if spec.multi_objective else spec.pruner, spec.epochs),
     )

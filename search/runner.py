@@ -161,8 +161,10 @@ def _fail_running_optuna_trials(study_name: str, storage_url: str) -> None:
     import optuna
     from optuna.trial import TrialState
 
+    from .storage import optuna_storage
+
     try:
-        study = optuna.load_study(study_name=study_name, storage=storage_url)
+        study = optuna.load_study(study_name=study_name, storage=optuna_storage(storage_url))
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             study.tell(trial.number, state=TrialState.FAIL)
     except Exception as exc:  # best effort: our tables already say what happened

@@ -18,6 +18,7 @@ from store.artifacts import get_artifact_bytes
 from .datasets import Dataset, Splits, resolve_dataset, split_dataset
 from .factories import make_pruner, make_sampler
 from .spec import SearchSpec
+from .storage import optuna_storage
 
 
 def register_dataset(session: Session, *, dataset: Dataset, name: str | None = None,
@@ -68,7 +69,7 @@ def create_study(spec: SearchSpec, study_name: str, storage_url: str) -> optuna.
     """The Optuna study of a search, beside our tables in the same database."""
     directions = ["maximize", "minimize"] if spec.multi_objective else ["maximize"]
     return optuna.create_study(
-        study_name=study_name, storage=storage_url, directions=directions,
+        study_name=study_name, storage=optuna_storage(storage_url), directions=directions,
         sampler=make_sampler(spec.sampler, spec.seed, spec.multi_objective),
         pruner=make_pruner("none" if spec.multi_objective else spec.pruner, spec.epochs),
     )
@@ -77,7 +78,7 @@ def create_study(spec: SearchSpec, study_name: str, storage_url: str) -> optuna.
 def load_study(spec: SearchSpec, study_name: str, storage_url: str) -> optuna.Study:
     """Re-open a search's study with its sampler and pruner."""
     return optuna.load_study(
-        study_name=study_name, storage=storage_url,
+        study_name=study_name, storage=optuna_storage(storage_url),
         sampler=make_sampler(spec.sampler, spec.seed, spec.multi_objective),
         pruner=make_pruner("none" if spec.multi_objective else spec.pruner, spec.epochs),
     )
@@ -121,7 +122,8 @@ def warm_start_trials(session: Session, spec: SearchSpec,
     if diffs:
         raise InvalidInput(f"warm_start_from: search {parent.id} cannot seed this search; "
                            f"its {'; '.join(diffs)} differ")
-    parent_study = optuna.load_study(study_name=parent.study_name, storage=storage_url)
+    parent_study = optuna.load_study(study_name=parent.study_name,
+                                    storage=optuna_storage(storage_url))
     copies = []
     for t in parent_study.get_trials(deepcopy=False, states=_WARM_STATES):
         copies.append(optuna.trial.create_trial(
@@ -168,7 +170,7 @@ def create_search(*, session: Session, spec: SearchSpec, storage_url: str,
         if run_here:
             repo.set_search_state(session, search_id=row.id, state="running")
     except BaseException:
-        optuna.delete_study(study_name=study_name, storage=storage_url)
+        optuna.delete_study(study_name=study_name, storage=optuna_storage(storage_url))
         raise
     return row
 

@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import PrincipalDep, SessionDep
 from api.schemas import ErrorPublic
+from search.storage import optuna_storage
 from store import repo
 
 router = APIRouter(prefix="/searches", tags=["searches"])
@@ -37,7 +38,6 @@ _EVALUATORS: dict[str, Any] = {
 }
 _CACHE_SIZE = 64
 _cache: OrderedDict[tuple[str, str, int, int], ImportancePublic] = OrderedDict()
-_storages: dict[str, optuna.storages.RDBStorage] = {}
 _lock = threading.Lock()
 
 
@@ -70,14 +70,8 @@ class IntermediatePublic(BaseModel):
 
 
 def _storage(request: Request) -> optuna.storages.RDBStorage:
-    """One RDBStorage per database URL (creating one checks Optuna's schema: not per request)."""
-    url = request.app.state.settings.resolved_database_url
-    with _lock:
-        storage = _storages.get(url)
-        if storage is None:
-            storage = optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
-            _storages[url] = storage
-        return storage
+    """The process's Optuna storage for the service's database (not one per request)."""
+    return optuna_storage(request.app.state.settings.resolved_database_url)
 
 
 def _study(request: Request, study_name: str) -> optuna.Study:

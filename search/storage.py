@@ -1,0 +1,45 @@
+"""One Optuna ``RDBStorage`` per database URL and process, configured like our own engine.
+
+Optuna's default engine for a URL string waits 5 s for a SQLite write lock (pysqlite's
+default timeout) and is rebuilt, schema check included, on every call. With many
+submissions at once (several API processes, the runner writing results) 5 s ran out
+and ``create_study`` failed with ``database is locked``. Here SQLite waits as long as
+our own sessions do (``store.db.SQLITE_BUSY_TIMEOUT_MS``) and PostgreSQL connections
+are pre-pinged, so a database restart costs a reconnect, not an error.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import optuna
+from sqlalchemy.engine import make_url
+
+from store.db import SQLITE_BUSY_TIMEOUT_MS
+
+_storages: dict[str, optuna.storages.RDBStorage] = {}
+_lock = threading.Lock()
+
+
+def optuna_storage(url: str) -> optuna.storages.RDBStorage:
+    """The process's shared Optuna storage for ``url`` (created on first use)."""
+    with _lock:
+        storage = _storages.get(url)
+        if storage is None:
+            kwargs: dict[str, object] = {"pool_pre_ping": True}
+            if make_url(url).get_backend_name() == "sqlite":
+                kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+            _storages[url] = storage
+        return storage
+
+
+def clear_storages() -> None:
+    """Drop the cached storages and their connection pools (after a fork, and in tests)."""
+    with _lock:
+        for storage in _storages.values():
+            try:
+                storage.engine.dispose()
+            except Exception:  # noqa: BLE001 - best effort on a storage we drop anyway
+                pass
+        _storages.clear()
