@@ -11,13 +11,17 @@ are pre-pinged, so a database restart costs a reconnect, not an error.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 
 import optuna
 from sqlalchemy.engine import make_url
 
 from store.db import SQLITE_BUSY_TIMEOUT_MS
 
-_storages: dict[str, optuna.storages.RDBStorage] = {}
+# A service uses one URL; a test session meets many databases: keep the newest few,
+# so their connection pools (open file handles) do not pile up.
+_MAX_STORAGES = 8
+_storages: OrderedDict[str, optuna.storages.RDBStorage] = OrderedDict()
 _lock = threading.Lock()
 
 
@@ -25,12 +29,17 @@ def optuna_storage(url: str) -> optuna.storages.RDBStorage:
     """The process's shared Optuna storage for ``url`` (created on first use)."""
     with _lock:
         storage = _storages.get(url)
-        if storage is None:
-            kwargs: dict[str, object] = {"pool_pre_ping": True}
-            if make_url(url).get_backend_name() == "sqlite":
-                kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-            _storages[url] = storage
+        if storage is not None:
+            _storages.move_to_end(url)
+            return storage
+        kwargs: dict[str, object] = {"pool_pre_ping": True}
+        if make_url(url).get_backend_name() == "sqlite":
+            kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        _storages[url] = storage
+        while len(_storages) > _MAX_STORAGES:
+            _, oldest = _storages.popitem(last=False)
+            oldest.engine.dispose()  # checked-out connections close when returned
         return storage
 
 
