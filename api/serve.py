@@ -134,7 +134,7 @@ def serve_command(
     settings = get_settings()
     url = settings.resolved_database_url
     init_db(url)
-    from search.service import init_optuna_schema
+    from search.storage import init_optuna_schema
 
     init_optuna_schema(url)  # before any request: concurrent first submissions race on it
     supervisor = None

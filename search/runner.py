@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     apply_process_limits(nice=min(5, settings.training.nice))
     url = settings.resolved_database_url
     init_db(url)
-    from search.service import init_optuna_schema
+    from search.storage import init_optuna_schema
 
     init_optuna_schema(url)
     runner = Runner(database_url=url, home=settings.home,

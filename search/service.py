@@ -203,22 +203,3 @@ def prepare_data(session: Session, *, dataset_id: int, spec: SearchSpec) -> Prep
     splits = split_dataset(dataset, seed=spec.seed, val_fraction=spec.val_fraction,
                            test_fraction=spec.test_fraction)
     return PreparedData(dataset=dataset, splits=splits)
-
-
-def init_optuna_schema(storage_url: str, attempts: int = 3) -> None:
-    """Create Optuna's tables now, at process start, not inside the first requests.
-
-    Two ``RDBStorage`` objects meeting a fresh database at the same moment (the
-    first searches submitted concurrently) both try to create Optuna's tables and
-    one fails with "table ... already exists". Doing it once before serving
-    closes that window; a concurrent starter (another process) is retried.
-    """
-    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-
-    for attempt in range(attempts):
-        try:
-            optuna.storages.RDBStorage(storage_url).engine.dispose()
-            return
-        except (OperationalError, IntegrityError, ProgrammingError):
-            if attempt == attempts - 1:
-                raise

@@ -15,6 +15,7 @@ from collections import OrderedDict
 
 import optuna
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from store.db import SQLITE_BUSY_TIMEOUT_MS
 
@@ -52,3 +53,22 @@ def clear_storages() -> None:
             except Exception:  # noqa: BLE001 - best effort on a storage we drop anyway
                 pass
         _storages.clear()
+
+
+def init_optuna_schema(storage_url: str, attempts: int = 3) -> None:
+    """Create Optuna's tables now, at process start, not inside the first requests.
+
+    Two ``RDBStorage`` objects meeting a fresh database at the same moment (the
+    first searches submitted concurrently, workers starting together) both try to
+    create Optuna's tables and one fails with "table ... already exists". Doing it
+    once at start closes that window; a concurrent starter (another process) is
+    retried. Used by ``actsearch serve``, the runner and the workers' parent process,
+    which must not import torch (this module does not).
+    """
+    for attempt in range(attempts):
+        try:
+            optuna.storages.RDBStorage(storage_url).engine.dispose()
+            return
+        except (OperationalError, IntegrityError, ProgrammingError):
+            if attempt == attempts - 1:
+                raise

@@ -37,24 +37,6 @@ def _distributed_settings() -> tuple[str, str]:
     return url, settings.broker_url
 
 
-def _init_optuna_schema(url: str, attempts: int = 3) -> None:
-    """Optuna's tables, before any task (workers starting together race on creating them).
-
-    Not ``search.service.init_optuna_schema``: that module imports torch, which this
-    parent process must not.
-    """
-    import optuna
-    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-
-    for attempt in range(attempts):
-        try:
-            optuna.storages.RDBStorage(url).engine.dispose()
-            return
-        except (OperationalError, IntegrityError, ProgrammingError):
-            if attempt == attempts - 1:
-                raise
-
-
 def worker(
     concurrency: Annotated[int | None, typer.Option(
         help="training processes (default 1, or one per --gpu entry)", min=1)] = None,
@@ -89,7 +71,9 @@ def worker(
     from store.db import init_db
 
     init_db(url)
-    _init_optuna_schema(url)
+    from search.storage import init_optuna_schema
+
+    init_optuna_schema(url)
     from worker.app import get_app
     from worker.config import get_worker_settings
 

@@ -65,20 +65,25 @@ def settings(api_home: Path) -> Settings:
     return s
 
 
-@pytest.fixture(scope="session")
-def finished_search_id(settings: Settings) -> int:
-    """A tiny search run to completion (about 5 s), shared by every read test."""
+def run_tiny_search(settings: Settings, *, name: str, owner: str | None = None) -> int:
+    """Create ``TINY_SPEC`` as ``owner``'s search and run it to completion here (about 5 s)."""
     url = settings.resolved_database_url
     engine = make_engine(url)
     sessions = session_factory(engine)
     with sessions.begin() as session:
         row = create_search(session=session, spec=parse_spec(TINY_SPEC), storage_url=url,
-                            name="tiny iris")
+                            owner=owner, name=name)
         search_id = row.id
     EmbeddedCoordinator(sessions=sessions, storage_url=url, search_id=search_id, workers=1,
                         threads=1).run()
     engine.dispose()
     return search_id
+
+
+@pytest.fixture(scope="session")
+def finished_search_id(settings: Settings) -> int:
+    """A tiny search run to completion, shared by every read test."""
+    return run_tiny_search(settings, name="tiny iris")
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from api.limits import TokenBuckets
 from store import repo
 from store.db import init_db, make_engine, session_factory
 from tests.api.conftest import TINY_SPEC, RecordingClient, assert_error, make_client, make_settings
+from tests.utils.cli import run_cli
 
 
 def _settings(home: Path, *, enabled: bool | None = True, **limits: Any) -> Settings:
@@ -237,20 +237,6 @@ def test_active_searches_per_owner_limit(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- CLI
 
 
-def _cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-         *args: str) -> tuple[int, str, str]:
-    from actsearch import cli
-
-    monkeypatch.setattr(sys, "argv", ["actsearch", *args])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def test_cli_keys_create_list_revoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     from actsearch import cli
@@ -263,16 +249,16 @@ def test_cli_keys_create_list_revoke(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setitem(cli._remote, "client", None)
     get_settings.cache_clear()
     try:
-        code, out, err = _cli(monkeypatch, capsys, "keys", "create", "--owner", "alice",
+        code, out, err = run_cli(monkeypatch, capsys, "keys", "create", "--owner", "alice",
                               "--name", "laptop")
         assert code == 0, err
         key = out.strip()
         assert out == key + "\n" and key.startswith("as_")  # alone on stdout
         assert "store it now" in err
-        code, out, _ = _cli(monkeypatch, capsys, "keys", "create", "--owner", "root", "--admin")
+        code, out, _ = run_cli(monkeypatch, capsys, "keys", "create", "--owner", "root", "--admin")
         admin = out.strip()
 
-        code, out, _ = _cli(monkeypatch, capsys, "keys", "list")
+        code, out, _ = run_cli(monkeypatch, capsys, "keys", "list")
         assert code == 0 and "alice" in out and "laptop" in out and key[:8] in out
         assert key not in out and key[8:] not in out
 
@@ -281,12 +267,12 @@ def test_cli_keys_create_list_revoke(tmp_path: Path, monkeypatch: pytest.MonkeyP
         assert client.get("/me", headers=_bearer(key)).json()["owner"] == "alice"
         assert client.get("/me", headers=_bearer(admin)).json()["admin"] is True
 
-        code, out, _ = _cli(monkeypatch, capsys, "keys", "revoke", "1")
+        code, out, _ = run_cli(monkeypatch, capsys, "keys", "revoke", "1")
         assert code == 0 and "revoked" in out
         assert client.get("/me", headers=_bearer(key)).status_code == 401
-        code, _, err = _cli(monkeypatch, capsys, "keys", "revoke", "99")
+        code, _, err = run_cli(monkeypatch, capsys, "keys", "revoke", "99")
         assert code == 2 and "API key 99 not found" in err and "Traceback" not in err
-        code, _, err = _cli(monkeypatch, capsys, "keys", "create", "--owner", "../x")
+        code, _, err = run_cli(monkeypatch, capsys, "keys", "create", "--owner", "../x")
         assert code == 2 and "invalid owner" in err and "Traceback" not in err
     finally:
         get_settings.cache_clear()
@@ -314,16 +300,16 @@ def test_cli_client_sends_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.delenv("ACTSEARCH_API_KEY", raising=False)
     monkeypatch.setitem(cli._remote, "client", None)
-    code, out, err = _cli(monkeypatch, capsys, "--server", "http://svc", "--api-key", admin,
+    code, out, err = run_cli(monkeypatch, capsys, "--server", "http://svc", "--api-key", admin,
                           "keys", "create", "--owner", "carol")
     assert code == 0, err
     carol = out.strip()
-    code, out, _ = _cli(monkeypatch, capsys, "--server", "http://svc", "--api-key", admin,
+    code, out, _ = run_cli(monkeypatch, capsys, "--server", "http://svc", "--api-key", admin,
                         "keys", "list", "--json")
     assert code == 0 and "carol" in out and carol not in out
     monkeypatch.setenv("ACTSEARCH_API_KEY", carol)
-    code, _, err = _cli(monkeypatch, capsys, "--server", "http://svc", "keys", "list")
+    code, _, err = run_cli(monkeypatch, capsys, "--server", "http://svc", "keys", "list")
     assert code == 2 and "not an admin" in err and "(HTTP 403)" in err
     monkeypatch.delenv("ACTSEARCH_API_KEY")
-    code, _, err = _cli(monkeypatch, capsys, "--server", "http://svc", "keys", "list")
+    code, _, err = run_cli(monkeypatch, capsys, "--server", "http://svc", "keys", "list")
     assert code == 2 and "--api-key" in err and "(HTTP 401)" in err.replace("\n", " ")

@@ -23,12 +23,9 @@ from starlette.routing import Mount
 
 from actsearch.settings import AuthSettings, Settings
 from api.main import create_app
-from search.embedded import EmbeddedCoordinator
-from search.service import create_search
-from search.spec import parse_spec
 from store import repo
 from store.db import init_db, make_engine, session_factory
-from tests.api.conftest import TINY_SPEC, RecordingClient, make_settings
+from tests.api.conftest import TINY_SPEC, RecordingClient, make_settings, run_tiny_search
 from tests.utils.data_files import csv_bytes, make_frame
 
 OWNERS = ("alice", "bob")
@@ -66,20 +63,6 @@ class World:
         return r.json() if r.headers.get("content-type", "").startswith("application/json") else r
 
 
-def _run_search(settings: Settings, owner: str) -> int:
-    url = settings.resolved_database_url
-    engine = make_engine(url)
-    sessions = session_factory(engine)
-    with sessions.begin() as session:
-        row = create_search(session=session, spec=parse_spec(TINY_SPEC), storage_url=url,
-                            owner=owner, name=f"{owner} tiny")
-        search_id = row.id
-    EmbeddedCoordinator(sessions=sessions, storage_url=url, search_id=search_id, workers=1,
-                        threads=1).run()
-    engine.dispose()
-    return search_id
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     """Two owners with data, searches, trials, schedules and weights; an admin; one client."""
@@ -96,7 +79,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     w = World(client=RecordingClient(create_app(settings), raise_server_exceptions=False),
               settings=settings, keys=keys, key_ids=key_ids)
     for i, owner in enumerate(OWNERS):
-        search_id = _run_search(settings, owner)
+        search_id = run_tiny_search(settings, name=f"{owner} tiny", owner=owner)
         files = {"file": ("t.csv", csv_bytes(make_frame(40, seed=i)), "text/csv")}
         upload = w.ok("POST", "/datasets", owner, files=files, data={"name": f"{owner}-data"})
         # the same name in both namespaces: each owner gets their own version 1
