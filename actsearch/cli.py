@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from actsearch.errors import ActsearchError, InvalidInput
+from core.errors import ActsearchError, InvalidInput
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Which activation function should your network use? Search it on your data.")
@@ -33,7 +33,7 @@ def _fail(message: str) -> None:
 
 def _db() -> tuple[str, Any]:
     """The database URL and a session factory, migrated to the current schema."""
-    from actsearch.settings import get_settings
+    from core.settings import get_settings
     from store.db import init_db, make_engine, session_factory
 
     url = get_settings().resolved_database_url

@@ -1,6 +1,6 @@
 """A small Python client for the actsearch HTTP API (what ``actsearch --server URL`` uses).
 
-Errors from the service come back as the same :mod:`actsearch.errors` classes the
+Errors from the service come back as the same :mod:`core.errors` classes the
 embedded mode raises, carrying the service's ``detail``, so callers handle one
 hierarchy whichever mode they talk to.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from actsearch.errors import (
+from core.errors import (
     ActsearchError,
     Conflict,
     InvalidDataset,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from fastapi import HTTPException, Request
 from sqlalchemy.orm import Session, sessionmaker
 
-from actsearch.settings import Settings
+from core.settings import Settings
 from api.limits import TokenBuckets, retry_after_header
 from store import repo
 

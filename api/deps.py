@@ -15,7 +15,7 @@ from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from actsearch.settings import Settings
+from core.settings import Settings
 from api.auth import Principal, authenticate, rate_limit, require_admin
 from api.schemas import ErrorPublic
 

@@ -1,6 +1,6 @@
 """One place that turns exceptions into JSON ``{"detail": ...}`` responses.
 
-Every :class:`~actsearch.errors.ActsearchError` carries its own ``status_code``
+Every :class:`~core.errors.ActsearchError` carries its own ``status_code``
 (404 not found, 409 conflict, 413/415/422 bad input, ...), so the mapping is the
 class hierarchy itself. Request validation stays 422 but its detail becomes one
 readable sentence (with the structured errors beside it). Pydantic errors raised
@@ -23,7 +23,7 @@ from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from actsearch.errors import ActsearchError
+from core.errors import ActsearchError
 
 log = logging.getLogger("actsearch.api")
 

@@ -13,8 +13,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from actsearch import __version__
-from actsearch.settings import Settings, get_settings
+from core import __version__
+from core.settings import Settings, get_settings
 from api.auth import make_buckets
 from api.body_limit import BodyLimitMiddleware
 from api.dashboard import install_dashboard

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from actsearch.settings import Settings
+    from core.settings import Settings
 
 RUNNER_STOP_TIMEOUT_S = 30.0
 
@@ -127,7 +127,7 @@ def serve_command(
     """Run the HTTP API; in embedded mode also the runner that executes submitted searches."""
     import uvicorn
 
-    from actsearch.settings import get_settings
+    from core.settings import get_settings
     from api.main import create_app
     from store.db import init_db
 

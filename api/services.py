@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
-from actsearch.errors import Conflict, InvalidInput, LimitExceeded, NotFound
-from actsearch.settings import Settings
+from core.errors import Conflict, InvalidInput, LimitExceeded, NotFound
+from core.settings import Settings
 from api.auth import Principal
 from search import datasets as ds
 from search.progress import search_leaderboard

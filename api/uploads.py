@@ -17,7 +17,7 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from actsearch.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from core.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
 #: Room for the form fields and part headers on top of the file itself.
 FORM_OVERHEAD_BYTES = 64 * 1024

@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from worker.testing import servers, start_service, wait_for  # noqa: E402
+from tests.utils.servers import servers, start_service, wait_for  # noqa: E402
 
 
 def _env(redis_url: str, pg_url: str, home: Path) -> dict[str, str]:

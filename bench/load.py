@@ -130,7 +130,7 @@ class LoadReport:
 class Service:
     url: str
     home: Path
-    proc: Any  # worker.testing.ServiceProcess
+    proc: Any  # tests.utils.servers.ServiceProcess
 
     def log_tail(self, chars: int = 4000) -> str:
         return str(self.proc.tail(chars))
@@ -140,7 +140,7 @@ class Service:
 def running_service(home: Path, *, runner_workers: int = 1, api_workers: int = 1,
                     extra_env: dict[str, str] | None = None) -> Iterator[Service]:
     """``actsearch serve`` (embedded, auth on) on a free loopback port, its own home."""
-    from worker.testing import free_port, start_service, wait_for
+    from tests.utils.servers import free_port, start_service, wait_for
 
     env = {"ACTSEARCH_HOME": str(home), "ACTSEARCH_AUTH__ENABLED": "true",
            "ACTSEARCH_WORKERS": str(runner_workers), "OMP_NUM_THREADS": "1",
@@ -166,7 +166,7 @@ def running_service(home: Path, *, runner_workers: int = 1, api_workers: int = 1
 
 def make_keys(home: Path, owners: list[str]) -> dict[str, str]:
     """One non-admin API key per owner, written straight to the service's database."""
-    from actsearch.settings import Settings
+    from core.settings import Settings
     from store import repo
     from store.db import init_db, make_engine, session_factory
 

@@ -1,4 +1,4 @@
 """PyTorch side of actsearch: activation families, networks, the population engine.
 
-Imports only torch and numpy (and the dependency-free ``actsearch.errors``).
+Imports only torch and numpy (and the dependency-free ``core`` package).
 """

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from actsearch.errors import InvalidDataset, InvalidInput
+from core.errors import InvalidDataset, InvalidInput
 
 from . import kernels
 from .cuda_graphs import GraphedStep, graphs_enabled

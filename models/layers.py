@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from actsearch.errors import InvalidInput
+from core.errors import InvalidInput
 
 # SELU's negative saturation value -scale*alpha, used by AlphaDropout.
 _SELU_ALPHA_PRIME = -1.7580993408473766

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from actsearch.errors import InvalidInput
+from core.errors import InvalidInput
 
 from .activations import Activation, get_activation
 from .layers import (

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from actsearch.errors import InvalidInput
+from core.errors import InvalidInput
 
 from .network import PopulationNet
 

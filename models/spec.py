@@ -4,7 +4,7 @@ These dataclasses are the contract between ``search/`` (which builds them from a
 user's request and Optuna's suggestions) and the population engine. They are
 plain data: JSON round-trips through :meth:`to_dict` / :meth:`from_dict`, and
 :meth:`validate` says what is wrong and how to fix it, raising
-:class:`~actsearch.errors.InvalidInput`.
+:class:`~core.errors.InvalidInput`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-from actsearch.errors import InvalidInput
+from core.errors import InvalidInput
 
 Kind = Literal["mlp", "cnn"]
 Norm = Literal["none", "batch", "layer"]

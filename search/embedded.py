@@ -21,7 +21,7 @@ import numpy as np
 import optuna
 from sqlalchemy.orm import Session, sessionmaker
 
-from actsearch.settings import TrainingSettings, get_settings
+from core.settings import TrainingSettings, get_settings
 from models.engine import PopulationResult, evaluate
 from models.spec import Candidate, TrainConfig
 from store import repo

@@ -27,7 +27,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from actsearch.errors import Conflict, InvalidInput
+from core.errors import Conflict, InvalidInput
 from store import repo
 from store.tables import SearchRow, TrialRow
 

@@ -11,7 +11,7 @@ from optuna.samplers import BaseSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from actsearch.errors import InvalidInput
+from core.errors import InvalidInput
 
 from .space import FAMILY_KEY
 

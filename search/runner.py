@@ -46,7 +46,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from actsearch.errors import NotFound
+from core.errors import NotFound
 from store import repo
 from store.tables import SEARCH_TERMINAL_STATES
 
@@ -322,7 +322,7 @@ def _install_signals(runner: Runner) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m search.runner [--workers N]``; settings from the ACTSEARCH_* environment."""
-    from actsearch.settings import get_settings
+    from core.settings import get_settings
     from store.db import init_db
 
     parser = argparse.ArgumentParser(prog="python -m search.runner", description=__doc__)

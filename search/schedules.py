@@ -50,7 +50,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterBadDateError, CroniterError, croniter  # type: ignore[import-untyped]
 from sqlalchemy.orm import Session, sessionmaker
 
-from actsearch.errors import ActsearchError, Conflict, InvalidInput, NotFound
+from core.errors import ActsearchError, Conflict, InvalidInput, NotFound
 from store import repo
 from store.tables import ScheduleRow, SearchRow, utcnow
 

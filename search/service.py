@@ -10,7 +10,7 @@ import optuna
 from optuna.trial import TrialState
 from sqlalchemy.orm import Session
 
-from actsearch.errors import InvalidInput, NotFound
+from core.errors import InvalidInput, NotFound
 from models.engine import TensorData
 from store import repo
 from store.artifacts import get_artifact_bytes

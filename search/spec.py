@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from actsearch.errors import InvalidInput
+from core.errors import InvalidInput
 from models.activations import REGISTRY, get_activation
 from models.spec import ArchSpec
 

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from actsearch.errors import ActsearchError, InvalidInput, NotFound
+from core.errors import ActsearchError, InvalidInput, NotFound
 from store.tables import ARTIFACT_KINDS, Artifact
 
 __all__ = ["ArtifactCorrupt", "artifact_file", "get_artifact_bytes", "put_artifact", "sha256_hex"]

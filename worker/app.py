@@ -1,4 +1,4 @@
-"""The Celery app, built from the shared Settings and :mod:`worker.config`.
+"""The Celery app, built from the shared Settings and its ``worker`` section.
 
 Choices and why:
 
@@ -36,8 +36,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_process_init
 
-from actsearch.settings import Settings, get_settings
-from worker.config import WorkerSettings, get_worker_settings
+from core.settings import Settings, WorkerSettings, get_settings
 
 RUN_POPULATION = "search.run_population"
 START = "search.start"
@@ -52,7 +51,7 @@ def create_app(
 ) -> Celery:
     """A Celery app for ``settings.broker_url``; the tasks are in :mod:`worker.tasks`."""
     settings = settings or get_settings()
-    ws = worker_settings or get_worker_settings()
+    ws = worker_settings or settings.worker
     # Without a broker (embedded mode) the app still builds, on an in-memory
     # transport that connects nowhere; the CLI refuses to start a worker then.
     app = Celery("actsearch", broker=settings.broker_url or "memory://", include=["worker.tasks", "worker.schedule_tasks"])

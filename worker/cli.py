@@ -24,7 +24,7 @@ def _fail(message: str) -> None:
 
 def _distributed_settings() -> tuple[str, str]:
     """(database url, broker url), or a one-line error when this is not a distributed setup."""
-    from actsearch.settings import get_settings
+    from core.settings import get_settings
 
     settings = get_settings()
     if not settings.broker_url:
@@ -75,9 +75,9 @@ def worker(
 
     init_optuna_schema(url)
     from worker.app import get_app
-    from worker.config import get_worker_settings
+    from core.settings import get_settings
 
-    ws = get_worker_settings()
+    ws = get_settings().worker
     argv = [
         "worker", "--pool=prefork", f"--concurrency={processes}", f"--loglevel={loglevel}",
         "--queues", f"{ws.control_queue},{ws.queue}", "--without-mingle", "--without-gossip",
@@ -98,7 +98,7 @@ def beat(
     passes, which are idempotent).
     """
     _distributed_settings()
-    from actsearch.settings import get_settings
+    from core.settings import get_settings
     from worker.app import get_app
 
     path = schedule_file or get_settings().home / "celerybeat-schedule"

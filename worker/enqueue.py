@@ -7,7 +7,7 @@ stays light; the workers plan and train.
 from __future__ import annotations
 
 from worker.app import START, get_app
-from worker.config import get_worker_settings
+from core.settings import get_settings
 
 
 def submit_search(search_id: int) -> str:
@@ -17,7 +17,7 @@ def submit_search(search_id: int) -> str:
     must find the row. If the broker is down this raises; the search stays
     pending and the reconciler re-starts it once the broker is back.
     """
-    ws = get_worker_settings()
+    ws = get_settings().worker
     result = get_app().send_task(START, args=[search_id], queue=ws.control_queue)
     return str(result.id)
 

@@ -25,9 +25,8 @@ from celery import Task, shared_task
 from celery.signals import worker_process_init
 from sqlalchemy.orm import Session, sessionmaker
 
-from actsearch.settings import get_settings
+from core.settings import WorkerSettings, get_settings
 from worker.app import RECONCILE, RUN_POPULATION, START, get_app
-from worker.config import WorkerSettings, get_worker_settings
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +75,7 @@ def resources() -> _Resources:
         from store.db import make_engine, session_factory
 
         url = get_settings().resolved_database_url
-        ws = get_worker_settings()
+        ws = get_settings().worker
         _resources = _Resources(session_factory(make_engine(url)), url, ws, ws.device)
     return _resources
 

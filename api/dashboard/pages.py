@@ -10,7 +10,7 @@ from string import Template
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
-from actsearch import __version__
+from core import __version__
 
 router = APIRouter(include_in_schema=False)
 

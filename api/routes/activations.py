@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from actsearch.errors import NotFound, UnknownActivation
+from core.errors import NotFound, UnknownActivation
 from api.schemas import ActivationPublic, ActivationsPublic, ErrorPublic
 from models.activations import families, get_activation
 

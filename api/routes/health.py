@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from actsearch import __version__
+from core import __version__
 from api.deps import SettingsDep
 from api.health import check_broker, check_database
 from api.schemas import HealthPublic

@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
-from actsearch.errors import InvalidInput, UnknownActivation
+from core.errors import InvalidInput, UnknownActivation
 
 Layout = Literal["mlp", "conv"]
 ParamKind = Literal["float", "int", "categorical"]

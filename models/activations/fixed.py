@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from actsearch.errors import InvalidInput
+from core.errors import InvalidInput
 
 from .base import Activation, Layout, ParamSpec, register, register_base
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from actsearch.errors import PayloadTooLarge
+from core.errors import PayloadTooLarge
 
 Task = Literal["classification", "regression"]
 TASKS: tuple[str, ...] = ("classification", "regression")
@@ -15,7 +15,7 @@ MIN_ROWS = 20
 
 def _limits() -> dict[str, int]:
     """Size limits from Settings (``ACTSEARCH_LIMITS__*``), read when a call leaves them unset."""
-    from actsearch.settings import get_settings
+    from core.settings import get_settings
 
     lim = get_settings().limits
     return {

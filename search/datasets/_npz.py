@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from actsearch.errors import InvalidDataset, PayloadTooLarge, UnsupportedMediaType
+from core.errors import InvalidDataset, PayloadTooLarge, UnsupportedMediaType
 
 from ._common import _human, _too_large
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from actsearch.errors import InvalidDataset, InvalidInput
+from core.errors import InvalidDataset, InvalidInput
 
 from ._common import MIN_ROWS, Task
 from .dataset import Dataset, validate_dataset

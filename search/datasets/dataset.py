@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from actsearch.errors import InvalidDataset, InvalidInput
+from core.errors import InvalidDataset, InvalidInput
 
 from ._common import MIN_ROWS, TASKS, Task, _limits
 from ._npz import _read_npz_members

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from actsearch.errors import InvalidDataset, InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from core.errors import InvalidDataset, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
 from ._common import TASKS, Task, _human, _limits, _too_large
 from ._npz import _read_npz_members, check_zip_directory

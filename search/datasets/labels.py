@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from actsearch.errors import InvalidDataset
+from core.errors import InvalidDataset
 
 from ._common import Task
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from actsearch.errors import InvalidDataset, InvalidInput
+from core.errors import InvalidDataset, InvalidInput
 
 from ._common import Task
 from .builtins import BUILTINS, load_builtin

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from actsearch.errors import InvalidDataset, InvalidInput
+from core.errors import InvalidDataset, InvalidInput
 
 from ._common import MIN_ROWS, Task
 from .dataset import Dataset

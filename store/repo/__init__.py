@@ -54,7 +54,7 @@ from sqlalchemy.orm import (  # noqa: F401
     Session,
 )
 
-from actsearch.errors import (  # noqa: F401
+from core.errors import (  # noqa: F401
     Conflict,
     InvalidInput,
     NotFound,

@@ -11,7 +11,7 @@ import numpy as np
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from actsearch.errors import InvalidInput, NotFound
+from core.errors import InvalidInput, NotFound
 
 
 def jsonable(value: Any) -> Any:

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from actsearch.errors import Conflict, InvalidInput, NotFound
+from core.errors import Conflict, InvalidInput, NotFound
 from store.artifacts import get_artifact_bytes, put_artifact, sha256_hex
 from store.repo._common import _check, _page, _require_owned, jsonable
 from store.tables import (

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from actsearch.errors import InvalidInput
+from core.errors import InvalidInput
 from store.repo._common import _require
 from store.tables import ApiKeyRow, utcnow
 

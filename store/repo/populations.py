@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from actsearch.errors import Conflict, InvalidInput
+from core.errors import Conflict, InvalidInput
 from store.repo._common import _check, _lock, _require, _won, jsonable
 from store.repo.searches import get_search
 from store.tables import (

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from actsearch.errors import InvalidInput
+from core.errors import InvalidInput
 from store.repo._common import _check, _page, _require, _require_owned, _won, jsonable
 from store.tables import (
     SCHEDULE_KINDS,

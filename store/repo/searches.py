@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
-from actsearch.errors import Conflict, NotFound
+from core.errors import Conflict, NotFound
 from store.repo._common import _check, _lock, _page, _require, _require_owned, _won, jsonable
 from store.repo.datasets import get_dataset
 from store.tables import (

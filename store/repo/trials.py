@@ -11,7 +11,7 @@ import numpy as np
 from sqlalchemy import ColumnElement, Select, delete, func, select
 from sqlalchemy.orm import Session
 
-from actsearch.errors import InvalidInput, NotFound
+from core.errors import InvalidInput, NotFound
 from store.arrays import pack, unpack
 from store.repo._common import _check, _num, _page, _require, jsonable
 from store.repo.populations import get_population

@@ -12,7 +12,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from actsearch.errors import InvalidInput, NotFound
+from core.errors import InvalidInput, NotFound
 from store.artifacts import get_artifact_bytes, put_artifact
 from store.repo._common import jsonable
 from store.repo.trials import get_trial

@@ -17,7 +17,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from actsearch.settings import LimitSettings, Settings
+from core.settings import LimitSettings, Settings
 from api.main import create_app
 from search.embedded import EmbeddedCoordinator
 from search.service import create_search

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from actsearch.settings import AuthSettings, LimitSettings, Settings
+from core.settings import AuthSettings, LimitSettings, Settings
 from api.limits import TokenBuckets
 from store import repo
 from store.db import init_db, make_engine, session_factory
@@ -240,7 +240,7 @@ def test_active_searches_per_owner_limit(tmp_path: Path) -> None:
 def test_cli_keys_create_list_revoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     from actsearch import cli
-    from actsearch.settings import get_settings
+    from core.settings import get_settings
 
     monkeypatch.setenv("ACTSEARCH_HOME", str(tmp_path))
     monkeypatch.setenv("COLUMNS", "200")

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from actsearch.settings import LimitSettings, Settings
+from core.settings import LimitSettings, Settings
 from search.datasets import MAX_CLASSES, MIN_ROWS, Dataset
 from store import repo
 from store.db import init_db

@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 
-from actsearch.settings import Settings
+from core.settings import Settings
 from tests.api.conftest import RecordingClient, assert_error, make_client, make_settings
 from tests.utils.data_files import csv_bytes, make_frame, npz_bytes
 

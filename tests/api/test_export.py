@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from actsearch.settings import Settings
+from core.settings import Settings
 from models.engine import build_network, predict
 from models.export import (
     SingleCandidate,
@@ -292,7 +292,7 @@ def test_finalist_analysis_runs_once(settings: Settings, finished_search_id: int
 def _cli(args: list[str], home: Path, monkeypatch: pytest.MonkeyPatch,
          capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     from actsearch import cli
-    from actsearch.settings import get_settings
+    from core.settings import get_settings
 
     monkeypatch.setenv("ACTSEARCH_HOME", str(home))
     monkeypatch.delenv("ACTSEARCH_DATABASE_URL", raising=False)

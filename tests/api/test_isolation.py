@@ -21,7 +21,7 @@ import pytest
 from fastapi.routing import iter_route_contexts
 from starlette.routing import Mount
 
-from actsearch.settings import AuthSettings, Settings
+from core.settings import AuthSettings, Settings
 from api.main import create_app
 from store import repo
 from store.db import init_db, make_engine, session_factory

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from actsearch.settings import Settings
+from core.settings import Settings
 from search import schedules
 from search.service import create_search
 from search.spec import parse_spec

@@ -73,7 +73,7 @@ def _bearer_key(home: Path) -> str:
 
 
 def _auth_supported() -> bool:
-    from actsearch.settings import AuthSettings  # noqa: F401  (added with API keys)
+    from core.settings import AuthSettings  # noqa: F401  (added with API keys)
     from store import repo
 
     return hasattr(repo, "create_api_key")

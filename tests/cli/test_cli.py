@@ -36,7 +36,7 @@ def test_user_mistakes_are_one_line_and_exit_2(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from actsearch import cli
-    from actsearch.settings import get_settings
+    from core.settings import get_settings
 
     monkeypatch.setenv("ACTSEARCH_HOME", str(tmp_path))
     monkeypatch.setenv("COLUMNS", "200")

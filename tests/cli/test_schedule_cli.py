@@ -23,7 +23,7 @@ BIN = Path(sys.executable).parent
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     from actsearch import cli
-    from actsearch.settings import get_settings
+    from core.settings import get_settings
 
     monkeypatch.setenv("ACTSEARCH_HOME", str(tmp_path))
     monkeypatch.setenv("COLUMNS", "200")

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker.testing import (
+from tests.utils.servers import (
     LocalPostgres,
     LocalRedis,
     ServiceProcess,
@@ -66,13 +66,11 @@ def servers() -> Iterator[Servers]:
 
 
 def _clear_settings_caches() -> None:
-    from actsearch.settings import get_settings
+    from core.settings import get_settings
     from search.distributed import clear_caches
     from worker.app import get_app
-    from worker.config import get_worker_settings
 
     get_settings.cache_clear()
-    get_worker_settings.cache_clear()
     get_app.cache_clear()
     clear_caches()
 

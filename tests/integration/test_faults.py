@@ -45,7 +45,7 @@ from tests.integration.helpers import (
     wait_state,
 )
 from tests.utils.live_server import live_server
-from worker.testing import ServiceProcess, free_port, start_service, wait_for
+from tests.utils.servers import ServiceProcess, free_port, start_service, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.integration.conftest import Cluster
 from tests.integration.helpers import optuna_states, populations
-from worker.testing import ServiceProcess, free_port, start_service, wait_for
+from tests.utils.servers import ServiceProcess, free_port, start_service, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -25,7 +25,7 @@ from tests.integration.helpers import (
     trials,
     wait_state,
 )
-from worker.testing import wait_for
+from tests.utils.servers import wait_for
 
 pytestmark = pytest.mark.integration
 

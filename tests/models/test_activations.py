@@ -18,7 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from actsearch.errors import InvalidInput, UnknownActivation
+from core.errors import InvalidInput, UnknownActivation
 from models.activations import (
     BASE_FUNCTIONS,
     REGISTRY,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from actsearch.errors import InvalidDataset
+from core.errors import InvalidDataset
 from models.activations import REGISTRY
 from models.engine import (
     EpochReport,

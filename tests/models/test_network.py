@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from actsearch.errors import InvalidInput
+from core.errors import InvalidInput
 from models.activations import REGISTRY, get_activation
 from models.engine import build_network, count_flops, count_params
 from models.network import PopulationNet

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from actsearch.errors import InvalidDataset, InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from core.errors import InvalidDataset, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from search.datasets import (
     BUILTINS,
     MIN_ROWS_PER_CLASS,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from actsearch.errors import InvalidInput, UnknownActivation
+from core.errors import InvalidInput, UnknownActivation
 from models.activations import get_activation
 from models.engine import EpochReport
 from search.factories import make_pruner, make_sampler

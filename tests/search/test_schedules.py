@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from actsearch.errors import Conflict, InvalidInput, NotFound
+from core.errors import Conflict, InvalidInput, NotFound
 from search import schedules
 from search.datasets import load_builtin
 from search.population import ask_population

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from actsearch.errors import InvalidInput, NotFound
+from core.errors import InvalidInput, NotFound
 from store.artifacts import ArtifactCorrupt, artifact_file, get_artifact_bytes, put_artifact
 from store.tables import Artifact
 

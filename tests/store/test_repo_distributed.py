@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.orm import Session
 
-from actsearch.errors import NotFound
+from core.errors import NotFound
 from store import repo
 from store.tables import PopulationRow, SearchRow, utcnow
 from tests.store.test_repo import _search

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from actsearch.errors import InvalidInput, NotFound
+from core.errors import InvalidInput, NotFound
 from store import repo
 
 META = {"task": "classification", "n_rows": 3, "n_features": 2, "n_classes": 2}

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session
 
-from actsearch.errors import InvalidInput
+from core.errors import InvalidInput
 from store import repo
 from store.tables import SearchRow
 

@@ -15,15 +15,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from actsearch.settings import Settings, get_settings
+from core.settings import Settings, WorkerSettings, get_settings
 from worker.app import RECONCILE, START, create_app
-from worker.config import WorkerSettings, get_worker_settings
 
 
 def test_worker_modules_never_import_torch_in_the_parent() -> None:
     """The worker's parent imports these; torch (and CUDA) must wait for the children."""
     code = (
-        "import sys, worker.app, worker.tasks, worker.enqueue, worker.cli, worker.config\n"
+        "import sys, worker.app, worker.tasks, worker.enqueue, worker.cli\n"
         "from actsearch import cli_service\n"
         "bad = {'torch', 'optuna', 'models', 'search'} & {m.split('.')[0] for m in sys.modules}\n"
         "assert not bad, bad\n"
@@ -114,7 +113,6 @@ def memory_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 
     def reset() -> None:
         get_settings.cache_clear()
-        get_worker_settings.cache_clear()
         get_app.cache_clear()
         clear_caches()
         worker.tasks._resources = None
