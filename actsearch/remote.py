@@ -23,8 +23,11 @@ def leaderboard_from_api(data: dict[str, Any]) -> Leaderboard:
 
 
 def remote_search(client: ActsearchClient, options: dict[str, Any], console: Console,
-                  quiet: bool = False) -> Leaderboard:
-    """Upload a local file if the dataset is one, submit the search, follow it to the end."""
+                  quiet: bool = False) -> tuple[int, Leaderboard]:
+    """Upload a local file if the dataset is one, submit the search, follow it to the end.
+
+    Returns the search id and its leaderboard.
+    """
     spec = dict(options)
     path = Path(str(spec["dataset"]))
     if path.is_file():
@@ -54,7 +57,7 @@ def remote_search(client: ActsearchClient, options: dict[str, Any], console: Con
         final = client.wait(search_id, on_progress)
     if final["state"] != "complete":
         console.print(f"[yellow]search {search_id} ended {final['state']}[/] {final.get('error') or ''}")
-    return leaderboard_from_api(client.leaderboard(search_id))
+    return search_id, leaderboard_from_api(client.leaderboard(search_id))
 
 
 def remote_show(client: ActsearchClient, search_id: int, console: Console) -> Leaderboard:

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from search.spec import SearchSpec
 
-SearchState = Literal["pending", "running", "finalizing", "complete", "failed", "cancelled"]
+SearchState = Literal["pending", "running", "finalizing", "interrupted", "complete", "failed",
+                      "cancelled"]
 TrialState = Literal["running", "complete", "pruned", "failed"]
 Phase = Literal["search", "finalist"]
 Task = Literal["classification", "regression"]

@@ -44,8 +44,8 @@ def _stop_runner(proc: subprocess.Popen[bytes]) -> None:
 class _RunnerSupervisor:
     """Keeps the runner alive: a runner that dies unexpectedly is started again.
 
-    The restarted runner marks the search its predecessor was running as failed
-    (see ``search.runner``), then carries on with the pending ones.
+    The restarted runner resumes the search its predecessor was running (see
+    ``search.runner``), then carries on with the pending ones.
     """
 
     def __init__(self, workers: int | None, settings: Settings) -> None:
@@ -72,19 +72,19 @@ class _RunnerSupervisor:
     def stop(self) -> None:
         self._stopping.set()
         _stop_runner(self.proc)
-        self._fail_claimed_search()
+        self._interrupt_orphans()
 
-    def _fail_claimed_search(self) -> None:
+    def _interrupt_orphans(self) -> None:
         """A runner killed before its cleanup (it had RUNNER_STOP_TIMEOUT_S) leaves its
-        search claimed: record it as interrupted now rather than at the next start."""
-        from search.runner import recover
+        search running: record it as interrupted now (the next start resumes it)."""
+        from search.runner import interrupt_orphans
         from store.db import make_engine, session_factory
 
         url = self.settings.resolved_database_url
         engine = make_engine(url)
         try:
-            recover(self.settings.home, session_factory(engine), url, why="shut down")
-        except Exception as exc:  # the next start's recovery will do it
+            interrupt_orphans(session_factory(engine), self.settings.home)
+        except Exception as exc:  # the next start resumes it all the same
             typer.echo(f"actsearch: could not record the interrupted search: {exc}", err=True)
         finally:
             engine.dispose()
@@ -127,8 +127,8 @@ def serve_command(
     """Run the HTTP API; in embedded mode also the runner that executes submitted searches."""
     import uvicorn
 
-    from core.settings import get_settings
     from api.main import create_app
+    from core.settings import get_settings
     from store.db import init_db
 
     settings = get_settings()

@@ -31,7 +31,7 @@ from core.errors import Conflict, InvalidInput
 from store import repo
 from store.tables import SearchRow, TrialRow
 
-from .protocol import build_leaderboard
+from .protocol import build_leaderboard, task_metric
 from .service import prepare_data
 from .spec import SearchSpec
 
@@ -62,7 +62,7 @@ y = out * meta["target_scaler"]["std"] + meta["target_scaler"]["mean"]
 def _metric(search: SearchRow, task: str) -> str:
     if search.best and search.best.get("metric"):
         return str(search.best["metric"])
-    return "accuracy" if task == "classification" else "r2"
+    return task_metric(task)
 
 
 def best_finalist(session: Session, *, search_id: int) -> tuple[TrialRow, dict[str, Any]]:

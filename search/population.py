@@ -29,6 +29,7 @@ class AskedTrial:
     act_params: dict[str, Any]
     hparams: dict[str, float]
     seed: int
+    reported: frozenset[int] = frozenset()  # epochs Optuna holds already (a resumed trial)
 
     @property
     def number(self) -> int:
@@ -81,10 +82,12 @@ class PruningReporter:
             return []  # Optuna takes no intermediate values (and prunes nothing) with several objectives
         stop: list[int] = []
         for index, value in zip(report.candidates, report.val_metric, strict=True):
-            trial = self.asked[index].trial
+            asked = self.asked[index]
             if not math.isfinite(value):
                 continue  # the engine fails non-finite candidates itself
-            trial.report(value, report.epoch)
+            if report.epoch not in asked.reported:
+                asked.trial.report(value, report.epoch)
+            trial = asked.trial
             if trial.should_prune():
                 stop.append(index)
         return stop

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from store import repo
 from store.tables import SEARCH_TERMINAL_STATES, SearchRow, utcnow
 
-from .protocol import Leaderboard, build_leaderboard
+from .protocol import Leaderboard, build_leaderboard, task_metric
 from .spec import SearchSpec
 
 
@@ -32,7 +32,8 @@ def search_progress(session: Session, *, row: SearchRow) -> dict[str, Any]:
     search_t = trials.get("search", {})
     complete, pruned, failed = (search_t.get(s, 0) for s in ("complete", "pruned", "failed"))
     unfinished = ("pending", "running")
-    running = sum(k for ph in pops.values() for st, (_, k) in ph.items() if st in unfinished)
+    # candidates training now (a pending population's trials have not started)
+    running = sum(k for ph in pops.values() for st, (_, k) in ph.items() if st == "running")
     finalist_pops = pops.get("finalist", {})
     finalists_total = sum(n for n, _ in finalist_pops.values())
     finalists_done = sum(n for st, (n, _) in finalist_pops.items() if st not in unfinished)
@@ -67,7 +68,7 @@ def _metric(session: Session, row: SearchRow) -> str:
     if row.best and row.best.get("metric"):
         return str(row.best["metric"])
     task = repo.get_dataset(session, dataset_id=row.dataset_id).task
-    return "accuracy" if task == "classification" else "r2"
+    return task_metric(task)
 
 
 

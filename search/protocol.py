@@ -34,6 +34,11 @@ class TrialLike(Protocol):
     trial_number: int | None
 
 
+def task_metric(task: str) -> str:
+    """The validation/test metric of a task: accuracy for classification, R² for regression."""
+    return "accuracy" if task == "classification" else "r2"
+
+
 def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
     """Mean and the half-width of its Student-t confidence interval (0 for one value)."""
     n = len(values)

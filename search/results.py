@@ -82,11 +82,13 @@ def record_population(
     session: Session, *, search_id: int, study_name: str, population_id: int | None,
     phase: str, family: str, identities: Sequence[TrialIdentity], result: PopulationResult,
     told: dict[int, str] | None = None, save_weights_with: dict[str, Any] | None = None,
+    started_at: dt.datetime | None = None,
 ) -> list[Any]:
     """One trial row per candidate with its epochs, curves and pre-activation statistics.
 
     ``save_weights_with`` (scaler and label map) stores each candidate's weights too:
-    done for finalists, whose models can be exported.
+    done for finalists, whose models can be exported. ``started_at``: when the
+    population started training (the rows are written after it ends).
     """
     now = dt.datetime.now(dt.timezone.utc)
     rows = []
@@ -100,7 +102,7 @@ def record_population(
             family_params=ident.act_params, hparams=ident.hparams, seed=ident.candidate.seed,
             state=state, value=cand.val_metric, best_value=cand.best_val_metric,
             n_params=result.n_params, flops=result.flops, device=result.device,
-            duration_s=duration, error=cand.error, finished_at=now,
+            duration_s=duration, error=cand.error, started_at=started_at, finished_at=now,
             source_trial_number=ident.source_trial_number,
         )
         repo.add_epoch_metrics(session, trial_id=row.id, rows=cand.history)

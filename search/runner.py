@@ -3,25 +3,24 @@
 ``actsearch serve`` starts it as its own process (``python -m search.runner``) beside
 the API, in embedded mode only (in distributed mode the Celery workers run
 searches). The loop takes the oldest ``pending`` search, runs an
-:class:`~search.embedded.EmbeddedCoordinator` on it (with ``workers`` training
+:class:`~search.coordinator.EmbeddedCoordinator` on it (with ``workers`` training
 children), then the next; it sleeps briefly when there is nothing to do.
 
-Restarts. One runner per database at a time: it holds an exclusive lock on
-``<home>/runner.lock`` for its whole life, and records the search it is running
-in ``<home>/runner-claim.json``. On start, once it holds the lock (so no other
-runner is alive), a claim left behind names a search whose runner died; that
-search is marked **failed** with an error saying so, its unfinished populations
-failed and its Optuna trials still RUNNING told FAIL, so nothing stays running
-forever. It is not resumed: the coordinator plans a search from its start and
-cannot yet continue a partly-run plan (its finished trials stay readable).
-Searches started from ``actsearch search`` in a shell are never claimed, so a
-runner never touches them.
+Restarts and resume. One runner per database at a time: it holds an exclusive lock
+on ``<home>/runner.lock`` for its whole life; each search it runs holds the search's
+own lock (:func:`search.coordinator.search_lock`). On start, once it holds the
+runner lock, every unfinished search whose process is gone (``interrupted``, or
+``running``/``finalizing`` with a free search lock: a SIGKILL or a reboot) is resumed
+before any pending one: finished trials are kept and the trials that were in flight
+are trained again, once. That covers searches started from ``actsearch search`` in
+a shell as well; one still running there holds its lock and is left alone.
 
 Stopping. SIGTERM (what ``serve`` sends on Ctrl-C) stops the loop: between
-searches it exits at once; during one, the search is marked failed ("interrupted
-by a shutdown") and its training children are stopped before the process exits
-with status 0. SIGINT is ignored (a terminal's Ctrl-C reaches the whole process
-group; ``serve`` decides and sends SIGTERM), and so are the children's.
+searches it exits at once; during one, the search is left ``interrupted`` (its
+training children stopped, its in-flight populations back to pending) and the
+process exits with status 0; the next start resumes it. SIGINT is ignored (a
+terminal's Ctrl-C reaches the whole process group; ``serve`` decides and sends
+SIGTERM), and so are the children's.
 
 Schedules. The runner is also the embedded scheduler: every ``schedule_tick_s``
 seconds (``ACTSEARCH_SCHEDULE_TICK_S``) it calls :func:`search.schedules.tick`,
@@ -33,7 +32,6 @@ a firing until it ends (the firing then happens once, not once per missed time).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -46,18 +44,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.errors import NotFound
+from core.errors import Conflict
 from store import repo
-from store.tables import SEARCH_TERMINAL_STATES
 
 log = logging.getLogger("actsearch.runner")
 
 LOCK_FILE = "runner.lock"
-CLAIM_FILE = "runner-claim.json"
-INTERRUPTED = (
-    "interrupted: the actsearch service stopped while this search was running ({why}); "
-    "trials that finished are kept; submit the search again to run it to the end"
-)
 
 
 class Shutdown(BaseException):
@@ -102,86 +94,36 @@ def runner_lock(
         fh.close()  # releases the lock
 
 
-def _claim_path(home: Path) -> Path:
-    return home / CLAIM_FILE
+def orphaned_searches(sessions: sessionmaker[Session], home: Path) -> list[int]:
+    """Unfinished searches no live process runs: interrupted ones, and running ones whose
+    search lock exists but is free (their process was killed). Oldest first.
 
-
-def write_claim(home: Path, search_id: int) -> None:
-    """Record that this runner is running ``search_id`` (atomically replaced)."""
-    path = _claim_path(home)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"search_id": search_id, "pid": os.getpid()}))
-    os.replace(tmp, path)
-
-
-def clear_claim(home: Path) -> None:
-    """Forget the claim: the search reached a terminal state or was marked failed."""
-    _claim_path(home).unlink(missing_ok=True)
-
-
-def read_claim(home: Path) -> int | None:
-    """The search a previous runner claimed, or None (missing or unreadable file)."""
-    try:
-        return int(json.loads(_claim_path(home).read_text())["search_id"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def fail_unfinished(
-    sessions: sessionmaker[Session], storage_url: str, search_id: int, error: str,
-    *, reword_failed: bool = False,
-) -> bool:
-    """Mark an unfinished search failed with ``error``; its in-flight work too.
-
-    ``reword_failed`` replaces the error of a search the coordinator already marked
-    failed on the way out (its message names only the exception) with ours.
-    Returns True if the search was still unfinished (and is now failed).
+    A running search without a lock file is skipped: ``actsearch search`` creates its
+    row just before its coordinator takes the lock.
     """
-    with sessions.begin() as session:
-        try:
-            row = repo.get_search(session, search_id=search_id)
-        except NotFound:
-            return False
-        if row.state in SEARCH_TERMINAL_STATES:
-            if reword_failed and row.state == "failed":
-                repo.set_search_state(session, search_id=search_id, state="failed", error=error)
-            return False
-        study_name = row.study_name
-        for pop in repo.list_populations(session, search_id=search_id):
-            if pop.state in ("pending", "running"):
-                repo.set_population_state(session, population_id=pop.id, state="failed",
-                                          error=error)
-        repo.set_search_state(session, search_id=search_id, state="failed", error=error)
-    _fail_running_optuna_trials(study_name, storage_url)
-    return True
+    from search.coordinator import lock_holder
+    from search.coordinator.local import RESUMABLE_STATES, lock_path
+
+    with sessions() as session:
+        rows = [(r.id, r.state) for state in RESUMABLE_STATES
+                for r in repo.list_searches(session, state=state, limit=None)]
+    out = []
+    for search_id, state in sorted(rows):
+        if state != "interrupted" and not lock_path(home, search_id).exists():
+            continue
+        if lock_holder(home, search_id) is None:
+            out.append(search_id)
+    return out
 
 
-def _fail_running_optuna_trials(study_name: str, storage_url: str) -> None:
-    """Tell FAIL for the study's trials left RUNNING (optuna-dashboard would show them forever)."""
-    import optuna
-    from optuna.trial import TrialState
+def interrupt_orphans(sessions: sessionmaker[Session], home: Path) -> list[int]:
+    """Mark searches whose process died (SIGKILL, a runner killed on shutdown) interrupted."""
+    from search.coordinator import interrupt
 
-    from .storage import optuna_storage
-
-    try:
-        study = optuna.load_study(study_name=study_name, storage=optuna_storage(storage_url))
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            study.tell(trial.number, state=TrialState.FAIL)
-    except Exception as exc:  # best effort: our tables already say what happened
-        log.warning("could not close Optuna trials of %s: %s", study_name, exc)
-
-
-def recover(home: Path, sessions: sessionmaker[Session], storage_url: str, *,
-            why: str = "its runner process ended without finishing it") -> int | None:
-    """Fail the search a crashed runner left claimed; returns its id if it was unfinished."""
-    search_id = read_claim(home)
-    if search_id is None:
-        return None
-    failed = fail_unfinished(sessions, storage_url, search_id, INTERRUPTED.format(why=why))
-    clear_claim(home)
-    if failed:
-        log.warning("search %s was left running by a previous runner; marked failed", search_id)
-    return search_id if failed else None
+    ids = orphaned_searches(sessions, home)
+    for search_id in ids:
+        interrupt(sessions, search_id=search_id)
+    return ids
 
 
 class Runner:
@@ -237,50 +179,44 @@ class Runner:
             return row.id if row is not None else None
 
     def run_one(self, search_id: int) -> None:
-        """Run one search to its end; a search that fails is recorded, not raised."""
-        from search.embedded import EmbeddedCoordinator
+        """Run (or resume) one search to its end; a search that fails is recorded, not raised."""
+        from search.coordinator import EmbeddedCoordinator, fail_search
 
-        with self.sessions.begin() as session:
-            # Atomic claim: if the search was cancelled (or taken) since it was
-            # picked, leave it alone.
-            if not repo.transition_search(session, search_id=search_id, from_states=["pending"],
-                                          to_state="running"):
-                return
         self.current = search_id
-        write_claim(self.home, search_id)
         try:
             log.info("running search %s", search_id)
             coordinator = EmbeddedCoordinator(
                 sessions=self.sessions, storage_url=self.database_url, search_id=search_id,
-                workers=self.workers, threads=self.threads)
+                workers=self.workers, threads=self.threads, home=self.home)
             coordinator.run()
             log.info("search %s finished", search_id)
         except Shutdown:
-            fail_unfinished(self.sessions, self.database_url, search_id,
-                            INTERRUPTED.format(why="shut down"), reword_failed=True)
+            log.info("search %s interrupted by a shutdown; the next start resumes it", search_id)
             raise
-        except Exception as exc:  # the coordinator marks it failed; keep serving others
+        except Conflict as exc:  # another process holds its lock: it is running there
+            log.info("search %s not run here: %s", search_id, exc.detail)
+        except Exception as exc:  # the coordinator records its own failures; keep serving
             log.error("search %s failed: %s: %s", search_id, type(exc).__name__, exc)
-            # The coordinator records its own failures; this covers what happens before
-            # it starts (a study or dataset that cannot be loaded), or the loop would
-            # pick the same pending search forever.
-            fail_unfinished(self.sessions, self.database_url, search_id,
-                            f"the runner could not run this search: {type(exc).__name__}: {exc}")
+            # This covers what happens before the coordinator starts (a study or dataset
+            # that cannot be loaded), or the loop would pick the same search forever.
+            fail_search(self.sessions, search_id=search_id, storage_url=self.database_url,
+                        error=f"the runner could not run this search: {type(exc).__name__}: {exc}")
         finally:
-            clear_claim(self.home)
             self.current = None
 
     def loop(self) -> None:
-        """Take the runner lock, recover a crashed predecessor's search, then run searches."""
+        """Take the runner lock, resume what a stopped process left, then run pending searches."""
         with runner_lock(self.home, poll_s=self.poll_s,
                          should_stop=lambda: self.stopping or self._orphaned()) as held:
             if not held:
                 return
-            recover(self.home, self.sessions, self.database_url)
+            resume = orphaned_searches(self.sessions, self.home)
+            if resume:
+                log.warning("resuming searches %s left unfinished by a stopped process", resume)
             log.info("runner ready (workers=%s)", self.workers)
             while not self.stopping and not self._orphaned():
                 self.tick_schedules()
-                search_id = self.next_search()
+                search_id = resume.pop(0) if resume else self.next_search()
                 if search_id is None:
                     time.sleep(self.poll_s)
                     continue

@@ -75,11 +75,18 @@ def create_study(spec: SearchSpec, study_name: str, storage_url: str) -> optuna.
     )
 
 
-def load_study(spec: SearchSpec, study_name: str, storage_url: str) -> optuna.Study:
-    """Re-open a search's study with its sampler and pruner."""
+def open_study(spec: SearchSpec, study_name: str, storage_url: str,
+               seed: int | None = None) -> optuna.Study:
+    """Re-open a search's study with its sampler and pruner (the one place that does).
+
+    ``seed`` seeds the sampler; default the search's seed. Each population opens
+    the study with its own seed (:func:`search.coordinator.steps.population_seed`),
+    so fresh samplers do not replay the same random draws population after population.
+    """
     return optuna.load_study(
         study_name=study_name, storage=optuna_storage(storage_url),
-        sampler=make_sampler(spec.sampler, spec.seed, spec.multi_objective),
+        sampler=make_sampler(spec.sampler, spec.seed if seed is None else seed,
+                             spec.multi_objective),
         pruner=make_pruner("none" if spec.multi_objective else spec.pruner, spec.epochs),
     )
 

@@ -43,7 +43,10 @@ VERSION_TABLE = "actsearch_alembic_version"
 
 ARTIFACT_KINDS = ("dataset", "weights")
 DATASET_SOURCES = ("builtin", "upload")
-SEARCH_STATES = ("pending", "running", "finalizing", "complete", "failed", "cancelled")
+# "interrupted": its process stopped (Ctrl-C, shutdown, crash) and it can be resumed; neither
+# active (it trains nothing, and does not count against the owner's limit) nor terminal.
+SEARCH_STATES = ("pending", "running", "finalizing", "interrupted", "complete", "failed",
+                 "cancelled")
 SEARCH_TERMINAL_STATES = ("complete", "failed", "cancelled")
 POPULATION_STATES = ("pending", "running", "complete", "failed", "cancelled")
 # A population in one of these states will never train again (cancelled: its

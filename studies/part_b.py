@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from search.embedded import EmbeddedCoordinator
+from search.coordinator import EmbeddedCoordinator
 from search.service import create_search
 from search.spec import parse_spec
 from store import repo

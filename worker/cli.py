@@ -74,8 +74,8 @@ def worker(
     from search.storage import init_optuna_schema
 
     init_optuna_schema(url)
-    from worker.app import get_app
     from core.settings import get_settings
+    from worker.app import get_app
 
     ws = get_settings().worker
     argv = [

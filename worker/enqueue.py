@@ -6,8 +6,8 @@ stays light; the workers plan and train.
 
 from __future__ import annotations
 
-from worker.app import START, get_app
 from core.settings import get_settings
+from worker.app import START, get_app
 
 
 def submit_search(search_id: int) -> str:

@@ -1,4 +1,4 @@
-"""Thin Celery tasks: plain ids in, the work done by :mod:`search.distributed`.
+"""Thin Celery tasks: plain ids in, the work done by :mod:`search.coordinator`.
 
 Each task loads what it needs from the database, calls ``search/``, and only
 after that call has committed enqueues the follow-up populations it returned
@@ -6,7 +6,7 @@ after that call has committed enqueues the follow-up populations it returned
 errors only (the database or the broker unreachable); a population that fails
 for any other reason is recorded as failed, never retried blindly.
 
-``search.distributed`` (and with it torch) is imported inside the tasks: the
+``search.coordinator`` (and with it torch) is imported inside the tasks: the
 worker's parent process imports this module and must never initialise CUDA.
 """
 
@@ -137,7 +137,7 @@ def run_population_task(self: Task, population_id: int) -> dict[str, Any]:
     """Train one population, then advance its search and enqueue what that planned."""
     res = resources()
     device = _prepare_torch(res)
-    from search.distributed import advance_search, run_population
+    from search.coordinator import advance_search, run_population
     from search.limits import cap_population_memory, release_memory
 
     training = get_settings().training
@@ -169,7 +169,7 @@ def start_search_task(self: Task, search_id: int) -> dict[str, Any]:
     *retried* one re-sends the pending populations, since the first try may have
     committed the plan and then failed to reach the broker; duplicates are harmless.
     """
-    from search.distributed import plan_search
+    from search.coordinator import plan_search
     from store import repo
 
     res = resources()
@@ -198,13 +198,13 @@ def _queue_is_empty(app: Any, queue: str) -> bool:
 
 @shared_task(name=RECONCILE, bind=True, **RETRY)
 def reconcile_task(self: Task) -> dict[str, Any]:
-    """One reconciler pass (beat sends it every ``reconcile_interval_s``); see ``search.distributed.reconcile``.
+    """One reconciler pass (beat sends it every ``reconcile_interval_s``); see ``search.coordinator.reconcile``.
 
     Besides that pass: pending populations whose messages were lost (the queue
     is empty but they are still waiting long after creation, e.g. after a broker
     restart without persistence) are sent again, and pending searches re-started.
     """
-    from search.distributed import reconcile
+    from search.coordinator import reconcile
     from store import repo
 
     res = resources()

@@ -271,3 +271,18 @@ def waiting_populations(
         PopulationRow.state == "pending", PopulationRow.created_at < cutoff
     )
     return list(session.scalars(stmt.order_by(PopulationRow.id)))
+
+
+def requeue_population(session: Session, *, population_id: int) -> PopulationRow:
+    """A running population whose process is gone goes back to ``pending``.
+
+    It keeps the Optuna trials it asked (``trial_numbers``): whoever claims it next
+    trains those same trials, so none is asked twice.
+    """
+    row: PopulationRow = _require(session, PopulationRow, population_id, "population")
+    row.state = "pending"
+    row.worker = None
+    row.heartbeat_at = None
+    row.started_at = None
+    session.flush()
+    return row

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from core.settings import AuthSettings, LimitSettings, Settings
 from api.limits import TokenBuckets
+from core.settings import AuthSettings, LimitSettings, Settings
 from store import repo
 from store.db import init_db, make_engine, session_factory
 from tests.api.conftest import TINY_SPEC, RecordingClient, assert_error, make_client, make_settings
@@ -240,13 +240,14 @@ def test_active_searches_per_owner_limit(tmp_path: Path) -> None:
 def test_cli_keys_create_list_revoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     from actsearch import cli
+    from actsearch.cli import common
     from core.settings import get_settings
 
     monkeypatch.setenv("ACTSEARCH_HOME", str(tmp_path))
     monkeypatch.setenv("COLUMNS", "200")
     for var in ("ACTSEARCH_DATABASE_URL", "ACTSEARCH_SERVER", "ACTSEARCH_API_KEY"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setitem(cli._remote, "client", None)
+    monkeypatch.setitem(common.remote, "client", None)
     get_settings.cache_clear()
     try:
         code, out, err = run_cli(monkeypatch, capsys, "keys", "create", "--owner", "alice",
@@ -284,6 +285,7 @@ def test_cli_client_sends_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     from fastapi.testclient import TestClient
 
     from actsearch import cli
+    from actsearch.cli import common
     from actsearch.client import ActsearchClient
     from api.main import create_app
 
@@ -299,7 +301,7 @@ def test_cli_client_sends_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(ActsearchClient, "__init__", fake_init)
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.delenv("ACTSEARCH_API_KEY", raising=False)
-    monkeypatch.setitem(cli._remote, "client", None)
+    monkeypatch.setitem(common.remote, "client", None)
     code, out, err = run_cli(monkeypatch, capsys, "--server", "http://svc", "--api-key", admin,
                           "keys", "create", "--owner", "carol")
     assert code == 0, err

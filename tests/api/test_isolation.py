@@ -21,8 +21,8 @@ import pytest
 from fastapi.routing import iter_route_contexts
 from starlette.routing import Mount
 
-from core.settings import AuthSettings, Settings
 from api.main import create_app
+from core.settings import AuthSettings, Settings
 from store import repo
 from store.db import init_db, make_engine, session_factory
 from tests.api.conftest import TINY_SPEC, RecordingClient, make_settings, run_tiny_search

@@ -23,13 +23,14 @@ BIN = Path(sys.executable).parent
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     from actsearch import cli
+    from actsearch.cli import common
     from core.settings import get_settings
 
     monkeypatch.setenv("ACTSEARCH_HOME", str(tmp_path))
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.delenv("ACTSEARCH_DATABASE_URL", raising=False)
     monkeypatch.delenv("ACTSEARCH_SERVER", raising=False)
-    monkeypatch.setitem(cli._remote, "client", None)
+    monkeypatch.setitem(common.remote, "client", None)
     get_settings.cache_clear()
     yield tmp_path
     get_settings.cache_clear()

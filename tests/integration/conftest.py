@@ -67,7 +67,7 @@ def servers() -> Iterator[Servers]:
 
 def _clear_settings_caches() -> None:
     from core.settings import get_settings
-    from search.distributed import clear_caches
+    from search.coordinator import clear_caches
     from worker.app import get_app
 
     get_settings.cache_clear()

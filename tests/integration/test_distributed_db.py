@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from search import distributed
+from search import coordinator as distributed
 from search.protocol import build_leaderboard
 from store import repo
 from store.tables import PopulationRow, utcnow

@@ -13,8 +13,8 @@ from wsgiref.util import setup_testing_defaults
 import optuna
 import pytest
 from optuna.trial import TrialState
+from search.coordinator import EmbeddedCoordinator, Progress
 
-from search.embedded import EmbeddedCoordinator, Progress
 from search.protocol import build_leaderboard
 from search.service import create_search
 from search.spec import parse_spec

@@ -22,7 +22,7 @@ from core.errors import Conflict, InvalidInput, NotFound
 from search import schedules
 from search.datasets import load_builtin
 from search.population import ask_population
-from search.service import create_search, load_study, register_dataset
+from search.service import create_search, open_study, register_dataset
 from search.spec import SearchSpec, parse_spec
 from store import repo
 from store.db import init_db, make_engine, session_factory
@@ -289,7 +289,7 @@ def _parent_with_trials(url: str, sessions: sessionmaker[Session]) -> tuple[int,
     with sessions.begin() as session:
         row = create_search(session=session, spec=spec, storage_url=url)
         search_id, study_name = row.id, row.study_name
-    study = load_study(spec, study_name, url)
+    study = open_study(spec, study_name, url)
     relu = ask_population(study, study.sampler, "relu", 3, spec)
     study.tell(relu[0].trial, 0.8)
     study.tell(relu[1].trial, 0.9)
@@ -317,7 +317,7 @@ def test_add_trials_warm_starts_from_the_parent(db: Any) -> None:
     assert (spec.trials, spec.warm_start_from, spec.families) == (4, parent_id, ["relu", "prelu"])
     assert spec.trials_per_family() == 2  # its own budget, whatever the parent had
     parent = optuna.load_study(study_name=parent_study, storage=url).trials
-    study = load_study(spec, child.study_name, url)
+    study = open_study(spec, child.study_name, url)
     copied = study.trials  # before any ask
     assert [t.state for t in copied] == [TrialState.COMPLETE, TrialState.COMPLETE,
                                          TrialState.PRUNED]

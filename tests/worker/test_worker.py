@@ -23,7 +23,7 @@ def test_worker_modules_never_import_torch_in_the_parent() -> None:
     """The worker's parent imports these; torch (and CUDA) must wait for the children."""
     code = (
         "import sys, worker.app, worker.tasks, worker.enqueue, worker.cli\n"
-        "from actsearch import cli_service\n"
+        "from actsearch.cli import services\n"
         "bad = {'torch', 'optuna', 'models', 'search'} & {m.split('.')[0] for m in sys.modules}\n"
         "assert not bad, bad\n"
     )
@@ -102,7 +102,7 @@ def test_worker_and_beat_refuse_a_non_distributed_setup(
 def memory_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Settings for SQLite + Kombu's in-memory broker; every cache reset around the test."""
     import worker.tasks
-    from search.distributed import clear_caches
+    from search.coordinator import clear_caches
     from worker.app import get_app
 
     url = f"sqlite:///{tmp_path / 'actsearch.db'}"

@@ -3,8 +3,7 @@
 Locally a schedule is stored in this machine's database and fired by the
 runner of ``actsearch serve`` on that database; with ``--server URL`` it goes to
 that service (fired by its runner, or by ``actsearch beat`` in a cluster).
-Helpers of :mod:`actsearch.cli` are imported inside the commands: that module
-registers this one at import time.
+Shared helpers come from :mod:`actsearch.cli.common`.
 """
 
 from __future__ import annotations
@@ -17,6 +16,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from . import common
+
 schedule_app = typer.Typer(
     no_args_is_help=True, add_completion=False,
     help="Recurring searches: re-run a search on the latest version of a dataset, or add "
@@ -25,11 +26,6 @@ schedule_app = typer.Typer(
 FIRED_BY = ("it fires while `actsearch serve` runs on this database "
             "(ACTSEARCH_SCHEDULE_TICK_S sets how often it checks)")
 
-
-def _cli() -> Any:
-    from actsearch import cli
-
-    return cli
 
 
 def _rerun_template(dataset: str | None, spec: Path | None, flags: dict[str, Any]) -> dict[str, Any]:
@@ -41,10 +37,10 @@ def _rerun_template(dataset: str | None, spec: Path | None, flags: dict[str, Any
         options["dataset"] = dataset
     options.update({k: v for k, v in flags.items() if v is not None})
     if "dataset" not in options:
-        _cli()._fail("no dataset: pass --dataset NAME (a stored dataset or a builtin), a --spec "
+        common.fail("no dataset: pass --dataset NAME (a stored dataset or a builtin), a --spec "
                      "file with a 'dataset' key, or --add-trials N --to SEARCH_ID")
     name = str(options["dataset"])
-    if _cli()._remote["client"] is None and Path(name).expanduser().is_file():
+    if common.remote["client"] is None and Path(name).expanduser().is_file():
         # The runner that fires it may run from another directory.
         options["dataset"] = str(Path(name).expanduser().resolve())
     return {"kind": "rerun", "spec": options}
@@ -79,7 +75,6 @@ def create(
     as_json: Annotated[bool, typer.Option("--json", help="print the schedule as JSON")] = False,
 ) -> None:
     """Create a schedule: a search spec re-run on a cron, or trials added to a search."""
-    cli = _cli()
     given = {  # option -> (spec key, value)
         "--arch": ("architecture", arch), "--trials": ("trials", trials),
         "--epochs": ("epochs", epochs), "--label": ("label", label),
@@ -93,15 +88,15 @@ def create(
     flags = {key: value for key, value in given.values()}
     if add_trials is not None or to is not None:
         if add_trials is None or to is None:
-            cli._fail("--add-trials N and --to SEARCH_ID go together")
+            common.fail("--add-trials N and --to SEARCH_ID go together")
         used = [opt for opt, (_, v) in given.items() if v is not None]
         used += (["--dataset"] if dataset else []) + (["--spec"] if spec else [])
         if used:
-            cli._fail(f"--add-trials reuses the search's own spec; drop {', '.join(used)}")
+            common.fail(f"--add-trials reuses the search's own spec; drop {', '.join(used)}")
         template: dict[str, Any] = {"kind": "add_trials", "search_id": to, "trials": add_trials}
     else:
         template = _rerun_template(dataset, spec, flags)
-    client = cli._remote["client"]
+    client = common.remote["client"]
     if client is not None:
         out = client.create_schedule({"name": name, "cron": cron, "timezone": timezone,
                                       "template": template})
@@ -109,7 +104,7 @@ def create(
     else:
         from search.schedules import create_schedule
 
-        _, sessions = cli._db()
+        _, sessions = common.db()
         with sessions.begin() as session:
             row = create_schedule(session, name=name, cron=cron, template=template, tz=timezone)
             out = _row_dict(row)
@@ -117,7 +112,7 @@ def create(
     if as_json:
         print(json.dumps(out))
         return
-    cli.console.print(f"schedule [bold]{out['id']}[/] {out['name']!r} created {where}; "
+    common.console.print(f"schedule [bold]{out['id']}[/] {out['name']!r} created {where}; "
                       f"next run {_when(out['next_run_at'])}", highlight=False)
 
 
@@ -143,21 +138,20 @@ def list_(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """List schedules, newest first."""
-    cli = _cli()
-    client = cli._remote["client"]
+    client = common.remote["client"]
     if client is not None:
         rows = client.schedules(state=state)["data"]
     else:
         from store import repo
 
-        _, sessions = cli._db()
+        _, sessions = common.db()
         with sessions() as session:
             rows = [_row_dict(r) for r in repo.list_schedules(session, state=state, limit=None)]
     if as_json:
         print(json.dumps(rows))
         return
     if not rows:
-        cli.console.print("no schedules; create one with `actsearch schedule create`")
+        common.console.print("no schedules; create one with `actsearch schedule create`")
         return
     table = Table(title="schedules", title_justify="left")
     for col in ("id", "name", "state", "cron", "tz", "next run", "last run", "runs",
@@ -167,7 +161,7 @@ def list_(
         table.add_row(str(r["id"]), r["name"], r["state"], r["cron"], r["timezone"],
                       _when(r["next_run_at"]), _when(r["last_run_at"]), str(r["run_count"]),
                       str(r["last_search_id"] or "-"), (r["last_error"] or "-")[:60])
-    cli.console.print(table)
+    common.console.print(table)
 
 
 @schedule_app.command()
@@ -176,15 +170,14 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Show a schedule and the searches it created, newest first."""
-    cli = _cli()
-    client = cli._remote["client"]
+    client = common.remote["client"]
     if client is not None:
         out = client.schedule(schedule_id)
     else:
         from search.schedules import schedule_runs
         from store import repo
 
-        _, sessions = cli._db()
+        _, sessions = common.db()
         with sessions() as session:
             out = _row_dict(repo.get_schedule(session, schedule_id=schedule_id))
             out["runs"] = [{"id": r.id, "name": r.name, "state": r.state,
@@ -193,26 +186,25 @@ def show(
     if as_json:
         print(json.dumps(out))
         return
-    cli.console.print(
+    common.console.print(
         f"schedule [bold]{out['id']}[/] {out['name']!r} {out['state']} cron {out['cron']!r} "
         f"({out['timezone']}); next run {_when(out['next_run_at'])}; {out['run_count']} run(s)",
         highlight=False)
-    cli.console.print(f"template: {json.dumps(out['template'])}", highlight=False)
+    common.console.print(f"template: {json.dumps(out['template'])}", highlight=False)
     if out["last_error"]:
-        cli.console.print(f"[red]last error:[/] {out['last_error']}", highlight=False)
+        common.console.print(f"[red]last error:[/] {out['last_error']}", highlight=False)
     for r in out["runs"]:
-        cli.console.print(f"  search {r['id']} {r['state']:<10} {r['name']}", highlight=False)
+        common.console.print(f"  search {r['id']} {r['state']:<10} {r['name']}", highlight=False)
 
 
 def _act(schedule_id: int, action: str) -> dict[str, Any]:
-    cli = _cli()
-    client = cli._remote["client"]
+    client = common.remote["client"]
     if client is not None:
         return client.schedule_action(schedule_id, action)  # type: ignore[no-any-return]
     from search import schedules
 
     fn = {"pause": schedules.pause_schedule, "resume": schedules.resume_schedule}[action]
-    _, sessions = cli._db()
+    _, sessions = common.db()
     with sessions.begin() as session:
         return _row_dict(fn(session, schedule_id=schedule_id))
 
@@ -221,30 +213,29 @@ def _act(schedule_id: int, action: str) -> dict[str, Any]:
 def pause(schedule_id: int) -> None:
     """Stop a schedule from firing (its searches carry on)."""
     out = _act(schedule_id, "pause")
-    _cli().console.print(f"schedule {out['id']} paused")
+    common.console.print(f"schedule {out['id']} paused")
 
 
 @schedule_app.command()
 def resume(schedule_id: int) -> None:
     """Fire again from the next cron time (missed firings are not replayed)."""
     out = _act(schedule_id, "resume")
-    _cli().console.print(f"schedule {out['id']} active; next run {_when(out['next_run_at'])}")
+    common.console.print(f"schedule {out['id']} active; next run {_when(out['next_run_at'])}")
 
 
 @schedule_app.command()
 def delete(schedule_id: int) -> None:
     """Delete a schedule; the searches it created stay."""
-    cli = _cli()
-    client = cli._remote["client"]
+    client = common.remote["client"]
     if client is not None:
         client.delete_schedule(schedule_id)
     else:
         from search.schedules import delete_schedule
 
-        _, sessions = cli._db()
+        _, sessions = common.db()
         with sessions.begin() as session:
             delete_schedule(session, schedule_id=schedule_id)
-    cli.console.print(f"schedule {schedule_id} deleted")
+    common.console.print(f"schedule {schedule_id} deleted")
 
 
 __all__ = ["schedule_app"]

@@ -15,16 +15,13 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from . import common
+
 keys_app = typer.Typer(no_args_is_help=True, add_completion=False,
                        help="API keys: who may call the service (ACTSEARCH_AUTH__ENABLED).")
 
 _FIELDS = ("id", "owner", "name", "prefix", "admin", "created_at", "last_used_at", "revoked_at")
 
-
-def _cli() -> Any:
-    from actsearch import cli
-
-    return cli
 
 
 def _row_dict(row: Any) -> dict[str, Any]:
@@ -43,20 +40,19 @@ def create(
     name: Annotated[str | None, typer.Option(help="a label to tell keys apart")] = None,
 ) -> None:
     """Create a key and print it (shown once: only its SHA-256 is stored)."""
-    cli = _cli()
-    client = cli._remote["client"]
+    client = common.remote["client"]
     if client is not None:
         out = client.create_key(owner=owner, admin=admin, name=name)
         raw = out.pop("key")
     else:
         from store import repo
 
-        _, sessions = cli._db()
+        _, sessions = common.db()
         with sessions.begin() as session:
             row, raw = repo.create_api_key(session, owner=owner, admin=admin, name=name)
             out = _row_dict(row)
     print(raw, flush=True)
-    cli.err_console.print(
+    common.err_console.print(
         f"key {out['id']} for owner {out['owner']!r}{' (admin)' if out['admin'] else ''} created; "
         "store it now, it is not shown again. Send it as 'Authorization: Bearer <key>' or "
         "--api-key / ACTSEARCH_API_KEY", highlight=False)
@@ -68,14 +64,13 @@ def list_keys(
     as_json: Annotated[bool, typer.Option("--json", help="print the keys as JSON")] = False,
 ) -> None:
     """List keys (revoked ones too), without the keys themselves."""
-    cli = _cli()
-    client = cli._remote["client"]
+    client = common.remote["client"]
     if client is not None:
         rows = client.keys(owner=owner)["data"]
     else:
         from store import repo
 
-        _, sessions = cli._db()
+        _, sessions = common.db()
         with sessions() as session:
             rows = [_row_dict(r) for r in repo.list_api_keys(session, owner=owner)]
     if as_json:
@@ -88,7 +83,7 @@ def list_keys(
         table.add_row(str(r["id"]), r["owner"], r["name"] or "-", r["prefix"] + "…",
                       "yes" if r["admin"] else "", _short(r["created_at"]),
                       _short(r["last_used_at"]), _short(r["revoked_at"]))
-    cli.console.print(table)
+    common.console.print(table)
 
 
 def _short(value: str | None) -> str:
@@ -98,15 +93,14 @@ def _short(value: str | None) -> str:
 @keys_app.command("revoke")
 def revoke(key_id: Annotated[int, typer.Argument(help="the key's id (see `keys list`)")]) -> None:
     """Revoke a key: requests that send it get 401 from now on."""
-    cli = _cli()
-    client = cli._remote["client"]
+    client = common.remote["client"]
     if client is not None:
         out = client.revoke_key(key_id)
     else:
         from store import repo
 
-        _, sessions = cli._db()
+        _, sessions = common.db()
         with sessions.begin() as session:
             out = _row_dict(repo.revoke_api_key(session, key_id=key_id))
-    cli.console.print(f"key {out['id']} of owner {out['owner']!r} revoked at "
+    common.console.print(f"key {out['id']} of owner {out['owner']!r} revoked at "
                       f"{_short(out['revoked_at'])}", highlight=False)

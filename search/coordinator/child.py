@@ -1,4 +1,4 @@
-"""The child process of the embedded mode: trains populations, never touches the database.
+"""A training child of the embedded coordinator: trains populations, never touches the database.
 
 It talks to the coordinator over a duplex pipe:
 
@@ -21,7 +21,7 @@ from typing import Any
 
 from models.spec import ArchSpec, Candidate, TrainConfig
 
-from .limits import (
+from ..limits import (
     apply_process_limits,
     cap_population_memory,
     describe_failure,

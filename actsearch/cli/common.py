@@ -1,0 +1,85 @@
+"""What every ``actsearch`` command shares: consoles, the one-line error, the database, tables.
+
+Every user mistake ends as one ``error: ...`` line and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console(width=None if sys.stdout.isatty() else 140)
+err_console = Console(stderr=True)
+# The --server client, set by the top-level callback; None: commands run embedded here.
+remote: dict[str, Any] = {"client": None}
+
+
+def fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(2)
+
+
+def db() -> tuple[str, Any]:
+    """The database URL and a session factory, migrated to the current schema."""
+    from core.settings import get_settings
+    from store.db import init_db, make_engine, session_factory
+
+    url = get_settings().resolved_database_url
+    init_db(url)
+    return url, session_factory(make_engine(url))
+
+
+def fmt(value: float | None, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def si(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f}{unit}"
+    return str(n)
+
+
+def leaderboard_table(board: Any, title: str) -> Table:
+    """The leaderboard as a Rich table: mean ± 95% interval, baseline marked, Δ vs ReLU."""
+    table = Table(title=title, title_justify="left")
+    for name, justify in (("#", "right"), ("family", "left"), (f"val {board.metric}", "right"),
+                          ("±95% CI", "right"), ("seeds", "right"), ("Δ vs relu", "right"),
+                          ("params", "right"), ("FLOPs", "right"), ("trials/pruned", "right"),
+                          (f"test {board.metric}", "right")):
+        table.add_column(name, justify=justify, no_wrap=True)
+    for rank, row in enumerate(board.rows, start=1):
+        delta = row.delta_vs_baseline
+        delta_txt = "baseline" if row.baseline else (
+            "-" if delta is None else f"[{'green' if delta > 0 else 'red'}]{delta:+.4f}[/]")
+        test = "-" if row.test_mean is None else f"{row.test_mean:.4f} ± {row.test_ci95:.4f}"
+        table.add_row(str(rank), f"[bold]{row.family}[/]" if rank == 1 else row.family,
+                      f"{row.mean:.4f}", f"{row.ci95:.4f}", str(row.n_seeds), delta_txt,
+                      si(row.n_params), si(row.flops),
+                      f"{row.search_trials}/{row.search_pruned}", test)
+    return table
+
+
+def print_board(board: Any, title: str) -> None:
+    console.print(leaderboard_table(board, title))
+    w, b = board.winner, board.baseline
+    if w is None:
+        console.print("[yellow]no finalist completed; see `actsearch show` for the trials[/]")
+        return
+    verdict = "the ReLU baseline itself" if w.baseline else (
+        f"{w.delta_vs_baseline:+.4f} vs tuned ReLU" if b else "no ReLU baseline finished")
+    overlap = b is not None and not w.baseline and (w.mean - w.ci95) <= (b.mean + b.ci95)
+    console.print(f"best: [bold]{w.family}[/] {board.metric} {w.mean:.4f} ± {w.ci95:.4f} "
+                  f"({verdict}); test {board.metric} {fmt(w.test_mean)} ± {fmt(w.test_ci95)}"
+                  + ("  [yellow](intervals overlap the baseline's)[/]" if overlap else ""))
+
+

@@ -1,0 +1,215 @@
+"""``actsearch search``, ``resume`` and ``show``: run a search here (or on --server), read one."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .common import console, db, err_console, fail, fmt, print_board, remote, si
+
+app = typer.Typer()
+
+
+@app.command()
+def search(
+    dataset: Annotated[str | None, typer.Option(help="built-in name (digits, breast_cancer, wine, iris, "
+                                                     "diabetes, mnist1d, two_spirals, teacher) or a "
+                                                     "CSV/Parquet/NPZ path")] = None,
+    arch: Annotated[str | None, typer.Option(help="architecture: mlp:64,64 or cnn:16,32/64")] = None,
+    trials: Annotated[int | None, typer.Option(help="tuning trials in all, split evenly across "
+                                                    "families")] = None,
+    epochs: Annotated[int | None, typer.Option(help="epochs per candidate")] = None,
+    families: Annotated[str | None, typer.Option(help="comma-separated families (relu is always "
+                                                      "added as the baseline)")] = None,
+    label: Annotated[str | None, typer.Option(help="label column (CSV/Parquet) or y array (NPZ)")] = None,
+    spec: Annotated[Path | None, typer.Option(help="JSON/YAML file with any search options; "
+                                                   "flags override it")] = None,
+    sampler: Annotated[str | None, typer.Option(help="tpe, random, qmc, cmaes, gp, nsga2")] = None,
+    pruner: Annotated[str | None, typer.Option(help="median, hyperband, successive_halving, "
+                                                    "percentile, none")] = None,
+    time_budget: Annotated[float | None, typer.Option(help="seconds; stop starting new trials "
+                                                           "after this")] = None,
+    population_size: Annotated[int | None, typer.Option(help="K candidates trained at once")] = None,
+    objective: Annotated[str | None, typer.Option(help="metric, metric+params or metric+flops")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    workers: Annotated[int, typer.Option(help="training processes")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="print the leaderboard as JSON")] = False,
+) -> None:
+    """Run an activation search and print the leaderboard (here, or on --server's service)."""
+    from search.spec import load_spec_file, parse_spec
+
+    options: dict[str, Any] = load_spec_file(spec) if spec else {}
+    flags = {"dataset": dataset, "architecture": arch, "trials": trials, "epochs": epochs,
+             "label": label, "sampler": sampler, "pruner": pruner, "time_budget_s": time_budget,
+             "population_size": population_size, "objective": objective, "seed": seed,
+             "families": [f.strip() for f in families.split(",") if f.strip()] if families else None}
+    options.update({k: v for k, v in flags.items() if v is not None})
+    if "dataset" not in options:
+        fail("no dataset: pass --dataset digits (or a CSV/Parquet/NPZ path), or a --spec file "
+              "with a 'dataset' key")
+    search_spec = parse_spec(options)
+    if remote["client"] is not None:
+        from actsearch.remote import remote_search
+
+        search_id, board = remote_search(remote["client"], options, err_console, quiet=as_json)
+        if as_json:
+            print(json.dumps({"search_id": search_id, **board.as_dict()}))
+        else:
+            print_board(board, f"search {search_id} on {remote['client'].base_url}: leaderboard")
+        return
+
+    from search.service import create_search
+
+    url, sessions = db()
+    with sessions.begin() as session:
+        row = create_search(session=session, spec=search_spec, storage_url=url, run_here=True)
+        search_id, study_name = row.id, row.study_name
+    # --json keeps stdout for the one JSON document: everything else goes to stderr.
+    err_console.print(f"search [bold]{search_id}[/] (study {study_name}) on {search_spec.dataset}: "
+                      f"{len(search_spec.families)} families x "
+                      f"{search_spec.trials_per_family()} trials, {search_spec.epochs} epochs")
+    _run_here(search_id, sessions, url, workers=workers, as_json=as_json)
+
+
+@app.command()
+def resume(
+    search_id: Annotated[int, typer.Argument(help="the interrupted search's id (see `actsearch show`)")],
+    workers: Annotated[int, typer.Option(help="training processes")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="print the leaderboard as JSON")] = False,
+) -> None:
+    """Resume a search whose process stopped (Ctrl-C, a shutdown, a crash) where it stopped."""
+    if remote["client"] is not None:
+        fail("a service resumes its own searches when it starts; `actsearch resume` runs here")
+    from store import repo
+
+    url, sessions = db()
+    with sessions() as session:
+        row = repo.get_search(session, search_id=search_id)
+    err_console.print(f"resuming search [bold]{search_id}[/] ({row.state}) on {row.name!r}")
+    _run_here(search_id, sessions, url, workers=workers, as_json=as_json)
+
+
+def _interrupt_on_signals() -> None:
+    """SIGTERM and SIGHUP stop a search like Ctrl-C does: resumable, not left "running"."""
+    def raise_interrupt(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, raise_interrupt)
+
+
+def _run_here(search_id: int, sessions: Any, url: str, *, workers: int, as_json: bool) -> None:
+    """Run (or resume) a search in this process with a progress bar on stderr; print its board."""
+    from search.coordinator import EmbeddedCoordinator
+
+    coordinator = EmbeddedCoordinator(sessions=sessions, storage_url=url, search_id=search_id,
+                                      workers=workers)
+    spec = coordinator.spec
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=err_console,
+                   transient=False)
+    _interrupt_on_signals()
+    try:
+        with bar:
+            task = bar.add_task("trials", total=None, info="")
+            finals = bar.add_task("finalists", total=None, info="", visible=False)
+
+            def on_progress(p: Any) -> None:
+                best = "-" if p.best_value is None else f"{p.best_value:.4f} ({p.best_family})"
+                bar.update(task, total=p.total, completed=min(p.done, p.total),
+                           info=f"running {p.running} pruned {p.pruned} failed {p.failed} | "
+                                f"best {best} | {p.current}")
+                if p.phase == "finalists":
+                    bar.update(finals, visible=True, total=p.finalists_total,
+                               completed=p.finalists_done,
+                               info=f"x{spec.finalist_seeds} seeds | {p.current}")
+
+            coordinator.progress_cb = on_progress
+            board = coordinator.run()
+    except KeyboardInterrupt:
+        err_console.print(f"search {search_id} interrupted; finished trials are kept. Resume it "
+                          f"with `actsearch resume {search_id}` (or start `actsearch serve`, "
+                          "which resumes it)")
+        raise typer.Exit(130) from None
+    from store import repo
+
+    with sessions() as session:
+        row = repo.get_search(session, search_id=search_id)
+        state, error, study_name = row.state, row.error, row.study_name
+    if as_json:
+        print(json.dumps({"search_id": search_id, "study_name": study_name, "state": state,
+                          **board.as_dict()}))
+        return
+    if error:
+        err_console.print(f"[red]search {search_id} {state}:[/] {error}", highlight=False)
+    print_board(board, f"search {search_id}: leaderboard ({spec.finalist_seeds} seeds per finalist)")
+    if spec.multi_objective:
+        _print_pareto(coordinator.study, spec.objective.split("+")[1])
+    console.print(f"database: {url}  (optuna-dashboard {url})")
+
+
+def _print_pareto(study: Any, second: str) -> None:
+    """The trade-off front of a multi-objective search (metric up, size or cost down)."""
+    table = Table(title=f"Pareto front: validation metric vs {second}", title_justify="left")
+    for col in ("trial", "family", "metric", second, "family parameters"):
+        table.add_column(col)
+    for t in sorted(study.best_trials, key=lambda t: t.values[1]):
+        params = {k.split(".", 1)[1]: v for k, v in t.params.items() if "." in k}
+        table.add_row(str(t.number), t.params["family"], f"{t.values[0]:.4f}", si(int(t.values[1])),
+                      json.dumps(params)[:60])
+    console.print(table)
+
+
+@app.command()
+def show(search_id: int) -> None:
+    """Show a search: its state, leaderboard and trial counts."""
+    if remote["client"] is not None:
+        from actsearch.remote import remote_show
+
+        board = remote_show(remote["client"], search_id, console)
+        if board.rows:
+            print_board(board, "leaderboard")
+        return
+    from search.progress import search_leaderboard
+    from store import repo
+
+    _, sessions = db()
+    with sessions() as session:
+        row = repo.get_search(session, search_id=search_id)
+        trials = repo.list_trials(session, search_id=search_id, limit=None)
+        console.print(f"search [bold]{row.id}[/] {row.name!r} state={row.state} study={row.study_name}")
+        if row.error:
+            console.print(f"[red]error:[/] {row.error}")
+        board = search_leaderboard(session, row=row)
+    counts: dict[str, int] = {}
+    for t in trials:
+        counts[t.state] = counts.get(t.state, 0) + 1
+    console.print("trials: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    failures: dict[tuple[str, str], list[str]] = {}  # (family, first error line) -> trials
+    for t in trials:
+        if t.state == "failed" and t.error:
+            key = (t.family, t.error.strip().splitlines()[0][:200])
+            failures.setdefault(key, []).append(str(t.trial_number if t.trial_number is not None
+                                                    else f"id {t.id}"))
+    for (family, error), numbers in list(failures.items())[:5]:
+        console.print(f"[red]failed[/] {family} trial(s) {', '.join(numbers[:8])}: {error}",
+                      highlight=False)
+    table = Table(title="best search trials", title_justify="left")
+    for col in ("trial", "id", "family", "value", "state", "params"):
+        table.add_column(col)
+    top = sorted((t for t in trials if t.phase == "search" and t.value is not None),
+                 key=lambda t: t.value, reverse=True)[:10]
+    for t in top:
+        table.add_row(str(t.trial_number), str(t.id), t.family, fmt(t.value), t.state,
+                      json.dumps(t.family_params)[:60])
+    console.print(table)
+    if board.rows:
+        print_board(board, "leaderboard")
+
+

@@ -1,0 +1,163 @@
+"""The distributed executor: a Celery task trains its population in its own process.
+
+Every step is :mod:`.steps`'s; this module adds what a task on a shared cluster
+needs around the training itself: a heartbeat thread (the reconciler gives up a
+population whose heartbeat goes stale, and then this task stops at its next epoch),
+the population time limit and the memory cap's error message.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.engine import train_population
+from store import repo
+
+from ..limits import PopulationTimeLimit, describe_failure, population_time_limit
+from .steps import (
+    PopulationOutcome,
+    Prepared,
+    claim,
+    commit_result,
+    fail_owned,
+    fail_prepared,
+    is_transient,
+    prepare,
+)
+
+log = logging.getLogger(__name__)
+
+Heartbeat = Callable[[], bool]
+DEFAULT_HEARTBEAT_INTERVAL_S = 10.0
+
+
+class HeartbeatThread:
+    """Calls ``heartbeat`` every ``interval_s`` while a population trains.
+
+    A thread rather than only the per-epoch callback: one epoch on a large
+    dataset can outlast the reconciler's staleness limit. When the heartbeat
+    says the population is no longer ours, ``lost`` is set and the training
+    loop stops every candidate at its next epoch.
+    """
+
+    def __init__(self, heartbeat: Heartbeat, interval_s: float) -> None:
+        self.heartbeat = heartbeat
+        self.interval_s = interval_s
+        self.lost = threading.Event()
+        self._last = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="actsearch-heartbeat", daemon=True)
+
+    def beat_if_due(self, min_gap_s: float = 1.0) -> None:
+        """Heartbeat from the epoch callback, at most once per ``min_gap_s`` (tiny epochs)."""
+        if time.monotonic() - self._last >= min_gap_s:
+            self.beat()
+
+    def beat(self) -> None:
+        self._last = time.monotonic()
+        try:
+            if not self.heartbeat():
+                self.lost.set()
+        except Exception as exc:  # noqa: BLE001 - a database blip must not kill training
+            log.warning("heartbeat failed: %s", exc)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.beat()
+
+    def __enter__(self) -> HeartbeatThread:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=max(1.0, self.interval_s))
+
+
+def owned_heartbeat(sessions: sessionmaker[Session], population_id: int, worker: str) -> Heartbeat:
+    """Stamp the population's row while it is still ``worker``'s; False once it is not."""
+    def beat() -> bool:
+        with sessions.begin() as session:
+            return repo.heartbeat_owned_population(session, population_id=population_id,
+                                                   worker=worker)
+    return beat
+
+
+def run_population(
+    sessions: sessionmaker[Session],
+    *,
+    population_id: int,
+    storage_url: str,
+    worker_name: str,
+    heartbeat: Heartbeat | None = None,
+    task_id: str | None = None,
+    heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S,
+    max_task_s: float | None = None,
+    device: str = "cpu",
+    time_limit_s: float | None = None,
+    memory_limit_mb: int | None = None,
+) -> PopulationOutcome:
+    """Claim, prepare, train, then commit (or fail) one population, in this process.
+
+    Args:
+        sessions: session factory of the shared database.
+        population_id: the population row to train.
+        storage_url: Optuna's RDB storage (the same database).
+        worker_name: recorded on the row; the heartbeat and the final write check it.
+        heartbeat: called every ``heartbeat_interval_s`` and after each epoch; returns
+            False once the population is no longer ours. Default: stamp the row.
+        task_id: the broker's task id, kept on the row.
+        max_task_s: the engine's deadline for this task; the search's remaining time
+            budget tightens it further.
+        device: torch device for training.
+        time_limit_s: past it the population is stopped and failed with a "time limit" error.
+        memory_limit_mb: the process's memory cap, named in an "out of memory" error.
+
+    Returns:
+        What happened; the caller then calls :func:`~.steps.advance_search`.
+    """
+    claimed, outcome = claim(sessions, population_id, worker_name, task_id)
+    if claimed is None:
+        assert outcome is not None
+        return outcome
+    beat_fn = heartbeat or owned_heartbeat(sessions, population_id, worker_name)
+    job: Prepared | None = None
+    # The heartbeat starts right after the claim: loading data and asking Optuna
+    # count against the staleness limit too.
+    with HeartbeatThread(beat_fn, heartbeat_interval_s) as beats:
+        try:
+            job = prepare(sessions, claimed, storage_url, max_task_s=max_task_s, device=device)
+            reporter = job.reporter
+
+            def on_epoch(report: Any) -> list[int]:
+                beats.beat_if_due()
+                if beats.lost.is_set():
+                    return list(report.candidates)  # given up by the reconciler: stop now
+                return list(reporter(report)) if reporter is not None else []
+
+            with population_time_limit(time_limit_s):
+                result = train_population(claimed.spec.arch_spec(), claimed.family,
+                                          job.candidates, job.data.tensor_data(), job.config,
+                                          on_epoch=on_epoch)
+            if beats.lost.is_set():
+                return PopulationOutcome(population_id, "lost", claimed.search_id)
+            return commit_result(sessions, job, result)
+        except Exception as exc:
+            if is_transient(exc):
+                # The database went away: leave the population running; its heartbeat
+                # goes stale and the reconciler re-queues it as a fresh attempt.
+                raise
+            if isinstance(exc, PopulationTimeLimit):
+                error = str(exc)
+            else:
+                error = describe_failure(exc, memory_limit_mb=memory_limit_mb)
+            log.error("population %s failed: %s", population_id, error.splitlines()[0])
+            if job is not None:
+                return fail_prepared(sessions, job, error)
+            return fail_owned(sessions, claimed, error)

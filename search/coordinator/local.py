@@ -1,0 +1,440 @@
+"""The embedded executor: one coordinator process writes, warm training children compute.
+
+SQLite allows one writer at a time, and Optuna's many "database is locked" reports
+come from parallel writers. Here the coordinator runs every step of
+:mod:`.steps` (claim, ask, tell, record, advance) and the children
+(:mod:`.child`) only train, talking to it over pipes. The search's state lives in
+the database rows, as in distributed mode, so a search stopped anywhere resumes:
+whoever holds the search's lock file (``<home>/locks/search-<id>.lock``) runs it,
+and a free lock on an unfinished search means its process is gone.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import multiprocessing as mp
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Any
+
+import optuna
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.errors import Conflict
+from core.settings import TrainingSettings, get_settings
+from models.engine import PopulationResult
+from store import repo
+from store.tables import SEARCH_TERMINAL_STATES
+
+from ..limits import time_limit_message
+from ..progress import search_leaderboard, search_progress
+from ..protocol import Leaderboard
+from ..service import open_study
+from ..spec import SearchSpec
+from .child import PopulationJob, worker_main
+from .recovery import LOCAL_WORKER_PREFIX, fail_search, interrupt, release_interrupted
+from .steps import (
+    Prepared,
+    advance_search,
+    claim,
+    commit_result,
+    fail_owned,
+    fail_prepared,
+    is_transient,
+    next_pending,
+    plan_search,
+    prepare,
+)
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+CHILD_START_TIMEOUT_S = 300.0  # spawn + torch import, on a loaded machine
+HEARTBEAT_GAP_S = 5.0  # a running population's row is stamped at most this often
+RESUMABLE_STATES = ("running", "finalizing", "interrupted")
+
+
+@dataclass
+class Progress:
+    """What a progress bar shows while a search runs (read from the rows, plus ``current``)."""
+
+    total: int
+    done: int = 0
+    pruned: int = 0
+    failed: int = 0
+    running: int = 0
+    best_value: float | None = None
+    best_family: str | None = None
+    phase: str = "search"
+    current: str = ""
+    candidate_epochs: int = 0
+    finalists_total: int = 0
+    finalists_done: int = 0
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+# --------------------------------------------------------------------------- the search's lock
+
+
+def lock_path(home: Path, search_id: int) -> Path:
+    return Path(home) / "locks" / f"search-{search_id}.lock"
+
+
+def lock_holder(home: Path, search_id: int) -> int | None:
+    """The pid running the search here, or None when no live process holds its lock."""
+    path = lock_path(home, search_id)
+    if not path.exists():
+        return None
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            text = fh.read().strip()
+            return int(text) if text.isdigit() else -1
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    return None
+
+
+@contextmanager
+def search_lock(home: Path, search_id: int) -> Iterator[None]:
+    """Hold the search's lock for as long as this process runs it (released by the OS on death).
+
+    Raises Conflict when another live process holds it.
+    """
+    path = lock_path(home, search_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(path, "a+")  # noqa: SIM115 - held for the context's lifetime
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "?"
+            raise Conflict(f"search {search_id} is already being run by process {holder}; "
+                           "wait for it, or stop that process first") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        yield
+    finally:
+        fh.close()
+
+
+# --------------------------------------------------------------------------- training children
+
+
+class _Child:
+    """One warm training process and its pipe; restarted in place if it dies."""
+
+    def __init__(self, threads: int, data: Any, training: TrainingSettings) -> None:
+        self.threads = threads
+        self.data = data
+        self.training = training
+        self.job: Prepared | None = None
+        self.sent_at = 0.0  # monotonic time the running job was sent
+        self.start()
+
+    def start(self) -> None:
+        ctx = mp.get_context("spawn")  # fork after torch/sqlite initialised is unsafe
+        self.conn, child_end = ctx.Pipe(duplex=True)
+        self.process = ctx.Process(
+            target=worker_main,
+            args=(child_end, self.threads, self.training.nice, self.training.memory_limit_mb),
+            daemon=True)
+        self.process.start()
+        child_end.close()
+        self.conn.send(("data", self.data))
+        self.job = None
+        self._ready = False
+
+    def wait_ready(self, timeout_s: float = CHILD_START_TIMEOUT_S) -> None:
+        """Wait for the child's "ready" (torch imported), so time limits count training only."""
+        if self._ready:
+            return
+        if not self.conn.poll(timeout_s):
+            raise RuntimeError(f"training process not ready after {timeout_s:g} s")
+        try:
+            kind, _ = self.conn.recv()
+        except (EOFError, OSError):
+            self.process.join(timeout=5)
+            raise RuntimeError("training process exited while starting "
+                               f"(exit code {self.process.exitcode})") from None
+        if kind != "ready":
+            raise RuntimeError(f"training process sent {kind!r} before 'ready'")
+        self._ready = True
+
+    def send(self, job: Prepared) -> None:
+        self.job = job
+        self.sent_at = time.monotonic()
+        c = job.claimed
+        self.conn.send(("train", PopulationJob(c.spec.arch_spec().to_dict(), c.family,
+                                               job.candidates, job.config)))
+
+    def restart(self) -> None:
+        """Kill this child (a stuck or over-time population) and start a fresh one."""
+        self.kill()
+        self.start()
+        self.wait_ready()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.join(timeout=10)
+        self.conn.close()
+
+    def close(self) -> None:
+        try:
+            self.conn.send(("exit", None))
+        except (BrokenPipeError, OSError):
+            pass
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+
+
+def default_threads(workers: int) -> int:
+    """Torch threads per child: the machine's cores shared evenly."""
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+# --------------------------------------------------------------------------- the coordinator
+
+
+@dataclass
+class _Stats:
+    candidate_epochs: int = 0
+    last_beat: dict[int, float] = field(default_factory=dict)
+
+
+class EmbeddedCoordinator:
+    """Runs (or resumes) one search to its end in this process plus ``workers`` children.
+
+    ``run()`` plans a new search, or resumes one whose process stopped; it holds the
+    search's lock throughout. Ctrl-C, SIGTERM (raised as a BaseException by the
+    caller's handler) or any other interruption leaves the search ``interrupted``
+    and resumable; an error fails it with the reason.
+    """
+
+    def __init__(self, *, sessions: sessionmaker[Session], storage_url: str, search_id: int,
+                 workers: int = 1, threads: int | None = None,
+                 progress: ProgressCallback | None = None,
+                 training: TrainingSettings | None = None, home: Path | None = None) -> None:
+        settings = get_settings()
+        self.sessions = sessions
+        self.storage_url = storage_url
+        self.search_id = search_id
+        self.workers = max(1, workers)
+        self.threads = threads or default_threads(self.workers)
+        self.training = training or settings.training
+        self.home = Path(home) if home is not None else settings.home
+        self.progress_cb = progress
+        self.worker = f"{LOCAL_WORKER_PREFIX}{socket.gethostname()}:{os.getpid()}"
+        with self.sessions() as session:
+            search = repo.get_search(session, search_id=search_id)
+            self.spec = SearchSpec.model_validate(search.spec)
+            self.study_name = search.study_name
+        self.progress = Progress(total=self.spec.trials_per_family() * len(self.spec.families))
+        self.children: list[_Child] = []
+        self._stats = _Stats()
+        self._study: optuna.Study | None = None
+
+    @property
+    def study(self) -> optuna.Study:
+        """The search's Optuna study (for reading its trials, e.g. the Pareto front)."""
+        if self._study is None:
+            self._study = open_study(self.spec, self.study_name, self.storage_url)
+        return self._study
+
+    # ----- lifecycle ----------------------------------------------------------------------
+    def run(self) -> Leaderboard:
+        """Plan or resume, train every population, finish; returns the leaderboard."""
+        with search_lock(self.home, self.search_id):
+            self._start()
+            try:
+                self._loop()
+            except Exception as exc:
+                self._close_children(kill=True)
+                fail_search(self.sessions, search_id=self.search_id,
+                            storage_url=self.storage_url, error=f"{type(exc).__name__}: {exc}")
+                raise
+            except BaseException:  # Ctrl-C, SIGTERM, shutdown: resumable
+                self._close_children(kill=True)
+                interrupt(self.sessions, search_id=self.search_id, worker=self.worker)
+                raise
+            finally:
+                self._close_children(kill=False)
+        with self.sessions() as session:
+            return search_leaderboard(session, row=repo.get_search(session,
+                                                                   search_id=self.search_id))
+
+    def _start(self) -> None:
+        """Plan a new search, or make an interrupted one resumable."""
+        with self.sessions.begin() as session:
+            state = repo.get_search(session, search_id=self.search_id).state
+            planned = plan_search(session, search_id=self.search_id,
+                                  from_states=("pending", "running"))
+        if not planned and state in RESUMABLE_STATES:
+            release_interrupted(self.sessions, search_id=self.search_id,
+                                storage_url=self.storage_url)
+        self._refresh_progress()
+
+    def _ensure_children(self, data: Any) -> None:
+        if self.children:
+            return
+        self.children = [_Child(self.threads, data, self.training) for _ in range(self.workers)]
+        for child in self.children:  # started together, awaited in turn
+            child.wait_ready()
+
+    def _close_children(self, *, kill: bool) -> None:
+        for child in self.children:
+            if kill:
+                child.kill()
+            else:
+                child.close()
+        self.children = []
+
+    def _finished(self) -> bool:
+        with self.sessions() as session:
+            state = repo.get_search(session, search_id=self.search_id).state
+        return state in SEARCH_TERMINAL_STATES or state == "interrupted"
+
+    def _loop(self) -> None:
+        while True:
+            job = self._next_job() if self._has_idle_child() else None
+            while job is not None:
+                self._ensure_children(job.data.tensor_data())
+                idle = next(c for c in self.children if c.job is None)
+                idle.send(job)
+                self.progress.current = f"{job.claimed.family} x{len(job.identities)}"
+                self._emit()
+                job = self._next_job() if self._has_idle_child() else None
+                if job is None:
+                    self._refresh_progress()  # "running" counts what was just sent
+            busy = [c for c in self.children if c.job is not None]
+            if not busy:
+                advance_search(self.sessions, search_id=self.search_id,
+                               storage_url=self.storage_url)
+                self._refresh_progress()
+                if self._finished() or not self._has_pending():
+                    return
+                continue
+            ready = wait([c.conn for c in busy], timeout=self._wait_timeout(busy))
+            for child in busy:
+                if child.conn in ready:
+                    self._handle(child)
+                elif self._over_time(child):
+                    job = child.job
+                    assert job is not None and self.training.population_time_limit_s is not None
+                    child.restart()  # killed, not asked: it may be stuck in one long epoch
+                    self._failed(job, time_limit_message(self.training.population_time_limit_s))
+
+    def _has_idle_child(self) -> bool:
+        return not self.children or any(c.job is None for c in self.children)
+
+    def _has_pending(self) -> bool:
+        with self.sessions() as session:
+            return next_pending(session, search_id=self.search_id) is not None
+
+    def _next_job(self) -> Prepared | None:
+        """Claim and prepare the next pending population; None when none can start now."""
+        while True:
+            with self.sessions() as session:
+                pid = next_pending(session, search_id=self.search_id)
+            if pid is None:
+                return None
+            claimed, _ = claim(self.sessions, pid, self.worker)
+            if claimed is None:
+                continue  # cancelled (search cancelled, time spent) or taken: try the next
+            try:
+                return prepare(self.sessions, claimed, self.storage_url)
+            except Exception as exc:  # noqa: BLE001 - fail this population, run the others
+                if is_transient(exc):
+                    raise
+                fail_owned(self.sessions, claimed, f"{type(exc).__name__}: {exc}")
+
+    # ----- the per-population time limit ----------------------------------------------------
+    def _wait_timeout(self, busy: list[_Child]) -> float | None:
+        limit = self.training.population_time_limit_s
+        if limit is None:
+            return None
+        now = time.monotonic()
+        return max(0.05, min(c.sent_at + limit - now for c in busy))
+
+    def _over_time(self, child: _Child) -> bool:
+        limit = self.training.population_time_limit_s
+        return (limit is not None and child.job is not None
+                and time.monotonic() - child.sent_at > limit)
+
+    # ----- messages from the children ---------------------------------------------------------
+    def _handle(self, child: _Child) -> None:
+        job = child.job
+        assert job is not None
+        try:
+            kind, payload = child.conn.recv()
+        except (EOFError, OSError):
+            child.process.join(timeout=5)
+            code = child.process.exitcode
+            child.start()  # a fresh child takes the next population
+            child.wait_ready()
+            self._failed(job, f"training process died (exit code {code}): killed, "
+                              "or out of memory beyond what it could report")
+            return
+        if kind == "epoch":
+            stop = job.reporter(payload) if job.reporter else []
+            child.conn.send(("stop", stop))
+            self._heartbeat(job)
+            self.progress.current = f"{job.claimed.family} epoch {payload.epoch}"
+            self._emit()
+        elif kind == "result":
+            child.job = None
+            self._completed(job, payload)
+        else:
+            child.job = None
+            self._failed(job, str(payload))
+
+    def _heartbeat(self, job: Prepared) -> None:
+        pid = job.claimed.population_id
+        now = time.monotonic()
+        if now - self._stats.last_beat.get(pid, 0.0) < HEARTBEAT_GAP_S:
+            return
+        self._stats.last_beat[pid] = now
+        with self.sessions.begin() as session:
+            repo.heartbeat_owned_population(session, population_id=pid, worker=self.worker)
+
+    def _completed(self, job: Prepared, result: PopulationResult) -> None:
+        commit_result(self.sessions, job, result)
+        self._stats.candidate_epochs += result.candidate_epochs
+        self._after_population()
+
+    def _failed(self, job: Prepared, error: str) -> None:
+        """A population whose training raised, died or ran out of time: FAIL and record it."""
+        fail_prepared(self.sessions, job, error)
+        self._after_population()
+
+    def _after_population(self) -> None:
+        self._refresh_progress()  # the loop advances the search once no child is busy
+
+    # ----- progress -------------------------------------------------------------------------
+    def _refresh_progress(self) -> None:
+        with self.sessions() as session:
+            p = search_progress(session, row=repo.get_search(session, search_id=self.search_id))
+        current = self.progress.current
+        self.progress = Progress(
+            total=p["budget"], done=p["done"], pruned=p["pruned"], failed=p["failed"],
+            running=p["running"], best_value=p["best_value"], best_family=p["best_family"],
+            phase="finalists" if p["phase"] in ("finalists", "done") else "search",
+            current=current, candidate_epochs=self._stats.candidate_epochs,
+            finalists_total=p["finalists_total"], finalists_done=p["finalists_done"])
+        self._emit()
+
+    def _emit(self) -> None:
+        if self.progress_cb is not None:
+            self.progress_cb(self.progress)
