@@ -46,22 +46,26 @@ def candidate_seed(search_seed: int, trial_number: int) -> int:
 
 
 def ask_population(
-    study: optuna.Study, base_sampler: BaseSampler, family: str, k: int, spec: SearchSpec
+    study: optuna.Study, base_sampler: BaseSampler, family: str, k: int, spec: SearchSpec,
+    structural: dict[str, Any] | None = None,
 ) -> list[AskedTrial]:
     """Ask ``k`` trials of ``family`` that share its structural parameters.
 
     The first trial samples the structural values (maxout's k, rational degrees,
     sharing...) with the family fixed; the other k-1 are asked with those fixed
     too (``PartialFixedSampler``), since a population shares one tensor shape.
+    ``structural`` fixes them from the start (completing a population asked in part).
     """
     fixed: dict[str, Any] = {FAMILY_KEY: family}
+    if structural:  # Optuna-named, as :func:`search.space.structural_params` gives them
+        fixed.update(structural)
     asked: list[AskedTrial] = []
     try:
         for _ in range(k):
             study.sampler = PartialFixedSampler(dict(fixed), base_sampler)
             trial = study.ask()
             act_params, hparams = suggest_candidate(trial, family, spec)
-            if not asked:
+            if not asked and not structural:
                 fixed.update(structural_params(family, act_params))
             asked.append(AskedTrial(trial, act_params, hparams,
                                     candidate_seed(spec.seed, trial.number)))

@@ -135,7 +135,7 @@ def _run_here(search_id: int, sessions: Any, url: str, *, workers: int, as_json:
     except KeyboardInterrupt:
         err_console.print(f"search {search_id} interrupted; finished trials are kept. Resume it "
                           f"with `actsearch resume {search_id}` (or start `actsearch serve`, "
-                          "which resumes it)")
+                          "which resumes it)", soft_wrap=True)
         raise typer.Exit(130) from None
     from store import repo
 

@@ -304,9 +304,7 @@ def release_interrupted(sessions: Sessions, *, search_id: int, storage_url: str)
     study = open_study(spec, study_name, storage_url)
     with sessions.begin() as session:
         pops = repo.list_populations(session, search_id=search_id)
-        owned = {n for p in pops if p.state == "pending" for n in (p.trial_numbers or [])}
-        orphans = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                   if t.number not in owned]
+        orphans = _adopt_orphans(session, study, pops)
         if orphans:
             fail_running_trials(study, orphans, "interrupted before its population recorded it")
         search = repo.get_search(session, search_id=search_id)
@@ -316,6 +314,30 @@ def release_interrupted(sessions: Sessions, *, search_id: int, storage_url: str)
             if p.state == "pending" and p.trial_numbers and not running & set(p.trial_numbers):
                 repo.set_population_state(session, population_id=p.id, state="complete")
     return resumed
+
+
+def _adopt_orphans(session: Session, study: optuna.Study, pops: Sequence[PopulationRow]) -> list[int]:
+    """Give RUNNING trials that no population owns to pending ones of their family.
+
+    They were asked by a population interrupted before it recorded them; the
+    population that adopts them trains them (and asks only what it still lacks), so
+    the search's trial count stays its budget. Returns the trials nobody could take.
+    """
+    owned = {n for p in pops for n in (p.trial_numbers or [])}
+    orphans = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+               if t.number not in owned]
+    left = []
+    for t in orphans:
+        family = t.params.get(FAMILY_KEY)  # None: interrupted before its first suggestion
+        taker = next((p for p in pops if p.state == "pending" and p.phase == "search"
+                      and family in (None, p.family) and len(p.trial_numbers or []) < p.k),
+                     None)
+        if taker is None:
+            left.append(t.number)
+            continue
+        repo.record_asked_trials(session, population_id=taker.id,
+                                 trial_numbers=[*(taker.trial_numbers or []), t.number])
+    return left
 
 
 def interrupt(sessions: Sessions, *, search_id: int, worker: str | None = None) -> None:

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+from optuna.samplers import PartialFixedSampler
 from optuna.trial import Trial, TrialState
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -59,7 +60,7 @@ from ..results import (
     record_population,
 )
 from ..service import PreparedData, open_study
-from ..space import structural_params, suggest_candidate
+from ..space import FAMILY_KEY, structural_params, suggest_candidate
 from ..spec import SearchSpec
 from .data import prepared_data
 
@@ -242,19 +243,29 @@ def _reopen_asked(study: optuna.Study, claimed: Claimed) -> list[AskedTrial]:
     """The population's asked trials, rebuilt from Optuna (a resumed population).
 
     Suggesting again on a trial returns the values it already holds, so the
-    candidates are exactly those asked before the interruption.
+    candidates are exactly those asked before the interruption; a trial interrupted
+    between its ask and its suggestions gets its values now, with the family and
+    the population's structure fixed as for a fresh ask.
     """
     frozen = {t.number: t for t in study.get_trials(deepcopy=False)}
-    asked = []
-    for number in claimed.trial_numbers or []:
-        ft = frozen.get(number)
-        if ft is None or ft.state != TrialState.RUNNING:
-            continue  # finished meanwhile (recorded by the recovery), or gone
-        trial = Trial(study, ft._trial_id)
-        act_params, hparams = suggest_candidate(trial, claimed.family, claimed.spec)
-        asked.append(AskedTrial(trial, act_params, hparams,
-                                candidate_seed(claimed.spec.seed, number),
-                                reported=frozenset(ft.intermediate_values)))
+    base = study.sampler
+    fixed: dict[str, Any] = {FAMILY_KEY: claimed.family}
+    asked: list[AskedTrial] = []
+    try:
+        for number in claimed.trial_numbers or []:
+            ft = frozen.get(number)
+            if ft is None or ft.state != TrialState.RUNNING:
+                continue  # finished meanwhile (recorded by the recovery), or gone
+            study.sampler = PartialFixedSampler(dict(fixed), base)
+            trial = Trial(study, ft._trial_id)
+            act_params, hparams = suggest_candidate(trial, claimed.family, claimed.spec)
+            if not asked:
+                fixed.update(structural_params(claimed.family, act_params))
+            asked.append(AskedTrial(trial, act_params, hparams,
+                                    candidate_seed(claimed.spec.seed, number),
+                                    reported=frozenset(ft.intermediate_values)))
+    finally:
+        study.sampler = base
     return asked
 
 
@@ -268,14 +279,18 @@ def prepare(sessions: Sessions, claimed: Claimed, storage_url: str, *,
         return Prepared(claimed, data, identities, config)
     study = open_study(claimed.spec, claimed.study_name, storage_url,
                        population_seed(claimed.spec.seed, claimed.population_id))
-    if claimed.trial_numbers:
-        asked = _reopen_asked(study, claimed)
-    else:
-        asked = ask_population(study, study.sampler, claimed.family, claimed.k, claimed.spec)
+    # A population asked in full before an interruption re-trains its trials still
+    # RUNNING; one asked in part (or given orphaned trials on resume) asks the rest.
+    asked = _reopen_asked(study, claimed) if claimed.trial_numbers else []
+    missing = claimed.k - len(claimed.trial_numbers or [])
+    if missing > 0:
+        shared = structural_params(claimed.family, asked[0].act_params) if asked else None
+        asked += ask_population(study, study.sampler, claimed.family, missing, claimed.spec,
+                                structural=shared)
         with sessions.begin() as session:
             repo.record_asked_trials(
                 session, population_id=claimed.population_id,
-                trial_numbers=[a.number for a in asked],
+                trial_numbers=[*(claimed.trial_numbers or []), *(a.number for a in asked[-missing:])],
                 structural=structural_params(claimed.family, asked[0].act_params))
     if not asked:
         raise RuntimeError(f"population {claimed.population_id} has no running trial left")

@@ -16,10 +16,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from search.coordinator import EmbeddedCoordinator
 
 from api.main import create_app
 from core.settings import LimitSettings, Settings
+from search.coordinator import EmbeddedCoordinator
 from search.service import create_search
 from search.spec import parse_spec
 from store.db import init_db, make_engine, session_factory

@@ -239,7 +239,6 @@ def test_active_searches_per_owner_limit(tmp_path: Path) -> None:
 
 def test_cli_keys_create_list_revoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                      capsys: pytest.CaptureFixture[str]) -> None:
-    from actsearch import cli
     from actsearch.cli import common
     from core.settings import get_settings
 
@@ -284,7 +283,6 @@ def test_cli_client_sends_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     """``--server URL --api-key KEY``: the header goes out; without it, a one-line 401 hint."""
     from fastapi.testclient import TestClient
 
-    from actsearch import cli
     from actsearch.cli import common
     from actsearch.client import ActsearchClient
     from api.main import create_app

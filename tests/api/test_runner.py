@@ -1,4 +1,4 @@
-"""search.runner: picking searches, the one-runner lock, recovery after a crash."""
+"""search.runner: picking searches, the one-runner lock, finding searches to resume."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import pytest
 from optuna.trial import TrialState
 from sqlalchemy.orm import Session, sessionmaker
 
-from search import runner as runner_mod
-from search.runner import Runner, read_claim, recover, runner_lock, write_claim
+from core.errors import Conflict
+from search.coordinator import release_interrupted, search_lock
+from search.coordinator.local import lock_path
+from search.runner import Runner, interrupt_orphans, orphaned_searches, runner_lock
 from search.service import create_search
 from search.spec import parse_spec
 from store import repo
@@ -34,42 +36,61 @@ def _search(url: str, sessions: sessionmaker[Session], name: str) -> int:
                              name=name).id
 
 
-def test_recover_fails_only_the_claimed_search(tmp_path: Path, db) -> None:
-    url, sessions = db
-    crashed, from_cli = _search(url, sessions, "crashed"), _search(url, sessions, "cli")
+def _running_with_asked_trials(url: str, sessions: sessionmaker[Session], sid: int,
+                               home: Path) -> tuple[int, str]:
+    """A search whose process died mid-population: running, one trial asked, lock file left."""
     with sessions.begin() as session:
-        for sid in (crashed, from_cli):
-            repo.set_search_state(session, search_id=sid, state="running")
-        pop = repo.add_population(session, search_id=crashed, family="relu", structural={}, k=2)
-        pop_id, study_name = pop.id, repo.get_search(session, search_id=crashed).study_name
+        repo.set_search_state(session, search_id=sid, state="running")
+        pop = repo.add_population(session, search_id=sid, family="relu", structural={}, k=1)
+        repo.claim_population(session, population_id=pop.id, worker="local:gone:1")
+        study_name = repo.get_search(session, search_id=sid).study_name
+        pop_id = pop.id
     study = optuna.load_study(study_name=study_name, storage=url)
-    study.ask()  # left RUNNING by the dead runner
-    write_claim(tmp_path, crashed)
+    trial = study.ask({"family": optuna.distributions.CategoricalDistribution(["relu"])})
+    with sessions.begin() as session:
+        repo.record_asked_trials(session, population_id=pop_id, trial_numbers=[trial.number])
+    lock_path(home, sid).parent.mkdir(parents=True, exist_ok=True)
+    lock_path(home, sid).write_text("1\n")  # its holder is gone: the lock is free
+    return pop_id, study_name
 
-    assert recover(tmp_path, sessions, url) == crashed
+
+def test_orphaned_searches_are_those_whose_process_is_gone(tmp_path: Path, db) -> None:
+    url, sessions = db
+    killed, interrupted, fresh_cli, done = (_search(url, sessions, n) for n in
+                                            ("killed", "interrupted", "cli", "done"))
+    _running_with_asked_trials(url, sessions, killed, tmp_path)
+    with sessions.begin() as session:
+        repo.set_search_state(session, search_id=fresh_cli, state="running")  # no lock file yet
+        repo.set_search_state(session, search_id=interrupted, state="running")
+        repo.transition_search(session, search_id=interrupted, from_states=["running"],
+                               to_state="interrupted")
+        repo.set_search_state(session, search_id=done, state="complete")
+    assert orphaned_searches(sessions, tmp_path) == [killed, interrupted]
+    with search_lock(tmp_path, killed):  # a live process holds it: not an orphan
+        assert orphaned_searches(sessions, tmp_path) == [interrupted]
+
+
+def test_interrupt_orphans_requeues_the_population_with_its_trials(tmp_path: Path, db) -> None:
+    url, sessions = db
+    sid = _search(url, sessions, "killed")
+    pop_id, study_name = _running_with_asked_trials(url, sessions, sid, tmp_path)
+    assert interrupt_orphans(sessions, tmp_path) == [sid]
     with sessions() as session:
-        row = repo.get_search(session, search_id=crashed)
-        assert row.state == "failed" and "interrupted" in row.error
-        assert "submit the search again" in row.error
-        assert repo.get_population(session, population_id=pop_id).state == "failed"
-        assert repo.get_search(session, search_id=from_cli).state == "running"  # not ours
-    states = {t.state for t in optuna.load_study(study_name=study_name, storage=url).trials}
-    assert states == {TrialState.FAIL}
-    assert read_claim(tmp_path) is None
-    assert recover(tmp_path, sessions, url) is None  # nothing claimed any more
+        assert repo.get_search(session, search_id=sid).state == "interrupted"
+        pop = repo.get_population(session, population_id=pop_id)
+        assert pop.state == "pending" and pop.worker is None and pop.trial_numbers == [0]
+    # the asked trial stays Optuna's RUNNING until the resumed search trains it
+    states = [t.state for t in optuna.load_study(study_name=study_name, storage=url).trials]
+    assert states == [TrialState.RUNNING]
 
 
-def test_recover_ignores_a_claim_on_a_finished_search(tmp_path: Path, db) -> None:
+def test_resume_of_a_finished_search_is_refused(tmp_path: Path, db) -> None:
     url, sessions = db
     sid = _search(url, sessions, "done")
     with sessions.begin() as session:
         repo.set_search_state(session, search_id=sid, state="cancelled")
-    write_claim(tmp_path, sid)
-    assert recover(tmp_path, sessions, url) is None
-    with sessions() as session:
-        assert repo.get_search(session, search_id=sid).state == "cancelled"
-    (tmp_path / runner_mod.CLAIM_FILE).write_text("{garbage")
-    assert recover(tmp_path, sessions, url) is None
+    with pytest.raises(Conflict, match="cancelled: only an interrupted"):
+        release_interrupted(sessions, search_id=sid, storage_url=url)
 
 
 def test_runner_lock_is_exclusive(tmp_path: Path) -> None:
@@ -96,7 +117,7 @@ def test_oldest_pending_first_and_a_broken_search_does_not_stop_the_loop(
         with sessions() as session:
             row = repo.get_search(session, search_id=first)
             assert row.state == "failed" and "could not run this search" in row.error
-        assert runner.next_search() == second and read_claim(tmp_path) is None
+        assert runner.next_search() == second
     finally:
         runner.close()
 
@@ -109,10 +130,10 @@ def test_a_search_cancelled_after_it_was_picked_is_not_run(tmp_path: Path, db) -
         assert runner.next_search() == sid
         with sessions.begin() as session:
             repo.set_search_state(session, search_id=sid, state="cancelled")
-        runner.run_one(sid)  # returns at once: the claim pending -> running fails
+        runner.run_one(sid)  # returns at once: planning pending -> running fails
         with sessions() as session:
             row = repo.get_search(session, search_id=sid)
             assert row.state == "cancelled" and row.started_at is None
-        assert read_claim(tmp_path) is None
+            assert repo.list_populations(session, search_id=sid) == []
     finally:
         runner.close()

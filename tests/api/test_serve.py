@@ -1,4 +1,5 @@
-"""`actsearch serve` for real: HTTP submit to completion, a runner crash, a shutdown mid-search."""
+"""`actsearch serve` for real: HTTP submit to completion; a runner crash, a SIGKILL of serve and a
+shutdown mid-search, each resumed to the end with every planned trial accounted for once."""
 
 from __future__ import annotations
 
@@ -18,12 +19,15 @@ import pytest
 from store import repo
 from store.db import make_engine, session_factory
 from tests.api.conftest import TINY_SPEC
+from tests.utils.accounting import accounted_once
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-# Long enough to be caught running (digits, 50 epochs x 40 trials), cut short by the test.
-LONG_SPEC: dict[str, Any] = {"dataset": "digits", "architecture": "mlp:64", "trials": 40,
-                             "epochs": 50, "families": ["relu", "prelu"]}
+# Long enough to be caught running (8 populations of 2 x 40 epochs), short enough to resume
+# to the end in a test; no pruner, so every trial trains all its epochs.
+LONG_SPEC: dict[str, Any] = {"dataset": "digits", "architecture": "mlp:32", "trials": 16,
+                             "epochs": 40, "families": ["relu", "prelu"], "population_size": 2,
+                             "pruner": "none", "finalist_seeds": 2}
 
 
 def _free_port() -> int:
@@ -67,27 +71,36 @@ def _children(pid: int, needle: str) -> list[int]:
     return found
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], httpx.Client, Path]]:
+def _start_serve(home: Path) -> tuple[subprocess.Popen[bytes], httpx.Client]:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACTSEARCH_")}
-    env.update(ACTSEARCH_HOME=str(tmp_path), ACTSEARCH_TORCH_THREADS="1", ACTSEARCH_WORKERS="1")
-    log = (tmp_path / "serve.log").open("wb")
+    env.update(ACTSEARCH_HOME=str(home), ACTSEARCH_TORCH_THREADS="1", ACTSEARCH_WORKERS="1")
+    log = (home / "serve.log").open("ab")
     proc = subprocess.Popen([_actsearch(), "serve", "--host", "127.0.0.1", "--port", str(port),
                              "--log-level", "warning"], env=env, stdout=log, stderr=log)
+    log.close()
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    _wait("the API", lambda: client.get("/health").status_code == 200, timeout=60)
+    return proc, client
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], httpx.Client, Path]]:
+    proc, client = _start_serve(tmp_path)
     try:
-        _wait("the API", lambda: client.get("/health").status_code == 200, timeout=60)
         yield proc, client, tmp_path
     finally:
         client.close()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        log.close()
+        _stop(proc)
         if os.environ.get("ACTSEARCH_TEST_SHOW_LOGS"):
             print((tmp_path / "serve.log").read_text())
 
@@ -114,21 +127,21 @@ def test_serve_runs_a_search_survives_a_runner_crash_and_shuts_down_cleanly(serv
     assert [r["family"] for r in board["rows"] if r["baseline"]] == ["relu"]
     assert client.get(f"/searches/{sid}/export").headers["content-type"] == "application/zip"
 
-    # 2. the runner dies mid-search: serve restarts it and the search is failed, not stuck
+    # 2. the runner dies mid-search: serve restarts it, and the new runner resumes the search
     long_id = client.post("/searches", json=LONG_SPEC).json()["id"]
-    _wait("the long search to start", lambda: _state(client, long_id)["state"] == "running")
+    _wait("the long search to train", lambda: _state(client, long_id)["progress"]["done"] >= 2)
     runners = _children(proc.pid, "search.runner")
     assert len(runners) == 1, runners
     os.kill(runners[0], signal.SIGKILL)
-    failed = _wait("the crashed search to be failed",
-                   lambda: _state(client, long_id)["state"] == "failed" and _state(client, long_id))
-    assert "runner process ended" in failed["error"]
-    # a new runner (serve may record the failure a moment before it has started one)
     _wait("a new runner", lambda: _children(proc.pid, "search.runner") not in ([], runners))
+    done = _wait("the resumed search", lambda: _state(client, long_id)["state"] in
+                 ("complete", "failed") and _state(client, long_id), timeout=240)
+    assert done["state"] == "complete", done
+    assert accounted_once(home, long_id) == {"relu": 8, "prelu": 8}
 
-    # 3. SIGTERM while a search runs: both processes stop; the search is recorded as interrupted
+    # 3. SIGTERM while a search runs: serve and its runner stop; the search is interrupted
     third = client.post("/searches", json=LONG_SPEC).json()["id"]
-    _wait("the third search to start", lambda: _state(client, third)["state"] == "running")
+    _wait("the third search to train", lambda: _state(client, third)["progress"]["done"] >= 2)
     runner_pid = _children(proc.pid, "search.runner")[0]
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=40) == 0
@@ -136,7 +149,27 @@ def test_serve_runs_a_search_survives_a_runner_crash_and_shuts_down_cleanly(serv
         "zombie" in Path(f"/proc/{runner_pid}/status").read_text()
     engine = make_engine(f"sqlite:///{home / 'actsearch.db'}")
     with session_factory(engine)() as session:
-        row = repo.get_search(session, search_id=third)
-        assert row.state == "failed" and "shut down" in (row.error or ""), row.error
+        assert repo.get_search(session, search_id=third).state == "interrupted"
         assert repo.get_search(session, search_id=sid).state == "complete"
     engine.dispose()
+
+
+def test_a_search_survives_a_sigkill_of_serve_and_resumes_at_the_next_start(tmp_path: Path) -> None:
+    proc, client = _start_serve(tmp_path)
+    try:
+        sid = client.post("/searches", json=LONG_SPEC).json()["id"]
+        _wait("the search to train", lambda: _state(client, sid)["progress"]["done"] >= 2)
+        proc.kill()  # no clean-up at all; its runner gets SIGTERM from the kernel (PDEATHSIG)
+        proc.wait(timeout=10)
+        client.close()
+        _wait("the runner to stop", lambda: not _children(1, "search.runner") and
+              all(not p for p in [_children(proc.pid, "search.runner")]), timeout=60)
+        proc, client = _start_serve(tmp_path)  # the next start resumes it
+        done = _wait("the resumed search", lambda: _state(client, sid)["state"] in
+                     ("complete", "failed") and _state(client, sid), timeout=240)
+        assert done["state"] == "complete", done
+        assert done["progress"]["done"] == 16
+        assert accounted_once(tmp_path, sid) == {"relu": 8, "prelu": 8}
+    finally:
+        client.close()
+        _stop(proc)

@@ -95,7 +95,6 @@ def test_trial_query_mistakes(client: RecordingClient, params: dict[str, Any], s
 def test_finished_rational_trial_has_fits(tmp_path: Any) -> None:
     """Curve analysis runs when a trainable trial's results are written; /activations serves it."""
     from search.coordinator import EmbeddedCoordinator
-
     from search.service import create_search
     from search.spec import parse_spec
     from store.db import init_db, make_engine, session_factory

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from search.coordinator import EmbeddedCoordinator
 
 from api.main import create_app
+from search.coordinator import EmbeddedCoordinator
 from search.service import create_search
 from search.spec import parse_spec
 from store.db import init_db, make_engine, session_factory

@@ -22,7 +22,6 @@ BIN = Path(sys.executable).parent
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    from actsearch import cli
     from actsearch.cli import common
     from core.settings import get_settings
 

@@ -13,8 +13,8 @@ from wsgiref.util import setup_testing_defaults
 import optuna
 import pytest
 from optuna.trial import TrialState
-from search.coordinator import EmbeddedCoordinator, Progress
 
+from search.coordinator import EmbeddedCoordinator, Progress
 from search.protocol import build_leaderboard
 from search.service import create_search
 from search.spec import parse_spec
@@ -143,7 +143,7 @@ def test_cli_search_runs_end_to_end_and_prints_the_leaderboard(tmp_path: Path) -
         env=env, capture_output=True, text=True, timeout=180,
     )
     assert out.returncode == 0, out.stderr
-    board = json.loads(out.stdout.strip().splitlines()[-1])
+    board = json.loads(out.stdout)  # stdout is one JSON document (progress is on stderr)
     assert {r["family"] for r in board["rows"]} == {"relu", "gelu"}
     assert (tmp_path / "actsearch.db").exists()
 
@@ -175,3 +175,52 @@ def test_a_killed_training_process_fails_its_trials_and_the_search_goes_on(tmp_p
     assert board.winner is not None  # the surviving population's best still got its finalists
     with sessions() as session:
         assert repo.get_search(session, search_id=row.id).state == "complete"
+
+
+def test_ctrl_c_leaves_a_resumable_search_and_resume_finishes_it_once(tmp_path: Path) -> None:
+    """Ctrl-C of `actsearch search` says how to resume; `actsearch resume` trains each trial once."""
+    import signal
+    import sqlite3
+    import subprocess
+    import time
+
+    from tests.utils.accounting import accounted_once
+
+    env = {"ACTSEARCH_HOME": str(tmp_path), "PATH": str(Path(sys.executable).parent),
+           "OMP_NUM_THREADS": "1"}
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"finalist_seeds": 2, "pruner": "none", "population_size": 2}))
+    cmd = [str(Path(sys.executable).parent / "actsearch"), "search", "--dataset", "digits",
+           "--arch", "mlp:8", "--families", "tanh", "--trials", "8", "--epochs", "20",
+           "--spec", str(spec)]
+    # a shell may start us with SIGINT ignored; a terminal's Ctrl-C needs the default
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+    def complete_populations() -> int:
+        try:
+            with sqlite3.connect(tmp_path / "actsearch.db") as db:
+                return int(db.execute("select count(*) from actsearch_populations "
+                                      "where state = 'complete'").fetchone()[0])
+        except sqlite3.Error:
+            return 0
+
+    deadline = time.monotonic() + 180
+    while complete_populations() < 1 and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "actsearch resume 1" in err and "Traceback" not in err
+    with sqlite3.connect(tmp_path / "actsearch.db") as db:
+        assert db.execute("select state from actsearch_searches").fetchone()[0] == "interrupted"
+        assert not db.execute("select count(*) from actsearch_populations "
+                              "where state = 'running'").fetchone()[0]
+
+    resumed = subprocess.run([cmd[0], "resume", "1", "--json"], env=env, capture_output=True,
+                             text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["state"] == "complete"
+    assert accounted_once(tmp_path, 1) == {"relu": 4, "tanh": 4}
