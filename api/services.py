@@ -20,6 +20,7 @@ from core.errors import Conflict, InvalidInput, LimitExceeded, NotFound
 from core.settings import Settings
 from api.auth import Principal
 from search import datasets as ds
+from search.datasets.generate import generate_builtin as generate_builtin_dataset
 from search.progress import search_leaderboard
 from search.service import create_search, register_dataset
 from search.spec import SearchSpec
@@ -27,7 +28,7 @@ from store import repo
 from store.tables import SEARCH_TERMINAL_STATES, DatasetRow, SearchRow
 
 #: Stored dataset names: no slashes or leading dots, so a name never reads as a path.
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
 _FILE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq", ".npz", ".npy", ".json", ".xlsx")
 
 log = logging.getLogger("actsearch.api")
@@ -37,7 +38,7 @@ _UPLOAD_HINT = "upload the file with POST /datasets (multipart: file, name, labe
 
 def check_dataset_name(name: str) -> str:
     """A valid stored name, or InvalidInput saying what a name may contain."""
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):  # fullmatch: "$" would accept a trailing newline
         raise InvalidInput(
             f"dataset name {name!r} is not allowed: use 1-200 letters, digits, '.', '_', '+' "
             "or '-', starting with a letter or digit"
@@ -83,9 +84,18 @@ def register_upload(
     return register_dataset(session, dataset=dataset, name=dataset_name, owner=owner)
 
 
+def generate_builtin(builtin: str, options: dict[str, Any], settings: Settings) -> ds.Dataset:
+    """A built-in checked against the upload limits before it is made, generated off this
+    process (see :mod:`search.datasets.generate`)."""
+    lim = settings.limits
+    return generate_builtin_dataset(builtin, options, max_bytes=lim.max_upload_bytes,
+                                    max_rows=lim.max_rows, max_features=lim.max_features,
+                                    processes=lim.generation_processes)
+
+
 def register_builtin(
     session: Session, *, builtin: str, name: str | None, options: dict[str, Any],
-    owner: str | None = None,
+    settings: Settings, owner: str | None = None,
 ) -> DatasetRow:
     """Generate or load a built-in dataset and store it (same content: same row)."""
     if builtin not in ds.BUILTINS:
@@ -93,7 +103,7 @@ def register_builtin(
             f"unknown builtin dataset {builtin!r}; builtins: {', '.join(ds.BUILTINS)}"
         )
     dataset_name = check_dataset_name(name or builtin)
-    dataset = ds.load_builtin(builtin, **options)
+    dataset = generate_builtin(builtin, options, settings)
     return register_dataset(session, dataset=dataset, name=dataset_name, owner=owner)
 
 
@@ -205,6 +215,15 @@ def submit_search(
                                      "label": None})
     return create_search(session=session, spec=pinned, storage_url=settings.resolved_database_url,
                          name=name, owner=owner)
+
+
+def export_model(session: Session, *, search_id: int, owner: str | None,
+                 activations: str) -> bytes:
+    """The export zip of ``owner``'s search (404 for another owner's), built on the caller's thread."""
+    from search.export import export_search
+
+    repo.get_search(session, search_id=search_id, owner=owner)
+    return export_search(session, search_id=search_id, activations=activations)  # type: ignore[arg-type]
 
 
 def enqueue_search(search_id: int) -> None:
