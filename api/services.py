@@ -20,10 +20,12 @@ from core.errors import Conflict, InvalidInput, LimitExceeded, NotFound
 from core.settings import Settings
 from api.auth import Principal
 from search import datasets as ds
+from search.datasets.generate import check_builtin_limits
 from search.datasets.generate import generate_builtin as generate_builtin_dataset
 from search.progress import search_leaderboard
 from search.service import create_search, register_dataset
 from search.spec import SearchSpec
+from search.validation import DataShape, validate_search_spec
 from store import repo
 from store.tables import SEARCH_TERMINAL_STATES, DatasetRow, SearchRow
 
@@ -113,15 +115,14 @@ def dataset_versions(session: Session, *, row: DatasetRow) -> list[DatasetRow]:
     return [r for r in rows if r.owner == row.owner]
 
 
-def resolve_spec_dataset(session: Session, *, spec: SearchSpec,
-                         owner: str | None = None) -> DatasetRow:
-    """The dataset row a spec submitted over HTTP names: stored first, then a built-in.
+def locate_spec_dataset(session: Session, *, spec: SearchSpec, owner: str | None = None,
+                        settings: Settings | None = None) -> DatasetRow | ds.BuiltinEstimate:
+    """The stored row a spec submitted over HTTP names, or the built-in it would register.
 
-    A file path is refused (422) whether or not such a file exists on the server:
-    the client's files are not the server's. A built-in is registered on first use
-    without touching the working directory (``resolve_dataset`` would prefer a
-    same-named local file). Names are looked up among ``owner``'s datasets only, and
-    a built-in is registered as ``owner``'s.
+    Nothing is registered or generated here, so a spec refused by a later check leaves
+    nothing behind; a built-in is checked against the upload limits from its options.
+    A file path is refused (422) whether or not such a file exists on the server: the
+    client's files are not the server's. Names are looked up among ``owner``'s datasets.
     """
     name = spec.dataset
     if spec.dataset_version is not None:
@@ -141,15 +142,12 @@ def resolve_spec_dataset(session: Session, *, spec: SearchSpec,
     if name in ds.BUILTINS:
         if spec.label is not None:
             raise InvalidInput(f"label: builtin {name!r} has its own labels; omit 'label'")
-        dataset = ds.load_builtin(name)
-        if spec.task is not None and spec.task != dataset.task:
-            raise InvalidInput(f"task: builtin {name!r} is a {dataset.task} dataset, not {spec.task}")
-        row = register_dataset(session, dataset=dataset, name=name, owner=owner)
-        # Commit the registration now: on SQLite our write lock would otherwise be held
-        # while Optuna's own connection creates the study, which then waits for it until
-        # the busy timeout ("database is locked"), and so does every other writer.
-        session.commit()
-        return row
+        est = ds.estimate_builtin(name)
+        if settings is not None:
+            lim = settings.limits
+            check_builtin_limits(est, max_bytes=lim.max_upload_bytes, max_rows=lim.max_rows,
+                                 max_features=lim.max_features)
+        return est
     if _looks_like_path(name):
         raise InvalidInput(
             f"dataset: {name!r} looks like a file path; the service does not read files from "
@@ -159,6 +157,33 @@ def resolve_spec_dataset(session: Session, *, spec: SearchSpec,
         f"dataset: no stored dataset named {name!r} and no such builtin; {_UPLOAD_HINT}, "
         f"register a builtin with POST /datasets/builtin, or use one of: {', '.join(ds.BUILTINS)}"
     )
+
+
+def data_shape(found: DatasetRow | ds.BuiltinEstimate) -> DataShape:
+    """The shape the spec checks need, from a stored row or a built-in's estimate."""
+    if isinstance(found, ds.BuiltinEstimate):
+        return DataShape.of_builtin(found)
+    return DataShape.of_row(found)
+
+
+def resolve_spec_dataset(session: Session, *, spec: SearchSpec, owner: str | None = None,
+                         settings: Settings | None = None,
+                         found: DatasetRow | ds.BuiltinEstimate | None = None) -> DatasetRow:
+    """The dataset row a spec submitted over HTTP names, a built-in registered on first use
+    (as ``owner``'s, without touching the working directory: ``resolve_dataset`` would
+    prefer a same-named local file). ``found``: what :func:`locate_spec_dataset` returned."""
+    if found is None:
+        found = locate_spec_dataset(session, spec=spec, owner=owner, settings=settings)
+    if not isinstance(found, ds.BuiltinEstimate):
+        return found
+    dataset = (generate_builtin(found.name, {}, settings) if settings is not None
+               else ds.load_builtin(found.name))
+    row = register_dataset(session, dataset=dataset, name=found.name, owner=owner)
+    # Commit the registration now: on SQLite our write lock would otherwise be held
+    # while Optuna's own connection creates the study, which then waits for it until
+    # the busy timeout ("database is locked"), and so does every other writer.
+    session.commit()
+    return row
 
 
 # --------------------------------------------------------------------------- searches
@@ -195,20 +220,11 @@ def submit_search(
     check_active_searches(session, owner=owner, settings=settings)
     if spec.warm_start_from is not None:  # same 404 as a missing id for another owner's search
         repo.get_search(session, search_id=spec.warm_start_from, owner=scope)
-    lim = settings.limits
-    if spec.trials > lim.max_trials:
-        raise InvalidInput(
-            f"trials: {spec.trials} is above this service's limit of {lim.max_trials}"
-        )
-    if spec.epochs > lim.max_epochs:
-        raise InvalidInput(
-            f"epochs: {spec.epochs} is above this service's limit of {lim.max_epochs}"
-        )
-    row = resolve_spec_dataset(session, spec=spec, owner=owner)
-    spec.arch_spec().validate(n_inputs=row.n_features, max_width=lim.max_width,
-                              max_layers=lim.max_layers)
-    if spec.task is not None and spec.task != row.task:
-        raise InvalidInput(f"task: dataset {row.name!r} v{row.version} is {row.task}, not {spec.task}")
+    found = locate_spec_dataset(session, spec=spec, owner=owner, settings=settings)
+    validate_search_spec(spec, shape=data_shape(found), limits=settings.limits,
+                         training=settings.training)
+    # Only now, with every check passed, is a built-in generated and registered.
+    row = resolve_spec_dataset(session, spec=spec, owner=owner, settings=settings, found=found)
     # Pin the exact version, so that create_search finds the stored row and never
     # falls back to reading a file or re-generating a builtin.
     pinned = spec.model_copy(update={"dataset": row.name, "dataset_version": row.version,

@@ -31,7 +31,7 @@ MAX_SEED = 2**32 - 1
 MAX_ARCH_CHARS = 1000
 
 
-_WIDTH = re.compile(r"[0-9]+")
+_WIDTH = re.compile(r"[+-]?[0-9]+")  # a sign is left to ArchSpec's "positive integer"
 
 
 def _ascii_widths(text: str) -> None:
@@ -41,8 +41,8 @@ def _ascii_widths(text: str) -> None:
     for part in re.split(r"[,/]", rest):
         part = part.strip()
         if part and not _WIDTH.fullmatch(part):
-            raise ValueError(f"width {part!r} in {text!r} is not a whole number written in "
-                             "ASCII digits 0-9; write widths like 'mlp:64,64'")
+            raise ValueError(f"width {part!r} is not a whole number written in ASCII digits "
+                             f"0-9 (in {text[:60]!r}); write widths like 'mlp:64,64'")
 
 
 class ArchitectureObject(BaseModel):
