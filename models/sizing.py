@@ -194,6 +194,14 @@ def estimate_candidate(arch: ArchSpec, families: str | Sequence[str], n_inputs: 
                              flops_per_row=flops, batch_size=batch_size)
 
 
+def largest_population_within(arch: ArchSpec, families: str | Sequence[str], n_inputs: int,
+                              n_outputs: int, batch_size: int, budget_bytes: int) -> int:
+    """The largest power-of-two K whose estimated training memory fits ``budget_bytes``
+    (at least 1: whether one candidate fits is checked when the search is submitted)."""
+    per = estimate_candidate(arch, families, n_inputs, n_outputs, batch_size).training_bytes
+    return max(1, _pow2_floor(budget_bytes / max(1, per)))
+
+
 def candidate_bytes(net: PopulationNet, batch_size: int) -> int:
     """Memory one candidate needs while training: parameters with their gradient, Adam's
     two moments and the update scratch (5 copies), plus about three saved activations

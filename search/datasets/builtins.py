@@ -168,7 +168,7 @@ def _smooth_images(rng: np.random.Generator, n: int) -> np.ndarray:
 
 _TEACHER_CALIB_ROWS = 4096
 #: Float64 working set of one chunk of the teacher's generation.
-_TEACHER_CHUNK_BYTES = 32 << 20
+_TEACHER_CHUNK_BYTES = 8 << 20
 
 
 def _teacher_chunk_rows(hidden: int) -> int:
@@ -180,9 +180,11 @@ def _teacher_shape(size: int, seed: int, teacher_seed: int, hidden: int,
     """Rows, features, classes, and the generator's own working memory in bytes."""
     d = _TEACHER_SIDE**2
     weights = 8 * (d * hidden + hidden * (n_classes + 1))
+    # one chunk at a time: its images, their float64 copy, the hidden layer before and
+    # after tanh; plus the calibration logits and the labels
     chunk = _teacher_chunk_rows(hidden)
-    calib = _TEACHER_CALIB_ROWS * 8 * (d + n_classes) + chunk * 16 * (hidden + d)
-    return size, d, n_classes, weights + calib + chunk * 16 * (hidden + d + n_classes)
+    return size, d, n_classes, (weights + chunk * 16 * (hidden + d)
+                                + 8 * (_TEACHER_CALIB_ROWS + size) * n_classes)
 
 
 def _mnist1d_shape(size: int, seed: int) -> tuple[int, int, int, int]:
@@ -222,7 +224,8 @@ def _teacher(size: int, seed: int, teacher_seed: int, hidden: int, n_classes: in
         return np.concatenate([np.tanh(x[i:i + chunk] @ w1 + b1) @ w2
                                for i in range(0, len(x), chunk)])  # (n, C)
 
-    calib = logits(_smooth_images(trng, _TEACHER_CALIB_ROWS))
+    calib = np.concatenate([logits(_smooth_images(trng, min(chunk, _TEACHER_CALIB_ROWS - i)))
+                            for i in range(0, _TEACHER_CALIB_ROWS, chunk)])
     b2 = -calib.mean(axis=0)
     target = 1.0 / n_classes
     for _ in range(200):  # nudge biases until the calibration sample is near-balanced
@@ -375,7 +378,8 @@ class BuiltinEstimate:
 
     @property
     def peak_bytes(self) -> int:
-        return self.data_bytes + self.working_bytes
+        # the dataset twice: validation and the content hash each make one copy of it
+        return 2 * self.data_bytes + self.working_bytes
 
 
 def estimate_builtin(name: str, **options: Any) -> BuiltinEstimate:
