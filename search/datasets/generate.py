@@ -13,6 +13,7 @@ that process, and only the finished dataset comes back, as NPZ bytes read with
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -65,6 +66,18 @@ def _generate(name: str, options: dict[str, Any]) -> bytes:
     return load_builtin(name, **options).to_npz_bytes(compress=False)
 
 
+#: CPU priority of the generating processes: below the API's, as training runs, so a
+#: burst of generation slows generation, not the answers to reads.
+GENERATION_NICE = 10
+
+
+def _lower_priority() -> None:
+    try:
+        os.nice(GENERATION_NICE)
+    except OSError:  # pragma: no cover - not permitted in some sandboxes
+        pass
+
+
 def _get_pool(processes: int) -> ProcessPoolExecutor:
     global _pool, _pool_size
     with _lock:
@@ -73,7 +86,8 @@ def _get_pool(processes: int) -> ProcessPoolExecutor:
                 _pool.shutdown(wait=False, cancel_futures=True)
             # spawn, not fork: the API process has threads (a forked lock may be held).
             _pool = ProcessPoolExecutor(max_workers=processes,
-                                        mp_context=multiprocessing.get_context("spawn"))
+                                        mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_lower_priority)
             _pool_size = processes
         return _pool
 
