@@ -20,6 +20,7 @@ from api.body_limit import BodyLimitMiddleware
 from api.dashboard import install_dashboard
 from api.deps import AUTH_RESPONSES, get_principal
 from api.errors import install_error_handlers
+from api.origin import OriginGuardMiddleware, served_hosts
 from api.slow import SlowOperations
 from api.routes import activations, admin, datasets, health, me, schedules, searches, trials
 from search.datasets.generate import shutdown_generation
@@ -88,6 +89,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.slow = slow
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
+    # added last, so it runs first: a refused origin or host never reaches the rest
+    app.add_middleware(OriginGuardMiddleware, hosts=served_hosts(settings.http),
+                       origins=settings.http.allowed_origins)
     for module in PUBLIC_ROUTERS:
         app.include_router(module.router)
     for module in PROTECTED_ROUTERS:

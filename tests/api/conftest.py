@@ -17,7 +17,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from core.settings import LimitSettings, Settings
+from core.settings import HttpSettings, LimitSettings, Settings
 from api.main import create_app
 from search.embedded import EmbeddedCoordinator
 from search.service import create_search
@@ -43,10 +43,16 @@ class RecordingClient(TestClient):
         return response
 
 
+#: The Hosts that the in-process clients send (Starlette's TestClient, and "svc" of the CLI
+#: tests' --server http://svc); the API serves only the names it is told of.
+TEST_HOSTS = HttpSettings(allowed_hosts=["testserver", "svc"])
+
+
 def make_settings(home: Path, **limits: Any) -> Settings:
     """Settings for a test home (explicit values: the environment's ACTSEARCH_* do not leak in)."""
     return Settings(home=home, database_url=f"sqlite:///{home / 'actsearch.db'}", broker_url=None,
-                    artifact_dir=None, workers=1, limits=LimitSettings(**limits))
+                    artifact_dir=None, workers=1, limits=LimitSettings(**limits),
+                    http=TEST_HOSTS)
 
 
 def make_client(settings: Settings) -> RecordingClient:
