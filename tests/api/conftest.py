@@ -45,14 +45,19 @@ class RecordingClient(TestClient):
 
 #: The Hosts that the in-process clients send (Starlette's TestClient, and "svc" of the CLI
 #: tests' --server http://svc); the API serves only the names it is told of.
-TEST_HOSTS = HttpSettings(allowed_hosts=["testserver", "svc"])
+TEST_HOSTS = ("testserver", "svc")
+
+
+def served_test_hosts() -> HttpSettings:
+    """HTTP settings serving :data:`TEST_HOSTS` (a fresh object: tests may change it)."""
+    return HttpSettings(allowed_hosts=list(TEST_HOSTS))
 
 
 def make_settings(home: Path, **limits: Any) -> Settings:
     """Settings for a test home (explicit values: the environment's ACTSEARCH_* do not leak in)."""
     return Settings(home=home, database_url=f"sqlite:///{home / 'actsearch.db'}", broker_url=None,
                     artifact_dir=None, workers=1, limits=LimitSettings(**limits),
-                    http=TEST_HOSTS)
+                    http=served_test_hosts())
 
 
 def make_client(settings: Settings) -> RecordingClient:

@@ -20,14 +20,14 @@ from api import services
 from core.settings import AuthSettings, LimitSettings, Settings
 from store import repo
 from store.db import init_db, make_engine, session_factory
-from tests.api.conftest import TEST_HOSTS
+from tests.api.conftest import served_test_hosts
 
 
 @pytest.fixture
 def two_owners(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, dict[str, str]]]]:
     settings = Settings(home=tmp_path, database_url=f"sqlite:///{tmp_path / 'a.db'}",
                         broker_url=None, auth=AuthSettings(enabled=True),
-                        limits=LimitSettings(max_slow_operations_per_owner=1), http=TEST_HOSTS)
+                        limits=LimitSettings(max_slow_operations_per_owner=1), http=served_test_hosts())
     init_db(settings.resolved_database_url)
     engine = make_engine(settings.resolved_database_url)
     with session_factory(engine).begin() as session:
