@@ -23,8 +23,8 @@ from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from core.errors import ActsearchError
 from api.limits import retry_after_header
+from core.errors import ActsearchError
 
 log = logging.getLogger("actsearch.api")
 

@@ -13,16 +13,16 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from core import __version__
-from core.settings import Settings, get_settings
 from api.auth import make_buckets
 from api.body_limit import BodyLimitMiddleware
 from api.dashboard import install_dashboard
 from api.deps import AUTH_RESPONSES, get_principal
 from api.errors import install_error_handlers
 from api.origin import OriginGuardMiddleware, served_hosts
-from api.slow import SlowOperations
 from api.routes import activations, admin, datasets, health, me, schedules, searches, trials
+from api.slow import SlowOperations
+from core import __version__
+from core.settings import Settings, get_settings
 from search.datasets.generate import shutdown_generation
 from store.db import make_engine, session_factory
 

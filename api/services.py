@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
+from api.auth import Principal
 from core.errors import Conflict, InvalidInput, LimitExceeded, NotFound
 from core.settings import Settings
-from api.auth import Principal
 from search import datasets as ds
 from search.datasets.generate import check_builtin_limits
 from search.datasets.generate import generate_builtin as generate_builtin_dataset

@@ -50,8 +50,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterBadDateError, CroniterError, croniter  # type: ignore[import-untyped]
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.settings import get_settings
 from core.errors import ActsearchError, Conflict, InvalidInput, LimitExceeded, NotFound
+from core.settings import get_settings
 from store import repo
 from store.tables import ScheduleRow, SearchRow, utcnow
 

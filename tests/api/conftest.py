@@ -17,8 +17,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from core.settings import HttpSettings, LimitSettings, Settings
 from api.main import create_app
+from core.settings import HttpSettings, LimitSettings, Settings
 from search.embedded import EmbeddedCoordinator
 from search.service import create_search
 from search.spec import parse_spec
