@@ -23,7 +23,7 @@ from search import datasets as ds
 from search.datasets.generate import check_builtin_limits
 from search.datasets.generate import generate_builtin as generate_builtin_dataset
 from search.progress import search_leaderboard
-from search.service import create_search, register_dataset
+from search.service import check_warm_start, create_search, register_dataset
 from search.spec import SearchSpec
 from search.validation import DataShape, validate_search_spec
 from store import repo
@@ -223,6 +223,7 @@ def submit_search(
     found = locate_spec_dataset(session, spec=spec, owner=owner, settings=settings)
     validate_search_spec(spec, shape=data_shape(found), limits=settings.limits,
                          training=settings.training)
+    check_warm_start(session, spec)
     # Only now, with every check passed, is a built-in generated and registered.
     row = resolve_spec_dataset(session, spec=spec, owner=owner, settings=settings, found=found)
     # Pin the exact version, so that create_search finds the stored row and never

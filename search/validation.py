@@ -65,9 +65,10 @@ def check_training_memory(spec: SearchSpec, shape: DataShape, training: Training
     budget = training.memory_budget_mb * 2**20
     if need > budget:
         pop = f"a population of {k} candidates" if k > 1 else "one candidate"
+        widths = [*arch.conv_channels, *arch.hidden]
+        net = f"{arch.kind} with {len(widths)} hidden layers up to {max(widths)} wide"
         raise InvalidInput(
-            f"architecture: training {pop} of {arch.kind} {arch.hidden or ''} "
-            f"{arch.conv_channels or ''} on {shape.name} would need about {_gib(need)} "
+            f"architecture: training {pop} ({net}) on {shape.name} would need about {_gib(need)} "
             f"({est.params:,} parameters each with gradient and Adam state, activations of "
             f"batch_size {spec.batch_size}, the data), above this service's training memory "
             f"budget of {_gib(budget)} (ACTSEARCH_TRAINING__MEMORY_BUDGET_MB); use fewer or "
