@@ -8,6 +8,7 @@ local files; a remote client must not make the server read its files).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
@@ -17,6 +18,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from api.auth import Principal
+from api.slow import SlowOperations
 from core.errors import Conflict, InvalidInput, LimitExceeded, NotFound
 from core.settings import Settings
 from search import datasets as ds
@@ -207,7 +209,7 @@ def check_active_searches(session: Session, *, owner: str | None, settings: Sett
 
 def submit_search(
     session: Session, *, spec: SearchSpec, name: str | None, settings: Settings,
-    principal: Principal | None = None,
+    principal: Principal | None = None, slow: SlowOperations | None = None,
 ) -> SearchRow:
     """Validate a spec against the service's limits and create a pending search of the caller.
 
@@ -224,8 +226,13 @@ def submit_search(
     validate_search_spec(spec, shape=data_shape(found), limits=settings.limits,
                          training=settings.training)
     check_warm_start(session, spec)
-    # Only now, with every check passed, is a built-in generated and registered.
-    row = resolve_spec_dataset(session, spec=spec, owner=owner, settings=settings, found=found)
+    # Only now, with every check passed, is a built-in generated and registered; generating
+    # one (MNIST-1D, teacher, spirals) is a slow operation and holds one of the owner's slots.
+    generates = isinstance(found, ds.BuiltinEstimate) and bool(ds.BUILTINS[found.name].defaults)
+    with (slow.slot(owner, f"POST /searches (generating builtin {spec.dataset!r})")
+          if slow is not None and generates else contextlib.nullcontext()):
+        row = resolve_spec_dataset(session, spec=spec, owner=owner, settings=settings,
+                                   found=found)
     # Pin the exact version, so that create_search finds the stored row and never
     # falls back to reading a file or re-generating a builtin.
     pinned = spec.model_copy(update={"dataset": row.name, "dataset_version": row.version,

@@ -60,10 +60,11 @@ def create_search(
     settings: SettingsDep,
     background: BackgroundTasks,
     principal: PrincipalDep,
+    slow: SlowDep,
 ) -> SearchDetail:
     """Submit a search; it starts when a runner (embedded) or worker (distributed) is free."""
     row = services.submit_search(session, spec=body.spec(), name=body.name, settings=settings,
-                                 principal=principal)
+                                 principal=principal, slow=slow)
     if settings.distributed:
         # Background tasks run after the session dependency has committed the row.
         background.add_task(services.enqueue_search, row.id)

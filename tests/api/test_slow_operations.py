@@ -75,6 +75,15 @@ def test_over_the_bound_answers_429_and_reads_keep_answering(
         assert "ACTSEARCH_LIMITS__MAX_SLOW_OPERATIONS_PER_OWNER = 1" in r.json()["detail"]
         export = client.get("/searches/1/export", headers=headers["alice"])
         assert export.status_code == 429, export.text  # exports share the bound
+        # so does a search whose built-in would be generated on first use ...
+        spec = {"architecture": "mlp:8", "families": ["relu"], "trials": 2, "epochs": 1}
+        generating = client.post("/searches", json={**spec, "dataset": "mnist1d"},
+                                 headers=headers["alice"])
+        assert generating.status_code == 429, generating.text
+        assert "generating builtin 'mnist1d'" in generating.json()["detail"]
+        # ... but not one on a bundled table, which is only loaded
+        assert client.post("/searches", json={**spec, "dataset": "wine"},
+                           headers=headers["alice"]).status_code == 201
         # reads answer while it runs, alice's own and bob's
         for who in ("alice", "bob"):
             assert client.get("/datasets", headers=headers[who]).status_code == 200
