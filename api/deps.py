@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import Principal, authenticate, rate_limit, require_admin
 from api.schemas import ErrorPublic
+from api.slow import SlowOperations
 from core.settings import Settings
 
 MAX_PAGE = 500
@@ -62,7 +63,13 @@ def get_page(
     return Page(limit=limit, offset=offset)
 
 
+def get_slow(request: Request) -> SlowOperations:
+    """The app's bound on slow operations and their thread pool (see :mod:`api.slow`)."""
+    return request.app.state.slow
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+SlowDep = Annotated[SlowOperations, Depends(get_slow)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 PageDep = Annotated[Page, Depends(get_page)]
 

@@ -23,6 +23,7 @@ from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from api.limits import retry_after_header
 from core.errors import ActsearchError
 
 log = logging.getLogger("actsearch.api")
@@ -65,7 +66,10 @@ async def actsearch_error_handler(request: Request, exc: Exception) -> JSONRespo
     if exc.status_code >= 500:
         log.error("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path,
                   exc.detail)
-    return JSONResponse({"detail": shorten(exc.detail)}, status_code=exc.status_code)
+    retry = getattr(exc, "retry_after_s", None)
+    headers = {"Retry-After": retry_after_header(retry)} if retry is not None else None
+    return JSONResponse({"detail": shorten(exc.detail)}, status_code=exc.status_code,
+                        headers=headers)
 
 
 async def request_validation_handler(request: Request, exc: Exception) -> JSONResponse:

@@ -18,9 +18,12 @@ from api.body_limit import BodyLimitMiddleware
 from api.dashboard import install_dashboard
 from api.deps import AUTH_RESPONSES, get_principal
 from api.errors import install_error_handlers
+from api.origin import OriginGuardMiddleware, served_hosts
 from api.routes import activations, admin, datasets, health, me, schedules, searches, trials
+from api.slow import SlowOperations
 from core import __version__
 from core.settings import Settings, get_settings
+from search.datasets.generate import shutdown_generation
 from store.db import make_engine, session_factory
 
 DESCRIPTION = """\
@@ -61,10 +64,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API for ``settings`` (default: from the ``ACTSEARCH_*`` environment)."""
     settings = settings or get_settings()
     engine = make_engine(settings.resolved_database_url)
+    slow = SlowOperations(per_owner=settings.limits.max_slow_operations_per_owner,
+                          threads=settings.limits.slow_operation_threads)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        slow.shutdown()
+        shutdown_generation()
         engine.dispose()
 
     app = FastAPI(
@@ -79,8 +86,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.sessions = session_factory(engine)
     app.state.rate_buckets = make_buckets(settings)
+    app.state.slow = slow
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
+    # added last, so it runs first: a refused origin or host never reaches the rest
+    app.add_middleware(OriginGuardMiddleware, hosts=served_hosts(settings.http),
+                       origins=settings.http.allowed_origins)
     for module in PUBLIC_ROUTERS:
         app.include_router(module.router)
     for module in PROTECTED_ROUTERS:

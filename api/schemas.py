@@ -8,10 +8,11 @@ them as ``{data, count}`` where ``count`` is the total before paging.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from core.errors import public_message
 from search.spec import SearchSpec
 
 SearchState = Literal["pending", "running", "finalizing", "interrupted", "complete", "failed",
@@ -22,6 +23,11 @@ Task = Literal["classification", "regression"]
 ArchitectureKind = Literal["mlp", "cnn"]
 TrialSort = Literal["value", "created", "family", "duration"]
 SortOrder = Literal["asc", "desc"]
+
+
+#: A stored error as served: the message without tracebacks or server file paths (rows
+#: written before errors were stored that way, or by code that stored one, still hold them).
+PublicError = Annotated[str | None, AfterValidator(public_message)]
 
 
 class _FromRow(BaseModel):
@@ -181,7 +187,7 @@ class SearchPublic(_FromRow):
     study_name: str = Field(description="the Optuna study (open it with optuna-dashboard)")
     dataset_id: int
     state: SearchState
-    error: str | None
+    error: PublicError
     best: dict[str, Any] | None = Field(description="the final choice once the search is done")
     spec: dict[str, Any]
     owner: str | None = Field(default=None, description="who created it (null: auth was off)")
@@ -268,7 +274,7 @@ class TrialPublic(_FromRow):
     started_at: datetime | None
     finished_at: datetime | None
     source_trial_number: int | None
-    error: str | None = Field(default=None, description="why a failed trial failed")
+    error: PublicError = Field(default=None, description="why a failed trial failed")
 
 
 class TrialsPublic(BaseModel):
@@ -297,7 +303,7 @@ class PreactSummary(BaseModel):
 
 class TrialDetail(TrialPublic):
     population_id: int | None
-    error: str | None
+    error: PublicError
     has_weights: bool
     epochs: list[EpochPublic]
     preact_stats: list[PreactSummary]
@@ -434,7 +440,7 @@ class SchedulePublic(_FromRow):
     next_run_at: datetime | None = Field(description="null while paused")
     last_run_at: datetime | None
     last_search_id: int | None = Field(description="the search the last successful firing made")
-    last_error: str | None = Field(description="why the last firing made no search, if it failed")
+    last_error: PublicError = Field(description="why the last firing made no search, if it failed")
     run_count: int = Field(description="firings so far, failed ones included")
     owner: str | None = Field(default=None, description="who created it (null: auth was off)")
     created_at: datetime
@@ -447,7 +453,7 @@ class ScheduleRunPublic(_FromRow):
     name: str
     state: SearchState
     dataset_id: int
-    error: str | None
+    error: PublicError
     best: dict[str, Any] | None
     created_at: datetime
     started_at: datetime | None

@@ -128,10 +128,18 @@ def serve_command(
     import uvicorn
 
     from api.main import create_app
+    from api.timeouts import TimedH11Protocol
     from core.settings import get_settings
     from store.db import init_db
 
+    # The Host check serves the name it is bound to; the API's worker processes read the
+    # same variable (they build their app from the environment).
+    os.environ["ACTSEARCH_HTTP__BOUND_HOST"] = host
+    get_settings.cache_clear()
     settings = get_settings()
+    TimedH11Protocol.read_timeout_s = settings.http.request_read_timeout_s
+    server_options = {"http": TimedH11Protocol,
+                      "timeout_keep_alive": settings.http.timeout_keep_alive_s}
     url = settings.resolved_database_url
     init_db(url)
     from search.storage import init_optuna_schema
@@ -153,9 +161,10 @@ def serve_command(
     try:
         if api_workers > 1:  # each process builds its app from the same ACTSEARCH_* environment
             uvicorn.run("api.main:create_app", factory=True, host=host, port=port,
-                        log_level=log_level, workers=api_workers)
+                        log_level=log_level, workers=api_workers, **server_options)
         else:
-            uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+            uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level,
+                        **server_options)
     finally:
         if supervisor is not None:
             supervisor.stop()

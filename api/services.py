@@ -8,6 +8,7 @@ local files; a remote client must not make the server read its files).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
@@ -17,17 +18,21 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from api.auth import Principal
+from api.slow import SlowOperations
 from core.errors import Conflict, InvalidInput, LimitExceeded, NotFound
 from core.settings import Settings
 from search import datasets as ds
+from search.datasets.generate import check_builtin_limits
+from search.datasets.generate import generate_builtin as generate_builtin_dataset
 from search.progress import search_leaderboard
-from search.service import create_search, register_dataset
+from search.service import check_warm_start, create_search, register_dataset
 from search.spec import SearchSpec
+from search.validation import DataShape, validate_search_spec
 from store import repo
 from store.tables import SEARCH_TERMINAL_STATES, DatasetRow, SearchRow
 
 #: Stored dataset names: no slashes or leading dots, so a name never reads as a path.
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
 _FILE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq", ".npz", ".npy", ".json", ".xlsx")
 
 log = logging.getLogger("actsearch.api")
@@ -37,7 +42,7 @@ _UPLOAD_HINT = "upload the file with POST /datasets (multipart: file, name, labe
 
 def check_dataset_name(name: str) -> str:
     """A valid stored name, or InvalidInput saying what a name may contain."""
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):  # fullmatch: "$" would accept a trailing newline
         raise InvalidInput(
             f"dataset name {name!r} is not allowed: use 1-200 letters, digits, '.', '_', '+' "
             "or '-', starting with a letter or digit"
@@ -83,9 +88,18 @@ def register_upload(
     return register_dataset(session, dataset=dataset, name=dataset_name, owner=owner)
 
 
+def generate_builtin(builtin: str, options: dict[str, Any], settings: Settings) -> ds.Dataset:
+    """A built-in checked against the upload limits before it is made, generated off this
+    process (see :mod:`search.datasets.generate`)."""
+    lim = settings.limits
+    return generate_builtin_dataset(builtin, options, max_bytes=lim.max_upload_bytes,
+                                    max_rows=lim.max_rows, max_features=lim.max_features,
+                                    processes=lim.generation_processes)
+
+
 def register_builtin(
     session: Session, *, builtin: str, name: str | None, options: dict[str, Any],
-    owner: str | None = None,
+    settings: Settings, owner: str | None = None,
 ) -> DatasetRow:
     """Generate or load a built-in dataset and store it (same content: same row)."""
     if builtin not in ds.BUILTINS:
@@ -93,7 +107,7 @@ def register_builtin(
             f"unknown builtin dataset {builtin!r}; builtins: {', '.join(ds.BUILTINS)}"
         )
     dataset_name = check_dataset_name(name or builtin)
-    dataset = ds.load_builtin(builtin, **options)
+    dataset = generate_builtin(builtin, options, settings)
     return register_dataset(session, dataset=dataset, name=dataset_name, owner=owner)
 
 
@@ -103,15 +117,14 @@ def dataset_versions(session: Session, *, row: DatasetRow) -> list[DatasetRow]:
     return [r for r in rows if r.owner == row.owner]
 
 
-def resolve_spec_dataset(session: Session, *, spec: SearchSpec,
-                         owner: str | None = None) -> DatasetRow:
-    """The dataset row a spec submitted over HTTP names: stored first, then a built-in.
+def locate_spec_dataset(session: Session, *, spec: SearchSpec, owner: str | None = None,
+                        settings: Settings | None = None) -> DatasetRow | ds.BuiltinEstimate:
+    """The stored row a spec submitted over HTTP names, or the built-in it would register.
 
-    A file path is refused (422) whether or not such a file exists on the server:
-    the client's files are not the server's. A built-in is registered on first use
-    without touching the working directory (``resolve_dataset`` would prefer a
-    same-named local file). Names are looked up among ``owner``'s datasets only, and
-    a built-in is registered as ``owner``'s.
+    Nothing is registered or generated here, so a spec refused by a later check leaves
+    nothing behind; a built-in is checked against the upload limits from its options.
+    A file path is refused (422) whether or not such a file exists on the server: the
+    client's files are not the server's. Names are looked up among ``owner``'s datasets.
     """
     name = spec.dataset
     if spec.dataset_version is not None:
@@ -131,15 +144,12 @@ def resolve_spec_dataset(session: Session, *, spec: SearchSpec,
     if name in ds.BUILTINS:
         if spec.label is not None:
             raise InvalidInput(f"label: builtin {name!r} has its own labels; omit 'label'")
-        dataset = ds.load_builtin(name)
-        if spec.task is not None and spec.task != dataset.task:
-            raise InvalidInput(f"task: builtin {name!r} is a {dataset.task} dataset, not {spec.task}")
-        row = register_dataset(session, dataset=dataset, name=name, owner=owner)
-        # Commit the registration now: on SQLite our write lock would otherwise be held
-        # while Optuna's own connection creates the study, which then waits for it until
-        # the busy timeout ("database is locked"), and so does every other writer.
-        session.commit()
-        return row
+        est = ds.estimate_builtin(name)
+        if settings is not None:
+            lim = settings.limits
+            check_builtin_limits(est, max_bytes=lim.max_upload_bytes, max_rows=lim.max_rows,
+                                 max_features=lim.max_features)
+        return est
     if _looks_like_path(name):
         raise InvalidInput(
             f"dataset: {name!r} looks like a file path; the service does not read files from "
@@ -149,6 +159,33 @@ def resolve_spec_dataset(session: Session, *, spec: SearchSpec,
         f"dataset: no stored dataset named {name!r} and no such builtin; {_UPLOAD_HINT}, "
         f"register a builtin with POST /datasets/builtin, or use one of: {', '.join(ds.BUILTINS)}"
     )
+
+
+def data_shape(found: DatasetRow | ds.BuiltinEstimate) -> DataShape:
+    """The shape the spec checks need, from a stored row or a built-in's estimate."""
+    if isinstance(found, ds.BuiltinEstimate):
+        return DataShape.of_builtin(found)
+    return DataShape.of_row(found)
+
+
+def resolve_spec_dataset(session: Session, *, spec: SearchSpec, owner: str | None = None,
+                         settings: Settings | None = None,
+                         found: DatasetRow | ds.BuiltinEstimate | None = None) -> DatasetRow:
+    """The dataset row a spec submitted over HTTP names, a built-in registered on first use
+    (as ``owner``'s, without touching the working directory: ``resolve_dataset`` would
+    prefer a same-named local file). ``found``: what :func:`locate_spec_dataset` returned."""
+    if found is None:
+        found = locate_spec_dataset(session, spec=spec, owner=owner, settings=settings)
+    if not isinstance(found, ds.BuiltinEstimate):
+        return found
+    dataset = (generate_builtin(found.name, {}, settings) if settings is not None
+               else ds.load_builtin(found.name))
+    row = register_dataset(session, dataset=dataset, name=found.name, owner=owner)
+    # Commit the registration now: on SQLite our write lock would otherwise be held
+    # while Optuna's own connection creates the study, which then waits for it until
+    # the busy timeout ("database is locked"), and so does every other writer.
+    session.commit()
+    return row
 
 
 # --------------------------------------------------------------------------- searches
@@ -172,7 +209,7 @@ def check_active_searches(session: Session, *, owner: str | None, settings: Sett
 
 def submit_search(
     session: Session, *, spec: SearchSpec, name: str | None, settings: Settings,
-    principal: Principal | None = None,
+    principal: Principal | None = None, slow: SlowOperations | None = None,
 ) -> SearchRow:
     """Validate a spec against the service's limits and create a pending search of the caller.
 
@@ -185,26 +222,32 @@ def submit_search(
     check_active_searches(session, owner=owner, settings=settings)
     if spec.warm_start_from is not None:  # same 404 as a missing id for another owner's search
         repo.get_search(session, search_id=spec.warm_start_from, owner=scope)
-    lim = settings.limits
-    if spec.trials > lim.max_trials:
-        raise InvalidInput(
-            f"trials: {spec.trials} is above this service's limit of {lim.max_trials}"
-        )
-    if spec.epochs > lim.max_epochs:
-        raise InvalidInput(
-            f"epochs: {spec.epochs} is above this service's limit of {lim.max_epochs}"
-        )
-    row = resolve_spec_dataset(session, spec=spec, owner=owner)
-    spec.arch_spec().validate(n_inputs=row.n_features, max_width=lim.max_width,
-                              max_layers=lim.max_layers)
-    if spec.task is not None and spec.task != row.task:
-        raise InvalidInput(f"task: dataset {row.name!r} v{row.version} is {row.task}, not {spec.task}")
+    found = locate_spec_dataset(session, spec=spec, owner=owner, settings=settings)
+    validate_search_spec(spec, shape=data_shape(found), limits=settings.limits,
+                         training=settings.training)
+    check_warm_start(session, spec)
+    # Only now, with every check passed, is a built-in generated and registered; generating
+    # one (MNIST-1D, teacher, spirals) is a slow operation and holds one of the owner's slots.
+    generates = isinstance(found, ds.BuiltinEstimate) and bool(ds.BUILTINS[found.name].defaults)
+    with (slow.slot(owner, f"POST /searches (generating builtin {spec.dataset!r})")
+          if slow is not None and generates else contextlib.nullcontext()):
+        row = resolve_spec_dataset(session, spec=spec, owner=owner, settings=settings,
+                                   found=found)
     # Pin the exact version, so that create_search finds the stored row and never
     # falls back to reading a file or re-generating a builtin.
     pinned = spec.model_copy(update={"dataset": row.name, "dataset_version": row.version,
                                      "label": None})
     return create_search(session=session, spec=pinned, storage_url=settings.resolved_database_url,
                          name=name, owner=owner)
+
+
+def export_model(session: Session, *, search_id: int, owner: str | None,
+                 activations: str) -> bytes:
+    """The export zip of ``owner``'s search (404 for another owner's), built on the caller's thread."""
+    from search.export import export_search
+
+    repo.get_search(session, search_id=search_id, owner=owner)
+    return export_search(session, search_id=search_id, activations=activations)  # type: ignore[arg-type]
 
 
 def enqueue_search(search_id: int) -> None:

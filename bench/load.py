@@ -14,6 +14,9 @@ Run it alone (prints the figures and writes ``artifacts/load.json``)::
 
     .venv/bin/python -m bench.load --rate 200 --duration 60
 
+``--stall`` runs the other scenario: one owner keeps 48 built-in generations in flight
+while another owner reads ``/health`` and its own search (:func:`run_stall`).
+
 ``tests/load/test_load.py`` runs it and asserts the issue's bounds. Loopback only.
 """
 
@@ -500,6 +503,155 @@ def run_load(config: LoadConfig, home: Path | None = None,
     return result
 
 
+# --------------------------------------------------------------------------- one owner stalls
+
+
+@dataclass
+class StallConfig:
+    """One owner floods slow operations while another owner reads (issue #17, item 2)."""
+
+    attackers: int = 48  # concurrent built-in generation requests, retried as soon as answered
+    builtin: str = "mnist1d"
+    rate: float = 20.0  # the reads of the others: /health and the victim's search
+    duration_s: float = 30.0
+    request_timeout_s: float = 30.0
+    seed: int = 0
+
+
+@dataclass
+class StallReport:
+    health_p50_ms: float
+    health_p95_ms: float
+    victim_read_p50_ms: float
+    victim_read_p95_ms: float
+    max_ms: float
+    reads: int
+    read_errors: dict[str, int]
+    attack: dict[str, int]  # status -> count of the attacker's answers
+    load_average: list[float]
+    config: dict[str, Any]
+
+    def summary(self) -> str:
+        return (f"under attack ({self.config['attackers']} concurrent {self.config['builtin']} "
+                f"generations from one owner; its answers {self.attack}): /health p50 "
+                f"{self.health_p50_ms:.0f} ms p95 {self.health_p95_ms:.0f} ms; another owner's "
+                f"GET /searches/{{id}} p50 {self.victim_read_p50_ms:.0f} ms p95 "
+                f"{self.victim_read_p95_ms:.0f} ms; max {self.max_ms:.0f} ms over {self.reads} "
+                f"reads, errors {self.read_errors or 'none'}; load {self.load_average}")
+
+
+async def _attack(url: str, headers: dict[str, str], config: StallConfig,
+                  stop: asyncio.Event) -> Counter[str]:
+    """``attackers`` requests in flight at all times, each resent as soon as it is answered
+    (after 0.1 s: a refusal is cheap, and a client spinning on the same 2 cores would
+    measure its own CPU use instead of the server's)."""
+    outcomes: Counter[str] = Counter()
+    limits = httpx.Limits(max_connections=config.attackers + 4)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+
+        async def one(i: int) -> None:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                body = {"builtin": config.builtin, "name": f"flood-{i}",
+                        "options": {"seed": 1000 * i + n}}
+                try:
+                    response = await client.post("/datasets/builtin", json=body, headers=headers)
+                    outcomes[str(response.status_code)] += 1
+                except httpx.HTTPError as exc:
+                    outcomes[type(exc).__name__] += 1
+                await asyncio.sleep(0.1)
+
+        await asyncio.gather(*(one(i) for i in range(config.attackers)))
+    return outcomes
+
+
+async def _stall_reads(url: str, victim: _Owner, config: StallConfig
+                       ) -> list[_Sample]:
+    parsed = httpx.URL(url)
+    client = _Http(parsed.host, int(parsed.port or 80), max_connections=64)
+    samples: list[_Sample] = []
+    sid = victim.searches[0]
+    try:
+        t0 = time.perf_counter() + 0.2
+        tasks = []
+        for i in range(int(config.rate * config.duration_s)):
+            due = t0 + i / config.rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            kind, path = ("health", "/health") if i % 2 == 0 else ("search", f"/searches/{sid}")
+            tasks.append(asyncio.create_task(
+                _one(client, victim, kind, path, due, samples, config.request_timeout_s)))
+        await asyncio.gather(*tasks)
+    finally:
+        await client.close()
+    return samples
+
+
+def _attack_process(url: str, headers: dict[str, str], config: StallConfig, seconds: float,
+                    out: Any) -> None:
+    """The attacker in a process of its own: sharing the readers' event loop, its client's
+    CPU would delay their requests and be measured as the server's latency."""
+
+    async def main() -> Counter[str]:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(seconds, stop.set)
+        return await _attack(url, headers, config, stop)
+
+    out.put(dict(asyncio.run(main())))
+
+
+def _stall(url: str, attacker: _Owner, victim: _Owner,
+           config: StallConfig) -> tuple[list[_Sample], Counter[str]]:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    proc = ctx.Process(target=_attack_process, daemon=True,
+                       args=(url, attacker.headers, config, config.duration_s + 3.0, out))
+    proc.start()
+    try:
+        time.sleep(3.0)  # the attacker's start-up, then its flood fills every slot
+        samples = run_async(_stall_reads(url, victim, config))
+        attack = Counter(out.get(timeout=config.request_timeout_s + 60))
+    finally:
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.kill()
+    return samples, attack
+
+
+def run_stall(config: StallConfig, home: Path | None = None) -> StallReport:
+    """Start the service (auth on), flood it from one owner, measure another owner's reads."""
+    tmp = None
+    if home is None:
+        tmp = tempfile.TemporaryDirectory(prefix="actsearch-stall-")
+        home = Path(tmp.name)
+    try:
+        keys = make_keys(home, ["attacker", "victim"])
+        with running_service(home) as service:
+            attacker, victim = (_Owner(n, {"Authorization": f"Bearer {keys[n]}"}, [])
+                                for n in ("attacker", "victim"))
+            run_async(submit_searches(service.url, [victim], 1, TINY_SEARCH))
+            _say(f"flooding with {config.attackers} {config.builtin} generations; reading at "
+                 f"{config.rate:g}/s for {config.duration_s:g} s")
+            samples, attack = _stall(service.url, attacker, victim, config)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    health = np.array([s.latency_s for s in samples if s.kind == "health"])
+    search = np.array([s.latency_s for s in samples if s.kind == "search"])
+    every = np.array([s.latency_s for s in samples])
+    return StallReport(
+        health_p50_ms=_ms(health, 50), health_p95_ms=_ms(health, 95),
+        victim_read_p50_ms=_ms(search, 50), victim_read_p95_ms=_ms(search, 95),
+        max_ms=float(every.max() * 1000) if every.size else float("nan"), reads=len(samples),
+        read_errors=dict(Counter(s.outcome for s in samples if s.outcome != "ok")),
+        attack=dict(attack), load_average=[round(x, 2) for x in os.getloadavg()],
+        config=asdict(config))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -508,7 +660,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--owners", type=int, default=5)
     parser.add_argument("--searches-per-owner", type=int, default=4)
     parser.add_argument("--out", type=Path, default=ARTIFACT, help="JSON figures")
+    parser.add_argument("--stall", action="store_true",
+                        help="instead: one owner floods built-in generation while another "
+                             "reads (/health and its search); prints their latency")
     args = parser.parse_args(argv)
+    if args.stall:
+        stall = run_stall(StallConfig(duration_s=args.duration))
+        print(stall.summary())
+        return 0
     result = run_load(LoadConfig(rate=args.rate, duration_s=args.duration, owners=args.owners,
                                  searches_per_owner=args.searches_per_owner), artifact=args.out)
     print(result.summary())

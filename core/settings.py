@@ -34,6 +34,16 @@ class LimitSettings(BaseModel):
     # A schedule may not fire more often than this (a cron of every second would
     # queue a search per second for ever).
     min_schedule_interval_s: int = Field(default=60, ge=0)
+    # Schedules one owner may hold (each firing is a search, so they add up).
+    max_schedules_per_owner: int = Field(default=50, ge=1)
+    # Slow operations (uploads, built-in generation, exports, importance) one owner may
+    # have in flight at once; more get 429. They run on their own thread pool of
+    # slow_operation_threads threads, so reads keep the request threads to themselves.
+    max_slow_operations_per_owner: int = Field(default=2, ge=1)
+    slow_operation_threads: int = Field(default=8, ge=1)
+    # Processes that generate built-in datasets (numpy-heavy, and the generator's memory
+    # is freed with the process's arrays rather than staying in the API's heap).
+    generation_processes: int = Field(default=2, ge=1)
 
 
 class AuthSettings(BaseModel):
@@ -56,11 +66,52 @@ class TrainingSettings(BaseModel):
     too big for the machine fails with "out of memory" instead of taking it down. ``NICE``:
     training runs at this lower CPU priority, so the API and the coordinator stay
     responsive while it trains.
+    ``MEMORY_BUDGET_MB``: the estimated training memory a population may need (see
+    ``models.sizing.estimate_training_bytes``); checked before anything is built.
     """
 
     population_time_limit_s: float | None = Field(default=None, gt=0)
     memory_limit_mb: int | None = Field(default=None, ge=256)
     nice: int = Field(default=10, ge=0, le=19)
+    # What one population may need by the estimate of models.sizing (parameters, Adam
+    # state, activations): a spec whose single candidate exceeds it is refused at
+    # submission, and the K chooser stays within it. Default: half the physical RAM.
+    memory_budget_mb: int = Field(default_factory=lambda: default_memory_budget_mb(), ge=64)
+
+
+def physical_memory_bytes() -> int:
+    """The machine's physical RAM (8 GiB when it cannot be read)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 8 << 30
+
+
+def default_memory_budget_mb() -> int:
+    """Half the physical RAM, in MiB: room for the API, the database and the OS beside it."""
+    return max(64, physical_memory_bytes() // 2 // 2**20)
+
+
+class HttpSettings(BaseModel):
+    """What the HTTP server accepts (``ACTSEARCH_HTTP__*``).
+
+    Attributes:
+        allowed_hosts: ``Host`` names served besides localhost, 127.0.0.1, [::1] and the
+            bound host (JSON list, e.g. ``'["api.example.org"]'``); ``["*"]`` accepts any
+            (behind a proxy that checks it). Refusing other names defeats DNS rebinding.
+        allowed_origins: browser origins (``https://ui.example.org``) allowed to send
+            state-changing requests besides the service's own origin.
+        bound_host: the interface ``actsearch serve`` listens on (it sets this itself).
+        timeout_keep_alive_s: an idle keep-alive connection is closed after this.
+        request_read_timeout_s: a request's headers must arrive within this many seconds,
+            and a body may not pause longer; slower connections are closed.
+    """
+
+    allowed_hosts: list[str] = Field(default_factory=list)
+    allowed_origins: list[str] = Field(default_factory=list)
+    bound_host: str | None = None
+    timeout_keep_alive_s: float = Field(default=5.0, gt=0)
+    request_read_timeout_s: float = Field(default=30.0, gt=0)
 
 
 # Margin added to the longest task for the broker's visibility timeout: the
@@ -140,6 +191,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
 
     @field_validator("database_url")
     @classmethod

@@ -16,6 +16,7 @@ import math
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -94,6 +95,113 @@ def _pow2_ceil(n: float) -> int:
     return 1 if n <= 1 else 1 << int(math.ceil(math.log2(n)))
 
 
+# ----------------------------------------------------------------------------- estimates
+#
+# What a candidate needs, from the spec alone: nothing is built (sizing mlp:8192 x 16 by
+# building it would itself allocate 4 GB). Per family, the worst case of its structural
+# parameters: maxout's k widens the layer producing the pre-activation, crelu doubles the
+# layer after it, per-unit trainable units add parameters per unit, and some units save
+# more than one tensor per element for the backward pass (a VAF its inner network).
+
+#: Largest pre-activation width per output unit (maxout: k up to 4).
+_PRE_FACTOR = {"maxout": 4}
+#: Largest post-activation width per output unit (crelu: 2).
+_POST_FACTOR = {"crelu": 2}
+#: Parameters per unit of a per-unit trainable family at its largest structural values
+#: (vaf: width 16, depth 3: 2W + (d-1)(W^2 + W) + W + 1; spline: grid 16 + 3 + 2; ...).
+_UNIT_PARAMS = {"vaf": 593, "spline": 21, "rational": 12, "apl": 12, "affine": 4,
+                "agsig": 2, "frelu": 2, "prelu": 1}
+#: Elements each pre-activation element keeps for the backward pass, beyond the two
+#: every layer keeps (vaf: its W x depth inner activations and their inputs; spline: its
+#: basis values and their intermediates; measured, see tests/models/test_sizing.py).
+_SAVED_PER_ELEMENT = {"vaf": 96, "spline": 80, "rational": 12, "apl": 12, "affine": 4, "crelu": 3,
+                      "k_wta": 2, "groupsort": 2}
+#: Bytes per float32 parameter while training: value, gradient, Adam's two moments.
+_PARAM_COPIES = 4
+_FLOAT = 4
+
+
+@dataclass(frozen=True)
+class CandidateEstimate:
+    """One candidate's size and training memory, estimated from the spec.
+
+    Attributes:
+        params: trainable parameters (weights, biases, norm affine, activation units).
+        elements_per_row: activation elements one row keeps for the backward pass.
+        flops_per_row: forward FLOPs of one row (2 per multiply-add).
+        batch_size: rows per step the estimate is for.
+    """
+
+    params: int
+    elements_per_row: int
+    flops_per_row: int
+    batch_size: int
+
+    @property
+    def training_bytes(self) -> int:
+        """Parameters with gradient and Adam state, plus the batch's saved activations
+        and their gradients."""
+        return _FLOAT * (_PARAM_COPIES * self.params + 2 * self.batch_size * self.elements_per_row)
+
+    def population_bytes(self, k: int) -> int:
+        """K candidates trained together (each has its own weights and activations)."""
+        return k * self.training_bytes
+
+
+def estimate_candidate(arch: ArchSpec, families: str | Sequence[str], n_inputs: int,
+                       n_outputs: int, batch_size: int) -> CandidateEstimate:
+    """A candidate's parameters, saved activations and FLOPs, worst case over ``families``.
+
+    A pure function of the spec (nothing is allocated), so the service can refuse a
+    spec that cannot fit before anything is built, and :func:`auto_population_size`
+    can size K without building a network. Tested against networks it builds (small
+    ones) to stay within a factor of what they really hold.
+    """
+    names = [families] if isinstance(families, str) else list(families)
+    pre_f = max(_PRE_FACTOR.get(f, 1) for f in names)
+    post_f = max(_POST_FACTOR.get(f, 1) for f in names)
+    unit_params = max(_UNIT_PARAMS.get(f, 0) for f in names)
+    saved = max(_SAVED_PER_ELEMENT.get(f, 0) for f in names)
+    norm = 2 if arch.norm != "none" else 0
+    params = elements = flops = 0
+
+    def layer(width: int, fan_in: int, positions: int) -> int:
+        """Count one hidden layer of ``width`` output units; returns its output width."""
+        nonlocal params, elements, flops
+        pre, post = width * pre_f, width * post_f
+        params += fan_in * pre + pre + norm * pre + unit_params * pre
+        # kept per position: the layer's output (and the norm's), the activation's
+        # output, and what the activation itself saves
+        elements += positions * (pre * (1 + (1 if norm else 0) + saved) + post)
+        flops += positions * pre * (2 * fan_in + 1 + max(1, saved))
+        return post
+
+    if arch.kind == "cnn" and arch.input_shape is not None:
+        c_in, h, w = arch.input_shape
+        kk = arch.kernel * arch.kernel
+        for channels in arch.conv_channels:
+            c_in = layer(channels, c_in * kk, h * w)
+            h, w = h // arch.pool, w // arch.pool
+        n_in = c_in * h * w
+    else:
+        n_in = n_inputs
+    for width in arch.hidden:
+        n_in = layer(width, n_in, 1)
+    params += n_in * n_outputs + n_outputs
+    elements += 2 * n_outputs
+    flops += 2 * n_in * n_outputs
+    return CandidateEstimate(params=params, elements_per_row=max(1, elements),
+                             flops_per_row=flops, batch_size=batch_size)
+
+
+def largest_population_within(arch: ArchSpec, families: str | Sequence[str], n_inputs: int,
+                              n_outputs: int, batch_size: int, budget_bytes: int) -> int:
+    """The largest power-of-two K whose estimated training memory fits ``budget_bytes``
+    (at least 1: whether one candidate fits is checked when the search is submitted)."""
+    per = estimate_candidate(arch, families, n_inputs, n_outputs, batch_size).training_bytes
+    return max(1, _pow2_floor(budget_bytes / max(1, per)))
+
+
 def candidate_bytes(net: PopulationNet, batch_size: int) -> int:
     """Memory one candidate needs while training: parameters with their gradient, Adam's
     two moments and the update scratch (5 copies), plus about three saved activations
@@ -112,6 +220,7 @@ def auto_population_size(
     *,
     threads: int | None = None,
     memory_bytes: int | None = None,
+    memory_budget_bytes: int | None = None,
 ) -> int:
     """The K that saturates ``device`` for this architecture and batch size.
 
@@ -120,24 +229,31 @@ def auto_population_size(
     at most ``CPU_MAX_K``. CUDA: the smallest power of two whose widest layer holds
     ``GPU_STEP_ELEMENTS`` activation elements per step, at most ``GPU_MAX_K``. Both are
     capped so the population uses at most half the free memory (``memory_bytes``
-    overrides what is detected). The search may use fewer (trials per family).
+    overrides what is detected) and at most ``memory_budget_bytes`` (the service's
+    training memory budget). Sized from :func:`estimate_candidate`: no network is built.
+    The search may use fewer (trials per family). ``act_params`` is accepted for the
+    callers' convenience; the estimate takes each family's worst case.
     """
+    del act_params
     dev = torch.device(device)
-    net = PopulationNet(arch, family, [act_params], n_inputs, n_outputs)
-    per_candidate = candidate_bytes(net, batch_size)
+    est = estimate_candidate(arch, family, n_inputs, n_outputs, batch_size)
+    per_candidate = est.training_bytes
     if dev.type == "cuda" and torch.cuda.is_available():
         free, _total = torch.cuda.mem_get_info(dev)
         budget = memory_bytes if memory_bytes is not None else free
-        widest = max([info.pre for info in net.layers] + [n_outputs])
+        widest = max([*arch.conv_channels, *arch.hidden, n_outputs])
         k = _pow2_ceil(GPU_STEP_ELEMENTS / max(1, batch_size * widest))
         k = min(k, GPU_MAX_K)
     else:
         budget = memory_bytes if memory_bytes is not None else _available_ram()
         n_threads = threads if threads is not None else torch.get_num_threads()
-        step_flops = 3 * net.count_flops() * batch_size
+        step_flops = 3 * est.flops_per_row * batch_size
         k = _pow2_ceil(CPU_STEP_FLOPS_PER_THREAD * n_threads / max(1, step_flops))
         k = min(k, CPU_MAX_K)
-    k_mem = _pow2_floor(0.5 * budget / max(1, per_candidate))
+    room = 0.5 * budget
+    if memory_budget_bytes is not None:
+        room = min(room, float(memory_budget_bytes))
+    k_mem = _pow2_floor(room / max(1, per_candidate))
     return max(1, min(k, k_mem))
 
 

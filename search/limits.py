@@ -18,6 +18,8 @@ import threading
 import traceback
 from collections.abc import Iterator
 
+from core.errors import public_message
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -113,15 +115,22 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 def describe_failure(exc: BaseException, *, memory_limit_mb: int | None = None) -> str:
-    """The error stored on a failed population: what went wrong first, then the traceback."""
+    """The error stored on a failed population: what went wrong, in words a user can act on.
+
+    The traceback goes to this process's log, not into the stored message: trial and
+    search errors are served to users, and a traceback shows the server's file paths.
+    """
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=6))
+    log.error("population failed: %s", tb.rstrip())
     if is_out_of_memory(exc):
         cap = (f" (ACTSEARCH_TRAINING__MEMORY_LIMIT_MB={memory_limit_mb})"
                if memory_limit_mb is not None else "")
-        return (f"{OUT_OF_MEMORY}: training this population needed more memory than the "
-                f"training process may use{cap}; use a smaller architecture, batch size or "
-                f"population_size. {type(exc).__name__}: {str(exc)[:300]}\n{tb}")
-    return f"{type(exc).__name__}: {exc}\n{tb}"
+        message = (f"{OUT_OF_MEMORY}: training this population needed more memory than the "
+                   f"training process may use{cap}; use a smaller architecture, batch size or "
+                   f"population_size. {type(exc).__name__}: {str(exc)[:300]}")
+    else:
+        message = f"{type(exc).__name__}: {str(exc)[:2000]}"
+    return public_message(message) or type(exc).__name__
 
 
 def time_limit_message(limit_s: float) -> str:

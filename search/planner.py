@@ -68,11 +68,21 @@ class FamilyPlanner:
 def planner_for(spec: SearchSpec, *, n_inputs: int, n_outputs: int) -> FamilyPlanner:
     """The planner of a search, with K capped by what the engine saturates on this device.
 
-    An explicit ``population_size`` in the spec always wins.
+    An explicit ``population_size`` in the spec always wins (submission checked that it
+    fits the training memory budget); the automatic K stays within that budget.
     """
+    from core.settings import get_settings
     from models.sizing import auto_population_size as engine_k
+    from models.sizing import largest_population_within
 
     cap = None
     if spec.population_size is None:
-        cap = engine_k(spec.arch_spec(), "relu", {}, n_inputs, n_outputs, spec.batch_size)
+        arch = spec.arch_spec()
+        budget = get_settings().training.memory_budget_mb * 2**20
+        # K for speed from ReLU's cost (what the engine was tuned on), then for memory
+        # from the costliest family searched: every family's population must fit.
+        cap = min(engine_k(arch, "relu", {}, n_inputs, n_outputs, spec.batch_size,
+                           memory_budget_bytes=budget),
+                  largest_population_within(arch, spec.families, n_inputs, n_outputs,
+                                            spec.batch_size, budget))
     return FamilyPlanner(spec.families, spec.trials_per_family(), spec.population_size, cap)

@@ -50,13 +50,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterBadDateError, CroniterError, croniter  # type: ignore[import-untyped]
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.errors import ActsearchError, Conflict, InvalidInput, NotFound
+from core.errors import ActsearchError, Conflict, InvalidInput, LimitExceeded, NotFound
+from core.settings import get_settings
 from store import repo
 from store.tables import ScheduleRow, SearchRow, utcnow
 
 from . import datasets as ds
 from .service import create_search, find_or_register_dataset, register_dataset
 from .spec import SearchSpec, parse_spec
+from .validation import DataShape, validate_search_spec
 
 log = logging.getLogger("actsearch.schedules")
 
@@ -150,19 +152,27 @@ def _looks_like_path(value: str) -> bool:
             or value.lower().endswith(_FILE_SUFFIXES))
 
 
-def _check_limits(spec: SearchSpec, limits: Any | None) -> None:
-    if limits is None:
-        return
-    if spec.trials > limits.max_trials:
-        raise InvalidInput(f"template trials: {spec.trials} is above this service's limit of "
-                           f"{limits.max_trials}")
-    if spec.epochs > limits.max_epochs:
-        raise InvalidInput(f"template epochs: {spec.epochs} is above this service's limit of "
-                           f"{limits.max_epochs}")
+def _rerun_shape(session: Session, spec: SearchSpec, owner: str | None) -> DataShape | None:
+    """The shape of the dataset a rerun would use now: its latest stored version, else the
+    built-in's (from its options, nothing generated); None for a local file."""
+    if repo.dataset_ids_by_name(session, name=spec.dataset, owner=owner):
+        return DataShape.of_row(repo.latest_dataset(session, name=spec.dataset, owner=owner))
+    if spec.dataset in ds.BUILTINS:
+        return DataShape.of_builtin(ds.estimate_builtin(spec.dataset))
+    return None
+
+
+def _check_limits(spec: SearchSpec, shape: DataShape | None, limits: Any | None,
+                  training: Any | None) -> None:
+    """The checks of ``POST /searches`` (one function for both: see :mod:`search.validation`)."""
+    if limits is not None:
+        validate_search_spec(spec, shape=shape, limits=limits, training=training,
+                             where="template.spec.")
 
 
 def _validate_rerun(session: Session, template: Mapping[str, Any], *, allow_files: bool,
-                    limits: Any | None, owner: str | None = None) -> dict[str, Any]:
+                    limits: Any | None, training: Any | None = None,
+                    owner: str | None = None) -> dict[str, Any]:
     extra = set(template) - {"kind", "spec"}
     if extra:
         raise InvalidInput(f"template: unknown keys {sorted(extra)} for kind 'rerun' "
@@ -178,15 +188,9 @@ def _validate_rerun(session: Session, template: Mapping[str, Any], *, allow_file
     if spec.warm_start_from is not None:
         raise InvalidInput("template.spec.warm_start_from: use an add_trials template to "
                            "continue a search")
-    _check_limits(spec, limits)
     name = spec.dataset
-    stored = repo.dataset_ids_by_name(session, name=name, owner=owner)
-    if stored:
-        row = repo.latest_dataset(session, name=name, owner=owner)
-        if limits is not None:
-            spec.arch_spec().validate(n_inputs=row.n_features, max_width=limits.max_width,
-                                      max_layers=limits.max_layers)
-    elif name not in ds.BUILTINS:
+    shape = _rerun_shape(session, spec, owner)
+    if shape is None:
         if not allow_files:
             what = "looks like a file path; the service does not read files from its own disk" \
                 if _looks_like_path(name) else "is neither a stored dataset nor a builtin"
@@ -196,11 +200,13 @@ def _validate_rerun(session: Session, template: Mapping[str, Any], *, allow_file
         if not Path(name).expanduser().is_file():
             raise InvalidInput(f"template.spec.dataset: {name!r} is not a stored dataset, a "
                                f"builtin ({', '.join(ds.BUILTINS)}) or an existing file")
+    _check_limits(spec, shape, limits, training)
     return {"kind": "rerun", "spec": spec.model_dump(mode="json", exclude_unset=True)}
 
 
 def _validate_add_trials(session: Session, template: Mapping[str, Any], *,
-                         limits: Any | None, scope: str | None = None) -> dict[str, Any]:
+                         limits: Any | None, training: Any | None = None,
+                         scope: str | None = None) -> dict[str, Any]:
     extra = set(template) - {"kind", "search_id", "trials"}
     if extra:
         raise InvalidInput(f"template: unknown keys {sorted(extra)} for kind 'add_trials' "
@@ -215,18 +221,20 @@ def _validate_add_trials(session: Session, template: Mapping[str, Any], *,
     except NotFound:
         raise InvalidInput(f"template.search_id: search {search_id} not found") from None
     spec = SearchSpec.model_validate(parent.spec).model_copy(update={"trials": trials})
-    _check_limits(spec, limits)
+    shape = DataShape.of_row(repo.get_dataset(session, dataset_id=parent.dataset_id))
+    _check_limits(spec, shape, limits, training)
     return {"kind": "add_trials", "search_id": search_id, "trials": trials}
 
 
 def validate_template(session: Session, template: Mapping[str, Any], *, allow_files: bool = True,
-                      limits: Any | None = None, owner: str | None = None,
-                      scope: str | None = None) -> dict[str, Any]:
+                      limits: Any | None = None, training: Any | None = None,
+                      owner: str | None = None, scope: str | None = None) -> dict[str, Any]:
     """The template, checked and normalised for storage (InvalidInput says what is wrong).
 
     ``allow_files=False`` (requests over HTTP) refuses a rerun dataset that is not
     a stored name or a builtin, as ``POST /searches`` does. ``limits`` (the
-    service's ``LimitSettings``) caps trials, epochs and the architecture.
+    service's ``LimitSettings``) and ``training`` (its ``TrainingSettings``) apply
+    every check a direct submission gets (:func:`search.validation.validate_search_spec`).
     ``owner`` is whose dataset names a rerun resolves; ``scope`` (None: anyone's)
     whose searches an add_trials template may continue.
     """
@@ -235,9 +243,10 @@ def validate_template(session: Session, template: Mapping[str, Any], *, allow_fi
     kind = template.get("kind")
     if kind == "rerun":
         return _validate_rerun(session, template, allow_files=allow_files, limits=limits,
-                               owner=owner)
+                               training=training, owner=owner)
     if kind == "add_trials":
-        return _validate_add_trials(session, template, limits=limits, scope=scope)
+        return _validate_add_trials(session, template, limits=limits, training=training,
+                                    scope=scope)
     raise InvalidInput(f"template.kind: {kind!r} is not a template kind; use 'rerun' "
                        "(with 'spec') or 'add_trials' (with 'search_id' and 'trials')")
 
@@ -257,17 +266,27 @@ def default_name(template: Mapping[str, Any]) -> str:
 def create_schedule(session: Session, *, name: str | None, cron: str,
                     template: Mapping[str, Any], tz: str = "UTC", owner: str | None = None,
                     now: datetime | None = None, allow_files: bool = True,
-                    limits: Any | None = None, scope: str | None = None) -> ScheduleRow:
+                    limits: Any | None = None, training: Any | None = None,
+                    scope: str | None = None) -> ScheduleRow:
     """Validate the cron and the template and store an active schedule of ``owner``.
 
     Its first firing is the next cron time after ``now`` (default: the current time).
     ``scope`` limits which searches an add_trials template may name (None: any).
+    With ``limits``, an owner holding ``max_schedules_per_owner`` schedules gets 429.
     """
     cron = validate_cron(cron, tz)
     if limits is not None:
         check_interval(cron, tz, int(getattr(limits, "min_schedule_interval_s", 0)))
+        cap = limits.max_schedules_per_owner
+        held = repo.count_schedules(session, owner=owner)
+        if held >= cap:
+            raise LimitExceeded(
+                f"{'owner ' + repr(owner) if owner else 'you'} already "
+                f"{'has' if owner else 'have'} {held} schedules, the limit "
+                f"(ACTSEARCH_LIMITS__MAX_SCHEDULES_PER_OWNER = {cap}); delete one "
+                "(DELETE /schedules/{id}) or raise the limit")
     stored = validate_template(session, template, allow_files=allow_files, limits=limits,
-                               owner=owner, scope=scope)
+                               training=training, owner=owner, scope=scope)
     first = next_run_time(cron, tz, now or utcnow())
     return repo.add_schedule(session, name=(name or default_name(stored))[:200], cron=cron,
                              timezone=tz, template=stored, next_run_at=first, owner=owner)
@@ -313,13 +332,17 @@ def due_schedules(session: Session, *, now: datetime | None = None) -> list[Sche
 
 
 def _rerun_spec(sessions: sessionmaker[Session], template: Mapping[str, Any],
-                owner: str | None) -> SearchSpec:
+                owner: str | None, limits: Any, training: Any) -> SearchSpec:
     """The template's spec pinned to the latest version of its dataset right now.
 
-    The dataset is resolved (and a builtin or file registered) in its own
-    committed transaction, before the search's Optuna study is created.
+    Checked against the limits first (the latest version may be wider than the one
+    the schedule was made with); then the dataset is resolved (and a builtin or file
+    registered) in its own committed transaction, before the Optuna study is created.
     """
     spec = parse_spec(dict(template["spec"]))
+    with sessions() as session:
+        validate_search_spec(spec, shape=_rerun_shape(session, spec, owner), limits=limits,
+                             training=training)
     with sessions.begin() as session:
         try:
             row = repo.latest_dataset(session, name=spec.dataset, owner=owner)
@@ -337,15 +360,32 @@ def _rerun_spec(sessions: sessionmaker[Session], template: Mapping[str, Any],
                        "dataset_version": version, "label": None})
 
 
-def _add_trials_spec(sessions: sessionmaker[Session], template: Mapping[str, Any]) -> SearchSpec:
+def _add_trials_spec(sessions: sessionmaker[Session], template: Mapping[str, Any],
+                     limits: Any, training: Any) -> SearchSpec:
     """Search N's spec with M trials, warm-started from N, on N's exact dataset version."""
     with sessions() as session:
         parent = repo.get_search(session, search_id=int(template["search_id"]))
         data = repo.get_dataset(session, dataset_id=parent.dataset_id)
-        spec = dict(parent.spec)
-        spec.update(dataset=data.name, dataset_version=data.version, label=None,
-                    trials=int(template["trials"]), warm_start_from=parent.id)
-    return parse_spec(spec)
+        raw = dict(parent.spec)
+        raw.update(dataset=data.name, dataset_version=data.version, label=None,
+                   trials=int(template["trials"]), warm_start_from=parent.id)
+        spec = parse_spec(raw)
+        validate_search_spec(spec, shape=DataShape.of_row(data), limits=limits,
+                             training=training)
+    return spec
+
+
+def _over_active_limit(sessions: sessionmaker[Session], owner: str | None,
+                       limits: Any) -> str | None:
+    """Why a firing must be skipped: its owner already has the most active searches allowed."""
+    with sessions() as session:
+        active = repo.count_active_searches(session, owner=owner)
+    cap = limits.max_active_searches_per_owner
+    if active < cap:
+        return None
+    return (f"skipped: {'owner ' + repr(owner) if owner else 'the owner'} had {active} queued "
+            f"or running searches, the limit (ACTSEARCH_LIMITS__MAX_ACTIVE_SEARCHES_PER_OWNER "
+            f"= {cap}); the next cron time tries again")
 
 
 def _search_name(name: str, now: datetime) -> str:
@@ -353,14 +393,22 @@ def _search_name(name: str, now: datetime) -> str:
 
 
 def fire_schedule(sessions: sessionmaker[Session], schedule_id: int, *, storage_url: str,
-                  expected_next_run_at: datetime, now: datetime | None = None) -> int | None:
+                  expected_next_run_at: datetime, now: datetime | None = None,
+                  limits: Any | None = None, training: Any | None = None) -> int | None:
     """Claim one firing and create its search; returns the search id.
 
-    None when another scheduler claimed it first (or it was paused meanwhile),
-    or when creating the search failed: then ``last_error`` says why and the
-    schedule waits for its next cron time.
+    None when another scheduler claimed it first (or it was paused meanwhile), when
+    the owner already has ``max_active_searches_per_owner`` searches queued or running
+    (the firing is skipped), or when creating the search failed (a limit, a missing
+    dataset): then ``last_error`` says why and the schedule waits for its next cron
+    time. ``limits``/``training`` default to the process's settings: a firing passes
+    the same checks as ``POST /searches``.
     """
     now = now or utcnow()
+    if limits is None or training is None:
+        settings = get_settings()
+        limits = limits if limits is not None else settings.limits
+        training = training if training is not None else settings.training
     with sessions() as session:
         row = repo.get_schedule(session, schedule_id=schedule_id)
         cron, tz, template = row.cron, row.timezone, dict(row.template)
@@ -381,11 +429,18 @@ def fire_schedule(sessions: sessionmaker[Session], schedule_id: int, *, storage_
             repo.record_schedule_result(session, schedule_id=schedule_id, search_id=None,
                                         error=broken)
         return None
+    skipped = _over_active_limit(sessions, owner, limits)
+    if skipped is not None:
+        log.info("schedule %s: %s", schedule_id, skipped)
+        with sessions.begin() as session:
+            repo.record_schedule_result(session, schedule_id=schedule_id, search_id=None,
+                                        error=f"{now:%Y-%m-%d %H:%M:%S} UTC: {skipped}")
+        return None
     try:
         if template.get("kind") == "add_trials":
-            spec = _add_trials_spec(sessions, template)
+            spec = _add_trials_spec(sessions, template, limits, training)
         else:
-            spec = _rerun_spec(sessions, template, owner)
+            spec = _rerun_spec(sessions, template, owner, limits, training)
         with sessions.begin() as session:
             search = create_search(session=session, spec=spec, storage_url=storage_url,
                                    owner=owner, name=_search_name(name, now))

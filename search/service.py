@@ -111,6 +111,18 @@ def _warm_start_mismatch(parent: SearchSpec, child: SearchSpec) -> list[str]:
     return diffs
 
 
+def check_warm_start(session: Session, spec: SearchSpec) -> None:
+    """NotFound for an unknown parent, InvalidInput naming what differs for an incompatible
+    one: before anything is registered for the new search (a refused search leaves nothing)."""
+    if spec.warm_start_from is None:
+        return
+    parent = repo.get_search(session, search_id=spec.warm_start_from)
+    diffs = _warm_start_mismatch(SearchSpec.model_validate(parent.spec), spec)
+    if diffs:
+        raise InvalidInput(f"warm_start_from: search {parent.id} cannot seed this search; "
+                           f"its {'; '.join(diffs)} differ")
+
+
 def warm_start_trials(session: Session, spec: SearchSpec,
                       storage_url: str) -> list[optuna.trial.FrozenTrial]:
     """The parent search's finished trials, ready for ``study.add_trials`` (or [] if none asked).
@@ -123,12 +135,8 @@ def warm_start_trials(session: Session, spec: SearchSpec,
     """
     if spec.warm_start_from is None:
         return []
+    check_warm_start(session, spec)
     parent = repo.get_search(session, search_id=spec.warm_start_from)
-    parent_spec = SearchSpec.model_validate(parent.spec)
-    diffs = _warm_start_mismatch(parent_spec, spec)
-    if diffs:
-        raise InvalidInput(f"warm_start_from: search {parent.id} cannot seed this search; "
-                           f"its {'; '.join(diffs)} differ")
     parent_study = optuna.load_study(study_name=parent.study_name,
                                     storage=optuna_storage(storage_url))
     copies = []

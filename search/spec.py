@@ -6,6 +6,7 @@ and the stored ``actsearch_searches.spec`` column, so the three never drift.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +29,20 @@ MAX_POPULATION_SIZE = 1024
 MAX_FINALIST_SEEDS = 100
 MAX_SEED = 2**32 - 1
 MAX_ARCH_CHARS = 1000
+
+
+_WIDTH = re.compile(r"[+-]?[0-9]+")  # a sign is left to ArchSpec's "positive integer"
+
+
+def _ascii_widths(text: str) -> None:
+    """Widths in ASCII digits only: Python's int() also reads "６４", "٨" and "6_4", which
+    no one means as a layer width (and which would be stored and shown unlike what runs)."""
+    _, _, rest = text.partition(":")
+    for part in re.split(r"[,/]", rest):
+        part = part.strip()
+        if part and not _WIDTH.fullmatch(part):
+            raise ValueError(f"width {part!r} is not a whole number written in ASCII digits "
+                             f"0-9 (in {text[:60]!r}); write widths like 'mlp:64,64'")
 
 
 class ArchitectureObject(BaseModel):
@@ -126,6 +141,8 @@ class SearchSpec(BaseModel):
         elif len(value) > MAX_ARCH_CHARS:
             raise ValueError(f"a string architecture has at most {MAX_ARCH_CHARS} characters "
                              f"('mlp:64,64'), got {len(value)}")
+        else:
+            _ascii_widths(value)
         return value
 
     @model_validator(mode="after")

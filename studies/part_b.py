@@ -1,7 +1,7 @@
 """Part B: the activation search's final choice against a ReLU-only search of equal budget.
 
 Both are real searches as ``actsearch search`` runs them (``search.service`` +
-``search.embedded``: an Optuna study in SQLite, training in a child process, median
+``search.coordinator``: an Optuna study in SQLite, training in a child process, median
 pruning, finalists re-trained on fresh seeds, the final choice scored once on test):
 
 * **search**: every study family, ``search_trials_per_family`` tuning trials each;

@@ -255,7 +255,7 @@ def _protocol(scale: dict[str, Any]) -> list[str]:
         "included) / candidate-epochs; the machine was shared with other jobs, so treat "
         "timings as rough ratios.",
         "* Part B: two real embedded searches per dataset (`search.service` + "
-        f"`search.embedded`, TPE, median pruner, seed 0, {scale['search_epochs']} epochs): all "
+        f"`search.coordinator`, TPE, median pruner, seed 0, {scale['search_epochs']} epochs): all "
         f"{len(scale['search_families'])} families with {scale['search_trials_per_family']} "
         "trials each, and ReLU alone with the same total; each search re-trains its finalists "
         f"on {scale['search_finalist_seeds']} fresh seeds and scores its final choice on test.",

@@ -21,8 +21,9 @@ from optuna.importance import (
 )
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 
-from api.deps import PrincipalDep, SessionDep
+from api.deps import PrincipalDep, SessionDep, SlowDep
 from api.schemas import ErrorPublic
 from search.storage import optuna_storage
 from store import repo
@@ -84,15 +85,22 @@ def _finite(value: float | None) -> float | None:
 
 @router.get("/{search_id}/importance", response_model=ImportancePublic,
             responses={404: {"model": ErrorPublic}})
-def get_importance(
+async def get_importance(
     search_id: int,
     session: SessionDep,
     request: Request,
     principal: PrincipalDep,
+    slow: SlowDep,
     evaluator: Annotated[Evaluator, Query(description="Optuna importance evaluator")] = "fanova",
 ) -> ImportancePublic:
     """Importance of each searched parameter (family included) for the validation metric."""
-    row = repo.get_search(session, search_id=search_id, owner=principal.scope)
+    return await slow.run(principal.owner, "importance", _cached_importance, session, request,
+                          search_id=search_id, owner=principal.scope, evaluator=evaluator)
+
+
+def _cached_importance(session: Session, request: Request, *, search_id: int,
+                       owner: str | None, evaluator: Evaluator) -> ImportancePublic:
+    row = repo.get_search(session, search_id=search_id, owner=owner)
     study = _study(request, row.study_name)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     key = (row.study_name, evaluator, len(complete), len(study.trials))

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from starlette.concurrency import run_in_threadpool
 
 from api import services
-from api.deps import PageDep, PrincipalDep, SessionDep, SettingsDep
+from api.deps import PageDep, PrincipalDep, SessionDep, SettingsDep, SlowDep
 from api.schemas import (
     BuiltinsPublic,
     DatasetBuiltinCreate,
@@ -49,30 +48,34 @@ _UPLOAD_BODY: dict[str, Any] = {
 }
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorPublic} for code in (413, 415, 422)
+    code: {"model": ErrorPublic} for code in (413, 415, 422, 429)
 }
 
 
 @router.post("", status_code=201, response_model=DatasetPublic, openapi_extra=_UPLOAD_BODY,
              responses=_ERRORS)
 async def upload_dataset(request: Request, session: SessionDep, settings: SettingsDep,
-                         principal: PrincipalDep) -> DatasetPublic:
+                         principal: PrincipalDep, slow: SlowDep) -> DatasetPublic:
     """Upload a CSV, Parquet or NPZ file (multipart) as a new dataset or a new version of one."""
-    upload = await read_upload(request, max_bytes=settings.limits.max_upload_bytes)
-    row = await run_in_threadpool(
-        services.register_upload, session, data=upload.data, filename=upload.filename,
-        name=upload.fields.get("name") or None, label=upload.fields.get("label") or None,
-        task=upload.fields.get("task") or None, settings=settings, owner=principal.owner,
-    )
-    return DatasetPublic.model_validate(row)
+    with slow.slot(principal.owner, "POST /datasets"):
+        upload = await read_upload(request, max_bytes=settings.limits.max_upload_bytes)
+        row = await slow.call(
+            services.register_upload, session, data=upload.data, filename=upload.filename,
+            name=upload.fields.get("name") or None, label=upload.fields.get("label") or None,
+            task=upload.fields.get("task") or None, settings=settings, owner=principal.owner,
+        )
+        return DatasetPublic.model_validate(row)
 
 
-@router.post("/builtin", status_code=201, response_model=DatasetPublic, responses=_ERRORS)
-def register_builtin_dataset(body: DatasetBuiltinCreate, session: SessionDep,
-                             principal: PrincipalDep) -> DatasetPublic:
+@router.post("/builtin", status_code=201, response_model=DatasetPublic,
+             responses={**_ERRORS, 429: {"model": ErrorPublic}})
+async def register_builtin_dataset(body: DatasetBuiltinCreate, session: SessionDep,
+                                   settings: SettingsDep, principal: PrincipalDep,
+                                   slow: SlowDep) -> DatasetPublic:
     """Register a built-in dataset (generated with ``options``) under a name."""
-    row = services.register_builtin(session, builtin=body.builtin, name=body.name,
-                                    options=body.options, owner=principal.owner)
+    row = await slow.run(principal.owner, "POST /datasets/builtin", services.register_builtin,
+                         session, builtin=body.builtin, name=body.name, options=body.options,
+                         owner=principal.owner, settings=settings)
     return DatasetPublic.model_validate(row)
 
 

@@ -49,7 +49,7 @@ def _detail(session: Session, row: Any, runs_limit: int = 20) -> ScheduleDetail:
 
 
 @router.post("", status_code=201, response_model=ScheduleDetail,
-             responses={422: {"model": ErrorPublic}})
+             responses={422: {"model": ErrorPublic}, 429: {"model": ErrorPublic}})
 def create_schedule(
     body: Annotated[ScheduleCreate, Body(openapi_examples=_EXAMPLES)],
     session: SessionDep,
@@ -60,6 +60,7 @@ def create_schedule(
     row = schedules.create_schedule(session, name=body.name, cron=body.cron,
                                     template=body.template_dict(), tz=body.timezone,
                                     allow_files=False, limits=settings.limits,
+                                    training=settings.training,
                                     # an add_trials firing re-reads its parent's dataset in
                                     # the schedule owner's namespace: own searches only, admins too
                                     owner=principal.owner, scope=principal.owner)

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, BackgroundTasks, Body, Query, Response
 
 from api import services
-from api.deps import PageDep, PrincipalDep, SessionDep, SettingsDep
+from api.deps import PageDep, PrincipalDep, SessionDep, SettingsDep, SlowDep
 from api.schemas import (
     ErrorPublic,
     LeaderboardPublic,
@@ -23,7 +23,6 @@ from api.schemas import (
     TrialsPublic,
     TrialState,
 )
-from search.export import export_search
 from search.progress import search_progress
 from store import repo
 
@@ -61,10 +60,11 @@ def create_search(
     settings: SettingsDep,
     background: BackgroundTasks,
     principal: PrincipalDep,
+    slow: SlowDep,
 ) -> SearchDetail:
     """Submit a search; it starts when a runner (embedded) or worker (distributed) is free."""
     row = services.submit_search(session, spec=body.spec(), name=body.name, settings=settings,
-                                 principal=principal)
+                                 principal=principal, slow=slow)
     if settings.distributed:
         # Background tasks run after the session dependency has committed the row.
         background.add_task(services.enqueue_search, row.id)
@@ -141,15 +141,15 @@ def get_leaderboard(search_id: int, session: SessionDep,
         409: {"model": ErrorPublic, "description": "no finalist with weights yet"},
     },
 )
-def export_best_model(
-    search_id: int, session: SessionDep, principal: PrincipalDep,
+async def export_best_model(
+    search_id: int, session: SessionDep, principal: PrincipalDep, slow: SlowDep,
     activations: Annotated[Literal["learned", "distilled"], Query(
         description="learned: the trained activations; distilled: their piecewise-linear "
                     "copies (meta.json: knots and the measured accuracy change)")] = "learned",
 ) -> Response:
     """The best model (final choice, best seed) as a zip loadable with torch and numpy only."""
-    repo.get_search(session, search_id=search_id, owner=principal.scope)
-    data = export_search(session, search_id=search_id, activations=activations)
+    data = await slow.run(principal.owner, "export", services.export_model, session,
+                          search_id=search_id, owner=principal.scope, activations=activations)
     return Response(
         content=data,
         media_type="application/zip",

@@ -27,7 +27,14 @@ from __future__ import annotations
 
 from ._common import MIN_ROWS, Task
 from ._common import TASKS as TASKS
-from .builtins import BUILTINS, BuiltinSpec, list_builtins, load_builtin
+from .builtins import (
+    BUILTINS,
+    BuiltinEstimate,
+    BuiltinSpec,
+    estimate_builtin,
+    list_builtins,
+    load_builtin,
+)
 from .dataset import MIN_ROWS_PER_CLASS, Dataset, validate_dataset
 from .files import load_file
 from .labels import DEFAULT_LABEL_NAMES as DEFAULT_LABEL_NAMES
@@ -37,6 +44,7 @@ from .splits import Splits, apply_scaler, inverse_target, split_dataset
 
 __all__ = [
     "BUILTINS",
+    "BuiltinEstimate",
     "BuiltinSpec",
     "Dataset",
     "MAX_CLASSES",
@@ -46,6 +54,7 @@ __all__ = [
     "Splits",
     "Task",
     "apply_scaler",
+    "estimate_builtin",
     "inverse_target",
     "list_builtins",
     "load_builtin",

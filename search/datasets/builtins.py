@@ -33,6 +33,8 @@ class BuiltinSpec:
     defaults: Mapping[str, Any]
     loader: Callable[..., Dataset]
     limits: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    #: options -> (rows, features, classes or 0 for regression, generator working bytes)
+    shape: Callable[..., tuple[int, int, int, int]] | None = None
 
     def public(self) -> dict[str, Any]:
         """JSON-able view for the API and the CLI (no loader)."""
@@ -164,6 +166,42 @@ def _smooth_images(rng: np.random.Generator, n: int) -> np.ndarray:
     return imgs.reshape(n, side * side)
 
 
+_TEACHER_CALIB_ROWS = 4096
+#: Float64 working set of one chunk of the teacher's generation.
+_TEACHER_CHUNK_BYTES = 8 << 20
+
+
+def _teacher_chunk_rows(hidden: int) -> int:
+    return max(64, min(4096, _TEACHER_CHUNK_BYTES // (16 * (hidden + _TEACHER_SIDE**2))))
+
+
+def _teacher_shape(size: int, seed: int, teacher_seed: int, hidden: int,
+                   n_classes: int) -> tuple[int, int, int, int]:
+    """Rows, features, classes, and the generator's own working memory in bytes."""
+    d = _TEACHER_SIDE**2
+    weights = 8 * (d * hidden + hidden * (n_classes + 1))
+    # one chunk at a time: its images, their float64 copy, the hidden layer before and
+    # after tanh; plus the calibration logits and the labels
+    chunk = _teacher_chunk_rows(hidden)
+    return size, d, n_classes, (weights + chunk * 16 * (hidden + d)
+                                + 8 * (_TEACHER_CALIB_ROWS + size) * n_classes)
+
+
+def _mnist1d_shape(size: int, seed: int) -> tuple[int, int, int, int]:
+    # make_dataset keeps a few float64 copies of every series (templates, transforms) at
+    # its working length of 80-100 steps before resampling to 40: ~16x the output.
+    rows = size // 10 * 10
+    return rows, 40, 10, 16 * rows * 40 * 8
+
+
+def _spirals_shape(n: int, noise: float, seed: int) -> tuple[int, int, int, int]:
+    return n, 2, 2, 8 * n * 8
+
+
+def _fixed_shape(rows: int, features: int, classes: int) -> Callable[[], tuple[int, int, int, int]]:
+    return lambda: (rows, features, classes, 2 * rows * features * 8)
+
+
 def _teacher(size: int, seed: int, teacher_seed: int, hidden: int, n_classes: int) -> Dataset:
     """Labels from a fixed random tanh MLP (784-hidden-classes) on smooth 28x28 images.
 
@@ -178,10 +216,16 @@ def _teacher(size: int, seed: int, teacher_seed: int, hidden: int, n_classes: in
     b1 = 0.5 * trng.standard_normal(hidden)
     w2 = trng.standard_normal((hidden, n_classes)) / math.sqrt(hidden)  # (H, C)
 
-    def logits(x: np.ndarray) -> np.ndarray:
-        return np.tanh(x @ w1 + b1) @ w2  # (n, C)
+    chunk = _teacher_chunk_rows(hidden)
 
-    calib = logits(_smooth_images(trng, 4096))
+    def logits(x: np.ndarray) -> np.ndarray:
+        # In row chunks: the (rows, hidden) layer of a wide teacher would otherwise take
+        # rows x hidden x 16 bytes at once (100,000 x 4,096: 6.5 GB).
+        return np.concatenate([np.tanh(x[i:i + chunk] @ w1 + b1) @ w2
+                               for i in range(0, len(x), chunk)])  # (n, C)
+
+    calib = np.concatenate([logits(_smooth_images(trng, min(chunk, _TEACHER_CALIB_ROWS - i)))
+                            for i in range(0, _TEACHER_CALIB_ROWS, chunk)])
     b2 = -calib.mean(axis=0)
     target = 1.0 / n_classes
     for _ in range(200):  # nudge biases until the calibration sample is near-balanced
@@ -189,8 +233,15 @@ def _teacher(size: int, seed: int, teacher_seed: int, hidden: int, n_classes: in
         if np.abs(freq - target).max() < 0.1 * target:
             break
         b2 -= 0.05 * calib.std() * np.log((freq + 1e-3) / target)
-    X = _smooth_images(np.random.default_rng(seed), size).astype(np.float32)
-    y = (logits(X.astype(np.float64)) + b2).argmax(axis=1).astype(np.int64)
+    # Images in chunks too, drawn from one generator in order (the same stream as one
+    # draw), each turned into float32 as it is made: the float64 working copy stays small.
+    rng = np.random.default_rng(seed)
+    X = np.empty((size, d), dtype=np.float32)
+    y = np.empty(size, dtype=np.int64)
+    for start in range(0, size, chunk):
+        n = min(chunk, size - start)
+        X[start:start + n] = _smooth_images(rng, n)
+        y[start:start + n] = (logits(X[start:start + n].astype(np.float64)) + b2).argmax(axis=1)
     return Dataset(
         name="teacher",
         X=X,
@@ -215,6 +266,7 @@ BUILTINS: dict[str, BuiltinSpec] = {
             "classification",
             {},
             _digits,
+            shape=_fixed_shape(1797, 64, 10),
         ),
         BuiltinSpec(
             "breast_cancer",
@@ -222,6 +274,7 @@ BUILTINS: dict[str, BuiltinSpec] = {
             "classification",
             {},
             _breast_cancer,
+            shape=_fixed_shape(569, 30, 2),
         ),
         BuiltinSpec(
             "wine",
@@ -229,6 +282,7 @@ BUILTINS: dict[str, BuiltinSpec] = {
             "classification",
             {},
             _wine,
+            shape=_fixed_shape(178, 13, 3),
         ),
         BuiltinSpec(
             "iris",
@@ -236,6 +290,7 @@ BUILTINS: dict[str, BuiltinSpec] = {
             "classification",
             {},
             _iris,
+            shape=_fixed_shape(150, 4, 3),
         ),
         BuiltinSpec(
             "diabetes",
@@ -243,6 +298,7 @@ BUILTINS: dict[str, BuiltinSpec] = {
             "regression",
             {},
             _diabetes,
+            shape=_fixed_shape(442, 10, 0),
         ),
         BuiltinSpec(
             "mnist1d",
@@ -253,6 +309,7 @@ BUILTINS: dict[str, BuiltinSpec] = {
             {"size": 5000, "seed": 42},
             _mnist1d,
             {"size": (MIN_ROWS, 100_000)},
+            _mnist1d_shape,
         ),
         BuiltinSpec(
             "two_spirals",
@@ -261,6 +318,7 @@ BUILTINS: dict[str, BuiltinSpec] = {
             {"n": 1000, "noise": 0.05, "seed": 0},
             _two_spirals,
             {"n": (MIN_ROWS, 1_000_000), "noise": (0.0, 10.0)},
+            _spirals_shape,
         ),
         BuiltinSpec(
             "teacher",
@@ -270,6 +328,7 @@ BUILTINS: dict[str, BuiltinSpec] = {
             {"size": 10000, "seed": 0, "teacher_seed": 0, "hidden": 128, "n_classes": 10},
             _teacher,
             {"size": (MIN_ROWS, 100_000), "hidden": (1, 4096), "n_classes": (2, 100)},
+            _teacher_shape,
         ),
     )
 }
@@ -298,12 +357,58 @@ def _coerce_option(builtin: str, key: str, value: Any, default: Any) -> Any:
     return out
 
 
+@dataclass(frozen=True)
+class BuiltinEstimate:
+    """What generating a built-in would make, known from its options alone."""
+
+    name: str
+    options: dict[str, Any]
+    task: Task
+    n_rows: int
+    n_features: int
+    n_classes: int
+    #: the dataset as the API holds and stores it: float32 features, 8-byte labels
+    data_bytes: int
+    #: the generator's own working memory on top (e.g. the teacher's hidden layer)
+    working_bytes: int
+
+    @property
+    def n_outputs(self) -> int:
+        return self.n_classes if self.task == "classification" else 1
+
+    @property
+    def peak_bytes(self) -> int:
+        # the dataset twice: validation and the content hash each make one copy of it
+        return 2 * self.data_bytes + self.working_bytes
+
+
+def estimate_builtin(name: str, **options: Any) -> BuiltinEstimate:
+    """Rows, columns and bytes a built-in would take, without generating it.
+
+    The same option checks as :func:`load_builtin` (InvalidDataset, InvalidInput).
+    """
+    spec, opts = _resolve_options(name, options)
+    assert spec.shape is not None, f"builtin {name!r} declares no shape"
+    rows, features, classes, working = spec.shape(**opts)
+    return BuiltinEstimate(name=name, options=opts, task=spec.task, n_rows=rows,
+                           n_features=features, n_classes=classes,
+                           data_bytes=rows * (features * 4 + 8), working_bytes=working)
+
+
 def load_builtin(name: str, **options: Any) -> Dataset:
     """Load or generate a built-in dataset by name; options override the catalogue defaults.
 
     Generated sets are deterministic for their options. Raises :class:`InvalidDataset`
     for an unknown name and :class:`InvalidInput` for an unknown or out-of-range option.
     """
+    spec, opts = _resolve_options(name, options)
+    ds = spec.loader(**opts)
+    ds.options = opts
+    return validate_dataset(ds)
+
+
+def _resolve_options(name: str, options: Mapping[str, Any]) -> tuple[BuiltinSpec, dict[str, Any]]:
+    """The catalogue entry and its options: defaults overridden, coerced and range-checked."""
     spec = BUILTINS.get(name)
     if spec is None:
         raise InvalidDataset(f"unknown builtin dataset '{name}'; builtins: {', '.join(BUILTINS)}")
@@ -321,6 +426,4 @@ def load_builtin(name: str, **options: Any) -> Dataset:
             raise InvalidInput(
                 f"option '{key}' of builtin '{name}' must be in [{lo}, {hi}], got {opts[key]}"
             )
-    ds = spec.loader(**opts)
-    ds.options = opts
-    return validate_dataset(ds)
+    return spec, opts

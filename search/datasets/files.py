@@ -5,6 +5,7 @@ Size-limited before anything is parsed, and never unpickled; pyarrow is imported
 
 from __future__ import annotations
 
+import csv
 import io
 import math
 import re
@@ -202,6 +203,32 @@ def load_file(
     return validate_dataset(ds)
 
 
+def _first_line(data: bytes) -> bytes:
+    """The header line, ended by the first of ``\\r\\n``, ``\\n`` or a lone ``\\r``
+    (old Mac files): splitting on ``\\n`` alone reads such a file as one huge line."""
+    ends = [i for i in (data.find(b"\n"), data.find(b"\r")) if i >= 0]
+    return data[: min(ends)] if ends else data
+
+
+def check_unique_columns(names: list[str], fname: str) -> None:
+    """InvalidDataset naming the columns that repeat, ignoring case and surrounding spaces.
+
+    Two columns that differ only so are the same column to a reader, and a repeated
+    label column would otherwise leak the label into the features.
+    """
+    seen: dict[str, list[str]] = {}
+    for name in names:
+        seen.setdefault(str(name).strip().casefold(), []).append(str(name))
+    dupes = [group for group in seen.values() if len(group) > 1]
+    if dupes:
+        shown = "; ".join(" / ".join(repr(n) for n in group) for group in dupes[:5])
+        more = f" and {len(dupes) - 5} more" if len(dupes) > 5 else ""
+        raise InvalidDataset(
+            f"'{fname}' has repeated column names (ignoring case and spaces): {shown}{more}; "
+            "give every column a distinct name"
+        )
+
+
 def _pick_delimiter(first_line: str, ext: str) -> str:
     if ext == ".tsv":
         return "\t"
@@ -217,8 +244,7 @@ def _read_csv(
     The header line alone is decoded and counted first, so a file with an enormous
     column count is refused before the rest is decoded or parsed.
     """
-    end = data.find(b"\n")
-    first = data[: end if end >= 0 else len(data)].decode("latin-1")  # separators are ASCII
+    first = _first_line(data).decode("latin-1")  # separators are ASCII
     sep = _pick_delimiter(first, ext)
     n_header = first.count(sep) + 1
     if n_header - 1 > max_columns:
@@ -226,6 +252,10 @@ def _read_csv(
             f"'{fname}' has {n_header} columns, above the limit of {max_columns} features; "
             "drop columns or raise ACTSEARCH_LIMITS__MAX_FEATURES"
         )
+    # pandas renames a repeated header ("label", "label.1") and would train on the copy.
+    header = next(csv.reader([_first_line(data).decode("utf-8-sig", errors="replace")],
+                             delimiter=sep), [])
+    check_unique_columns(header, fname)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -305,6 +335,7 @@ def _read_parquet(
                 "or split it, or raise ACTSEARCH_LIMITS__MAX_UPLOAD_BYTES"
             )
         schema = pf.schema_arrow
+        check_unique_columns(list(schema.names), fname)
         text = [f.name for f in schema
                 if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
                 or pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)]
@@ -347,7 +378,7 @@ def _from_frame(
         parts = []
         for c in bad[:5]:
             col = df[c]
-            example = _first_non_numeric(col)
+            example = _first_non_numeric(col) or _first_huge_integer(col)
             parts.append(f"'{c}' ({example})" if example else f"'{c}' ({col.dtype})")
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
         raise InvalidDataset(
@@ -366,6 +397,20 @@ def _from_frame(
         class_names=class_names,
         source="upload",
     )
+
+
+def _first_huge_integer(col: pd.Series) -> str | None:
+    """Point at an integer too large for 64 bits: pandas keeps such a column as Python
+    objects, and without this the message would only say "object"."""
+    if not pd.api.types.is_object_dtype(col):
+        return None
+    for row, value in enumerate(col.to_numpy()):
+        if isinstance(value, int) and not -(2**63) <= value < 2**64:
+            text = str(value)
+            shown = text if len(text) <= 30 else f"{text[:12]}...{text[-6:]} ({len(text)} digits)"
+            return (f"row {row} holds {shown}, an integer too large for 64 bits; write it as "
+                    "a decimal such as 1e30 or rescale the column")
+    return None
 
 
 def _first_non_numeric(col: pd.Series) -> str | None:

@@ -26,7 +26,7 @@ PREFIX_CHARS = 8
 # last_used_at is written at most this often per key: a write per request would
 # turn every read into a write (and, on SQLite, contend for the one writer lock).
 LAST_USED_RESOLUTION = timedelta(minutes=1)
-_OWNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,199}$")
+_OWNER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,199}")
 
 
 def hash_key(raw: str) -> str:
@@ -36,7 +36,7 @@ def hash_key(raw: str) -> str:
 
 def check_owner(owner: str) -> str:
     """``owner`` if it is a usable owner name, else :class:`InvalidInput` saying what is allowed."""
-    if not isinstance(owner, str) or not _OWNER.match(owner):
+    if not isinstance(owner, str) or not _OWNER.fullmatch(owner):
         raise InvalidInput(
             f"invalid owner {owner!r}: use 1-200 characters, letters, digits and _.@+- "
             "(starting with a letter or digit)"

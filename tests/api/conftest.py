@@ -1,7 +1,7 @@
 """API fixtures: one SQLite database per session with one tiny finished search in it.
 
 The search (iris, mlp:8, relu + prelu, 4 trials, 3 epochs, 2 finalist seeds) runs
-once through :class:`search.embedded.EmbeddedCoordinator`, so every read endpoint
+once through :class:`search.coordinator.EmbeddedCoordinator`, so every read endpoint
 is tested against real trials, curves, statistics and weights. Tests that write
 use their own names so they never disturb what others read.
 """
@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from core.settings import LimitSettings, Settings
+from core.settings import HttpSettings, LimitSettings, Settings
 from search.coordinator import EmbeddedCoordinator
 from search.service import create_search
 from search.spec import parse_spec
@@ -43,10 +43,21 @@ class RecordingClient(TestClient):
         return response
 
 
+#: The Hosts that the in-process clients send (Starlette's TestClient, and "svc" of the CLI
+#: tests' --server http://svc); the API serves only the names it is told of.
+TEST_HOSTS = ("testserver", "svc")
+
+
+def served_test_hosts() -> HttpSettings:
+    """HTTP settings serving :data:`TEST_HOSTS` (a fresh object: tests may change it)."""
+    return HttpSettings(allowed_hosts=list(TEST_HOSTS))
+
+
 def make_settings(home: Path, **limits: Any) -> Settings:
     """Settings for a test home (explicit values: the environment's ACTSEARCH_* do not leak in)."""
     return Settings(home=home, database_url=f"sqlite:///{home / 'actsearch.db'}", broker_url=None,
-                    artifact_dir=None, workers=1, limits=LimitSettings(**limits))
+                    artifact_dir=None, workers=1, limits=LimitSettings(**limits),
+                    http=served_test_hosts())
 
 
 def make_client(settings: Settings) -> RecordingClient:

@@ -245,6 +245,46 @@ def parquet_bomb(rows: int, columns: int = 2) -> bytes:
     return buf.getvalue()
 
 
+def duplicate_column_csv(header: str) -> bytes:
+    """A CSV whose header repeats a column; the copy of the label would be a perfect feature."""
+    rng = np.random.default_rng(3)
+    rows = [header] + [f"{rng.standard_normal():.4f},{i % 2},{i % 2}" for i in range(40)]
+    return "\n".join(rows).encode()
+
+
+def duplicate_column_parquet() -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    labels = pa.array(np.arange(40) % 2)
+    table = pa.Table.from_arrays([pa.array(np.random.default_rng(3).standard_normal(40)),
+                                  labels, labels], names=["noise", "label", "label"])
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
+
+
+def huge_integer_csv() -> bytes:
+    df = make_frame(n=40)
+    df["f0"] = np.arange(40)  # an integer column
+    text = df.to_csv(index=False).splitlines()
+    cells = text[6].split(",")
+    cells[0] = "1" + "0" * 30  # row 5's f0: beyond 64 bits, so pandas keeps it as a Python int
+    text[6] = ",".join(cells)
+    return "\n".join(text).encode()
+
+
+#: The corpus app's training memory budget (MiB): the memory cases do not depend on the
+#: machine running the tests.
+MEMORY_BUDGET_MB = 2048
+#: mlp:8192 x 16 layers: ~1.1e9 parameters, far above any budget here.
+HUGE_ARCH = {"kind": "mlp", "hidden": [8192] * 16}
+
+
+def builtin(name: str, **options: Any) -> Req:
+    return Req("POST", "/datasets/builtin", {"json": {"builtin": name, "options": options}})
+
+
 # --------------------------------------------------------------------------- the corpus
 
 UPLOAD_CASES: list[Any] = [
@@ -392,6 +432,20 @@ UPLOAD_CASES: list[Any] = [
                  r"filename .*plain file name", id="filename-dots"),
     pytest.param(lambda lim, _: upload("t.csv", frame_csv(), label="\u202elabel\x00"), 422,
                  r"label column .* is not in", id="label-junk"),
+    # --- repeated column names (pandas would rename the copy to label.1 and train on it)
+    pytest.param(lambda lim, _: upload("t.csv", duplicate_column_csv("noise,label,label")), 422,
+                 r"repeated column names.*'label' / 'label'", id="csv-duplicate-label-column"),
+    pytest.param(lambda lim, _: upload("t.csv", duplicate_column_csv("noise,label,Label ")), 422,
+                 r"repeated column names \(ignoring case and spaces\): 'label' / 'Label '",
+                 id="csv-columns-differ-by-case-and-space"),
+    pytest.param(lambda lim, _: upload("t.parquet", duplicate_column_parquet()), 422,
+                 r"repeated column names.*'label' / 'label'", id="parquet-duplicate-column"),
+    # --- a number too large for 64 bits: the column and the row, not "ids and versions"
+    pytest.param(lambda lim, _: upload("t.csv", huge_integer_csv()), 422,
+                 r"'f0' \(row 5 holds 1000.*too large for 64 bits", id="csv-integer-beyond-64-bits"),
+    # --- names that end in a newline ("$" in a regex accepts "sales\n")
+    pytest.param(lambda lim, _: upload("t.csv", frame_csv(), name="sales\n"), 422,
+                 r"dataset name 'sales\\n' is not allowed", id="name-trailing-newline"),
 ]
 
 BOMB_CASES: list[Any] = [
@@ -415,6 +469,19 @@ BOMB_CASES: list[Any] = [
                  id="parquet-decoded-size"),
     pytest.param(lambda lim, _: upload("bomb.npz", many_members_zip(20_000)), 413,
                  r"lists .* of zip members, above the limit", id="npz-20k-members"),
+    # generated built-ins: refused from their options, before a row is generated
+    pytest.param(lambda lim, _: builtin("teacher", size=100_000, hidden=4096), 413,
+                 lambda lim: rf"builtin 'teacher' \(size=100000, .*hidden=4096.*\) would take "
+                             rf"299\.8 MiB \(100000 rows x 784 features\), above the limit of "
+                             rf"{mib(lim.max_upload_bytes)} \(ACTSEARCH_LIMITS__MAX_UPLOAD_BYTES\)",
+                 id="builtin-teacher-100k-x-4096"),
+    pytest.param(lambda lim, _: builtin("teacher", size=4_000, hidden=4096), 413,
+                 r"would need, while generating, [\d.]+ MiB .*above the limit.*teacher's hidden",
+                 id="builtin-teacher-generator-memory"),
+    pytest.param(lambda lim, _: builtin("mnist1d", size=100_000), 413,
+                 r"builtin 'mnist1d' .* above the limit", id="builtin-mnist1d-100k"),
+    pytest.param(lambda lim, _: builtin("two_spirals", n=1_000_000), 413,
+                 r"builtin 'two_spirals' .* above the limit", id="builtin-spirals-1M"),
 ]
 
 SPEC_CASES: list[Any] = [
@@ -493,6 +560,28 @@ SPEC_CASES: list[Any] = [
                                                    "input_shape": [1, 2, 2], "pool": 1}), 422,
                  r"holds 4 values but rows have 3", id="arch-cnn-shape-mismatch"),
     pytest.param(lambda lim, _: spec(architecture=5), 422, r"architecture", id="arch-number"),
+    # widths in ASCII digits only (Python's int() reads all of these)
+    pytest.param(lambda lim, _: spec(architecture="mlp:\uff16\uff14"), 422,
+                 r"not a whole number written in ASCII digits", id="arch-fullwidth-digits"),
+    pytest.param(lambda lim, _: spec(architecture="mlp:\u0668"), 422,
+                 r"not a whole number written in ASCII digits", id="arch-arabic-indic-digit"),
+    pytest.param(lambda lim, _: spec(architecture="mlp:6_4"), 422,
+                 r"'6_4' is not a whole number written in ASCII digits", id="arch-underscore-digits"),
+    # too big to train: refused from the estimate, before anything is built
+    pytest.param(lambda lim, _: spec(architecture=HUGE_ARCH), 422,
+                 r"would need about [\d.]+ GiB .* above this service's training memory budget of "
+                 r"2\.0 GiB \(ACTSEARCH_TRAINING__MEMORY_BUDGET_MB\)", id="arch-too-big-to-train"),
+    pytest.param(lambda lim, _: spec(architecture="mlp:512,512", population_size=1024,
+                                     batch_size=4096), 422,
+                 r"a population of 1024 candidates .* training memory budget",
+                 id="population-too-big-to-train"),
+    # a refused spec on a built-in not used yet registers nothing (the counts are checked)
+    pytest.param(lambda lim, _: spec(dataset="wine", architecture=f"mlp:{lim.max_width + 1}"), 422,
+                 r"above the limit", id="spec-unused-builtin-over-width"),
+    pytest.param(lambda lim, _: spec(dataset="wine", task="regression"), 422,
+                 r"task: dataset builtin wine is classification", id="spec-unused-builtin-task"),
+    pytest.param(lambda lim, _: spec(dataset="breast_cancer", architecture=HUGE_ARCH), 422,
+                 r"training memory budget", id="spec-unused-builtin-too-big"),
     # families
     pytest.param(lambda lim, _: spec(families=[]), 422, r"families: List should have at least 1",
                  id="families-empty"),
@@ -636,6 +725,15 @@ SCHEDULE_CASES: list[Any] = [
                  r"above the limit", id="schedule-width"),
     pytest.param(lambda lim, _: schedule_spec(dataset="/etc/passwd"), 422, r"file path",
                  id="schedule-dataset-path"),
+    # a built-in not used yet gets the same checks as a stored dataset and a direct search
+    pytest.param(lambda lim, _: schedule_spec(dataset="iris", architecture=f"mlp:{lim.max_width + 1}"),
+                 422, lambda lim: rf"width {lim.max_width + 1} is above the limit {lim.max_width}",
+                 id="schedule-unused-builtin-width"),
+    pytest.param(lambda lim, _: schedule_spec(dataset="iris", architecture={
+        "kind": "mlp", "hidden": [8] * (lim.max_layers + 1)}), 422,
+        lambda lim: rf"{lim.max_layers + 1} hidden layers is above the limit", id="schedule-unused-builtin-layers"),
+    pytest.param(lambda lim, _: schedule_spec(architecture=HUGE_ARCH), 422,
+                 r"template\.spec\..*|training memory budget", id="schedule-too-big-to-train"),
     pytest.param(lambda lim, _: schedule_spec(sampler="grid"), 422, r"unknown sampler",
                  id="schedule-sampler"),
     pytest.param(lambda lim, _: schedule_spec(seed=-1), 422, r"seed", id="schedule-seed"),
@@ -676,6 +774,9 @@ BUILTIN_CASES: list[Any] = [
     pytest.param(lambda lim, _: Req("POST", "/datasets/builtin", {
         "json": {"builtin": "iris", "options": {"seed": "x" * 100}}}), 422, r"option",
         id="builtin-option-type"),
+    pytest.param(lambda lim, _: Req("POST", "/datasets/builtin", {
+        "json": {"builtin": "iris", "name": "iris\n"}}), 422, r"not allowed",
+        id="builtin-name-trailing-newline"),
 ]
 
 
@@ -700,6 +801,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corpus]:
     # Rate limits far above what the corpus sends: it tests bad input, not throttling.
     settings = make_settings(home, max_upload_bytes=UPLOAD_LIMIT,
                              requests_per_second_per_owner=1e6, request_burst_per_owner=10**6)
+    settings.training.memory_budget_mb = MEMORY_BUDGET_MB
     init_db(settings.resolved_database_url)
     with make_client(settings) as client:
         keeper = client.post("/datasets", files={"file": ("keeper.csv", frame_csv(n=60))},
@@ -820,3 +922,25 @@ def test_plain_unicode_filenames_are_welcome(corpus: Corpus) -> None:
     r = corpus.client.post("/datasets", files={"file": ("données (v2).csv", frame_csv(seed=7))})
     assert r.status_code == 201, r.text
     assert r.json()["name"] == "donn-es-v2"
+
+
+def test_a_cr_only_csv_with_many_columns_is_read(corpus: Corpus) -> None:
+    """Old-Mac line endings (a lone CR): the header is the first line, not the whole file."""
+    n_columns = 3_000  # 40 rows x 3,000 columns: 120,000 separators, above max_features
+    rng = np.random.default_rng(5)
+    header = ",".join([f"f{i}" for i in range(n_columns - 1)] + ["label"])
+    rows = [",".join(f"{v:.2f}" for v in rng.standard_normal(n_columns - 1)) + f",{i % 2}"
+            for i in range(40)]
+    data = "\r".join([header, *rows]).encode()
+    assert data.count(b",") > corpus.settings.limits.max_features
+    r = corpus.client.post("/datasets", files={"file": ("mac.csv", data)}, data={"name": "mac"})
+    assert r.status_code == 201, r.text[:300]
+    assert (r.json()["n_rows"], r.json()["n_features"]) == (40, n_columns - 1)
+
+
+def test_a_builtin_within_the_limits_is_generated(corpus: Corpus) -> None:
+    """Positive control for the built-in cases: a small generated set is still welcome."""
+    r = corpus.client.post("/datasets/builtin", json={"builtin": "teacher", "name": "small-teacher",
+                                                      "options": {"size": 300, "hidden": 64}})
+    assert r.status_code == 201, r.text[:300]
+    assert (r.json()["n_rows"], r.json()["n_features"]) == (300, 784)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.api.conftest import TINY_SPEC, RecordingClient, assert_error
+from search.service import create_search
+from search.spec import parse_spec
+from store.db import init_db
+from tests.api.conftest import TINY_SPEC, RecordingClient, assert_error, make_client, make_settings
 
 
 def _submit(client: RecordingClient, **overrides: Any):
@@ -222,3 +226,21 @@ def test_distributed_mode_enqueues_after_commit(settings, monkeypatch) -> None:
     for row in (r.json(), again.json()):
         distributed.post(f"/searches/{row['id']}/cancel")
     engine.dispose()
+
+
+def test_a_search_refused_late_registers_no_builtin(tmp_path: Path) -> None:
+    """A warm start that cannot seed the search is found before the built-in is registered."""
+    settings = make_settings(tmp_path)
+    init_db(settings.resolved_database_url)
+    with make_client(settings) as client:
+        sessions = client.app.state.sessions  # type: ignore[attr-defined]
+        with sessions.begin() as session:
+            parent = create_search(session=session, spec=parse_spec(TINY_SPEC),
+                                   storage_url=settings.resolved_database_url, name="parent").id
+        before = client.get("/datasets").json()["count"]
+        r = client.post("/searches", json={"dataset": "wine", "architecture": "mlp:8",
+                                           "families": ["gelu"], "warm_start_from": parent})
+        assert r.status_code == 422, r.text
+        assert "cannot seed this search" in r.json()["detail"]
+        assert client.get("/datasets").json()["count"] == before
+        assert client.get("/datasets", params={"name": "wine"}).json()["count"] == 0

@@ -1,4 +1,4 @@
-"""search.distributed against real PostgreSQL, in this process: the races a cluster creates.
+"""search.coordinator (the distributed steps) against real PostgreSQL, in this process: the races a cluster creates.
 
 The worker-process tests (test_workers.py) show the whole topology; these pin
 the atomic steps underneath it deterministically: one claim wins, a stale
