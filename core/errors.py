@@ -80,12 +80,6 @@ class ServiceBusy(ActsearchError):
     status_code = 503
 
 
-class TrainingFailed(ActsearchError):
-    """A candidate's training raised or diverged; stored as the trial's error."""
-
-    status_code = 500
-
-
 _TRACEBACK = "Traceback (most recent call last):"
 _SOURCE_PATH = re.compile(r"(?:[A-Za-z]:)?[/\\](?:[\w.@+~-]+[/\\])+([\w.@+~-]+\.(?:pyc?|so|cpp|cu|h|c))\b")
 

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from sqlalchemy.orm import Session
 
-from models.activations import Activation, get_activation
+from models.activations import Activation, is_trainable
 from models.activations.piecewise import PiecewiseLinear, pad_knots, time_forward
 from models.engine import build_network
 from models.merge import merge_blocker, merge_layer
@@ -333,13 +333,6 @@ def distil_for_export(
 # --------------------------------------------------------------------------- a search
 
 
-def _trainable(family: str) -> bool:
-    try:
-        return get_activation(family).trainable
-    except Exception:
-        return False
-
-
 def stored_network_analysis(session: Session, *, trial_id: int) -> dict[str, Any] | None:
     """The stored network-level analysis of a trial (None if it has none)."""
     rows = repo.trial_fits(session, trial_id=trial_id, layer=NETWORK_LAYER)
@@ -361,7 +354,7 @@ def analyse_finalists(
     """
     done = 0
     for trial in repo.list_trials(session, search_id=search_id, phase="finalist", limit=None):
-        if trial.state != "complete" or not _trainable(trial.family):
+        if trial.state != "complete" or not is_trainable(trial.family):
             continue
         if not repo.has_weights(session, trial_id=trial.id):
             continue

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from models.activations import get_activation
+from models.activations import is_trainable
 from models.engine import CandidateResult, PopulationResult
 from models.spec import Candidate
 from store import repo
@@ -35,13 +35,6 @@ def _state(result: CandidateResult, told: str | None) -> str:
     return {"complete": "complete", "pruned": "pruned", "deadline": "pruned"}.get(
         result.status, "failed"
     )
-
-
-def _trainable(family: str) -> bool:
-    try:
-        return get_activation(family).trainable
-    except Exception:
-        return False
 
 
 def _record_fits(session: Session, trial_id: int, family: str, act_params: dict[str, Any],
@@ -108,7 +101,7 @@ def record_population(
         repo.add_epoch_metrics(session, trial_id=row.id, rows=cand.history)
         repo.add_curves(session, trial_id=row.id, rows=cand.curves)
         repo.add_preact_stats(session, trial_id=row.id, rows=cand.preact_stats)
-        if state == "complete" and cand.curves and _trainable(family):
+        if state == "complete" and cand.curves and is_trainable(family):
             _record_fits(session, row.id, family, ident.act_params, cand)
         if save_weights_with is not None and cand.state_dict is not None:
             repo.save_weights(session, trial_id=row.id, state_dict=cand.state_dict,

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from core.errors import InvalidInput
-from models.activations import REGISTRY, get_activation
+from models.activations import get_activation
 from models.spec import ArchSpec
 
 DEFAULT_FAMILIES = ["relu", "leaky_relu", "elu", "gelu", "silu", "prelu", "rational", "vaf"]
@@ -189,11 +189,6 @@ class SearchSpec(BaseModel):
     def trials_per_family(self) -> int:
         """Equal tuning budget per family: the ReLU baseline gets as many trials as any other."""
         return max(1, -(-self.trials // len(self.families)))
-
-
-def known_families() -> list[str]:
-    """Names a spec may list."""
-    return sorted(REGISTRY)
 
 
 def parse_spec(data: dict[str, Any]) -> SearchSpec:

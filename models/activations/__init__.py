@@ -16,6 +16,7 @@ from .base import (
     ParamSpec,
     families,
     get_activation,
+    is_trainable,
     register,
     register_base,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "ParamSpec",
     "families",
     "get_activation",
+    "is_trainable",
     "register",
     "register_base",
 ]

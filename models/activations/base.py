@@ -285,7 +285,8 @@ def register(cls: type[Activation]) -> type[Activation]:
     return cls
 
 
-ALIASES: dict[str, str] = {"swish": "silu", "kwta": "k_wta", "k-wta": "k_wta", "pade": "rational",
+# Looked up after lower-casing and "-" -> "_", so "k-wta" and "K_WTA" reach k_wta too.
+ALIASES: dict[str, str] = {"swish": "silu", "kwta": "k_wta", "pade": "rational",
                            "meta_neuron": "vaf", "bspline": "spline"}
 
 
@@ -299,6 +300,11 @@ def get_activation(name: str) -> type[Activation]:
         raise UnknownActivation(
             f"unknown activation {name!r}; choose from: {', '.join(sorted(REGISTRY))}"
         ) from None
+
+
+def is_trainable(name: str) -> bool:
+    """Whether the family learns parameters with the weights; UnknownActivation if no such family."""
+    return get_activation(name).trainable
 
 
 def families() -> list[type[Activation]]:

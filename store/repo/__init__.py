@@ -9,79 +9,15 @@ Values bound for JSON columns are normalised first (numpy scalars and arrays to
 Python, NaN/inf to null, dict keys to strings) because PostgreSQL's ``json``
 rejects NaN and neither backend can store numpy types.
 
-The functions live in one module per resource (``datasets``, ``searches``,
-``populations``, ``trials``, ``weights``, ``schedules``; shared helpers in
-``_common``) and are all re-exported here, so ``from store import repo`` and
-``repo.<name>`` work as before; so do the names the former flat module imported
-(errors, table rows and state constants, ``utcnow``, ...).
+The functions live in one module per resource (``datasets``, ``keys``,
+``populations``, ``schedules``, ``searches``, ``trials``, ``weights``; shared
+helpers in ``_common``); this package re-exports their public functions only, so
+``from store import repo`` and ``repo.<name>`` is the one way in.
 """
 
 from __future__ import annotations
 
-import io  # noqa: F401
-import math  # noqa: F401
-import zipfile  # noqa: F401
-from collections.abc import (  # noqa: F401
-    Callable,
-    Iterable,
-    Mapping,
-    Sequence,
-)
-from datetime import (  # noqa: F401
-    datetime,
-    timedelta,
-)
-from pathlib import (  # noqa: F401
-    Path,
-)
-from typing import (  # noqa: F401
-    Any,
-)
-
-import numpy as np  # noqa: F401
-from sqlalchemy import (  # noqa: F401
-    ColumnElement,
-    Select,
-    delete,
-    func,
-    select,
-    update,
-)
-from sqlalchemy.exc import (  # noqa: F401
-    IntegrityError,
-)
-from sqlalchemy.orm import (  # noqa: F401
-    Session,
-)
-
-from core.errors import (  # noqa: F401
-    Conflict,
-    InvalidInput,
-    NotFound,
-)
-from store.arrays import (  # noqa: F401
-    pack,
-    unpack,
-)
-from store.artifacts import (  # noqa: F401
-    get_artifact_bytes,
-    put_artifact,
-    sha256_hex,
-)
-from store.repo._common import (  # noqa: F401
-    _check,
-    _num,
-    _page,
-    _require,
-    _won,
-    jsonable,
-)
-from store.repo.datasets import (  # noqa: F401
-    _DATASET_OPTIONAL,
-    _DATASET_REQUIRED,
-    _dataset_fields,
-    _latest_or_none,
-    _same_dataset,
+from store.repo.datasets import (
     add_dataset,
     count_datasets,
     dataset_bytes,
@@ -91,7 +27,7 @@ from store.repo.datasets import (  # noqa: F401
     latest_dataset,
     list_datasets,
 )
-from store.repo.keys import (  # noqa: F401
+from store.repo.keys import (
     authenticate_key,
     check_owner,
     create_api_key,
@@ -100,7 +36,7 @@ from store.repo.keys import (  # noqa: F401
     list_api_keys,
     revoke_api_key,
 )
-from store.repo.populations import (  # noqa: F401
+from store.repo.populations import (
     add_population,
     cancel_pending_populations,
     claim_population,
@@ -116,11 +52,9 @@ from store.repo.populations import (  # noqa: F401
     stale_populations,
     waiting_populations,
 )
-from store.repo.schedules import (  # noqa: F401
-    _schedule_filters,
+from store.repo.schedules import (
     add_schedule,
     claim_schedule_run,
-    count_schedule_searches,
     count_schedules,
     delete_schedule,
     due_schedules,
@@ -130,10 +64,7 @@ from store.repo.schedules import (  # noqa: F401
     schedule_searches,
     set_schedule_state,
 )
-from store.repo.searches import (  # noqa: F401
-    _SEARCH_RANK,
-    _architecture_kind,
-    _search_filters,
+from store.repo.searches import (
     best_search_trial,
     count_active_searches,
     count_searches,
@@ -149,14 +80,7 @@ from store.repo.searches import (  # noqa: F401
     set_search_state,
     transition_search,
 )
-from store.repo.trials import (  # noqa: F401
-    _RESULT_FIELDS,
-    _TRIAL_ORDER,
-    _apply_results,
-    _field,
-    _replace_keys,
-    _trial_filters,
-    _trial_query,
+from store.repo.trials import (
     add_curves,
     add_epoch_metrics,
     add_fits,
@@ -174,108 +98,83 @@ from store.repo.trials import (  # noqa: F401
     trial_fits,
     trial_preact_stats,
 )
-from store.repo.weights import (  # noqa: F401
-    _ZIP_EPOCH,
-    _npz_bytes,
-    _npz_load,
+from store.repo.weights import (
     has_weights,
     load_weights,
     save_weights,
-)
-from store.tables import (  # noqa: F401
-    DATASET_SOURCES,
-    FIT_KINDS,
-    PHASES,
-    POPULATION_STATES,
-    SCHEDULE_KINDS,
-    SCHEDULE_STATES,
-    SEARCH_STATES,
-    SEARCH_TERMINAL_STATES,
-    TRIAL_STATES,
-    ApiKeyRow,
-    CurveRow,
-    DatasetRow,
-    EpochMetricRow,
-    FitRow,
-    PopulationRow,
-    PreactStatRow,
-    ScheduleRow,
-    SearchRow,
-    TrialRow,
-    WeightsRow,
-    utcnow,
 )
 
 __all__ = [
     "add_curves",
     "add_dataset",
     "add_epoch_metrics",
+    "add_fits",
     "add_population",
     "add_preact_stats",
+    "add_schedule",
     "add_trial",
-    "count_searches",
+    "authenticate_key",
+    "best_search_trial",
+    "cancel_pending_populations",
+    "check_owner",
+    "claim_population",
+    "claim_schedule_run",
     "count_active_searches",
+    "count_datasets",
+    "count_schedules",
+    "count_searches",
     "count_trials",
+    "create_api_key",
     "create_search",
     "dataset_bytes",
+    "dataset_ids_by_name",
+    "delete_schedule",
+    "due_schedules",
+    "fail_stale_population",
     "find_trial",
     "finish_trial",
+    "get_api_key",
     "get_dataset",
     "get_dataset_version",
     "get_population",
+    "get_schedule",
     "get_search",
     "get_search_by_study",
     "get_trial",
+    "has_weights",
+    "hash_key",
+    "heartbeat_owned_population",
     "heartbeat_population",
     "latest_dataset",
+    "list_api_keys",
     "list_datasets",
     "list_populations",
+    "list_schedules",
     "list_searches",
     "list_trials",
     "load_weights",
-    "save_weights",
-    "set_population_state",
-    "set_search_state",
-    "set_trial_test_value",
-    "stale_populations",
-    "trial_curves",
-    "trial_epochs",
-    "trial_preact_stats",
-    "best_search_trial",
-    "count_datasets",
-    "dataset_ids_by_name",
-    "has_weights",
+    "lock_population",
+    "lock_search",
     "oldest_pending_search",
     "query_trials",
+    "record_asked_trials",
+    "record_schedule_result",
+    "requeue_population",
+    "revoke_api_key",
+    "save_weights",
+    "schedule_searches",
     "search_ids_by_architecture",
     "search_population_counts",
     "search_trial_counts",
-    "cancel_pending_populations",
-    "claim_population",
-    "fail_stale_population",
-    "heartbeat_owned_population",
-    "lock_population",
-    "lock_search",
-    "record_asked_trials",
-    "requeue_population",
-    "transition_search",
-    "waiting_populations",
-    "add_schedule",
-    "claim_schedule_run",
-    "count_schedule_searches",
-    "count_schedules",
-    "delete_schedule",
-    "due_schedules",
-    "get_schedule",
-    "list_schedules",
-    "record_schedule_result",
-    "schedule_searches",
+    "set_population_state",
     "set_schedule_state",
-    "authenticate_key",
-    "check_owner",
-    "create_api_key",
-    "get_api_key",
-    "hash_key",
-    "list_api_keys",
-    "revoke_api_key",
+    "set_search_state",
+    "set_trial_test_value",
+    "stale_populations",
+    "transition_search",
+    "trial_curves",
+    "trial_epochs",
+    "trial_fits",
+    "trial_preact_stats",
+    "waiting_populations",
 ]

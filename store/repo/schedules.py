@@ -155,9 +155,3 @@ def schedule_searches(
     stmt = select(SearchRow).where(SearchRow.schedule_id == schedule_id)
     stmt = stmt.order_by(SearchRow.id.desc())
     return list(session.scalars(_page(stmt, limit, offset)))
-
-
-def count_schedule_searches(session: Session, *, schedule_id: int) -> int:
-    """How many searches of a schedule still exist."""
-    stmt = select(func.count(SearchRow.id)).where(SearchRow.schedule_id == schedule_id)
-    return int(session.scalar(stmt) or 0)

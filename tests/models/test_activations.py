@@ -406,7 +406,7 @@ def test_unknown_activation_lists_the_names() -> None:
 
 @pytest.mark.parametrize(
     ("alias", "name"),
-    [("swish", "silu"), ("kwta", "k_wta"), ("k-wta", "k_wta"), ("pade", "rational"),
+    [("swish", "silu"), ("kwta", "k_wta"), ("k-wta", "k_wta"), ("K_WTA", "k_wta"), ("pade", "rational"),
      ("meta_neuron", "vaf"), ("Leaky-ReLU", "leaky_relu")],
 )
 def test_aliases(alias: str, name: str) -> None:
@@ -419,3 +419,11 @@ def test_every_base_function_is_usable() -> None:
         assert base.fn(x).shape == x.shape and base.formula
     assert {"relu", "leaky_relu", "elu", "selu", "gelu", "silu", "mish", "softplus", "tanh",
             "sigmoid", "hardswish", "snake", "identity"} <= set(BASE_FUNCTIONS)
+
+
+def test_is_trainable_answers_for_families_and_raises_on_an_unknown_one() -> None:
+    from models.activations import is_trainable
+
+    assert is_trainable("prelu") and not is_trainable("relu")
+    with pytest.raises(UnknownActivation):
+        is_trainable("no-such-family")
