@@ -28,7 +28,7 @@ from core.errors import InvalidInput, UnknownActivation
 
 Layout = Literal["mlp", "conv"]
 ParamKind = Literal["float", "int", "categorical"]
-WeightInit = Literal["default", "kaiming_normal", "lecun_normal", "xavier_normal", "snake"]
+WeightInit = Literal["default", "kaiming_normal", "lecun_normal", "xavier_normal", "snake", "siren"]
 DropoutKind = Literal["standard", "alpha"]
 
 UNIT_DIM = 2
