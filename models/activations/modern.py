@@ -113,6 +113,6 @@ class Gaussian(Activation):
                                    learned=True, help="initial width sigma")]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # |sigma| + eps: a step that drives sigma through 0 flips nothing and divides by no 0
-        sigma = self.view(self.sigma).abs() + 1e-3
+        # |sigma| >= 1e-3: a step that drives sigma through 0 flips nothing and divides by no 0
+        sigma = self.view(self.sigma).abs().clamp_min(1e-3)
         return torch.exp(-0.5 * (x / sigma).square())
