@@ -21,7 +21,7 @@ from core.settings import Settings
 from api.auth import Principal
 from search import datasets as ds
 from search.progress import search_leaderboard
-from search.service import create_search, register_dataset
+from search.service import create_search, register_dataset, spec_for_dataset
 from search.spec import SearchSpec
 from store import repo
 from store.tables import SEARCH_TERMINAL_STATES, DatasetRow, SearchRow
@@ -195,6 +195,7 @@ def submit_search(
             f"epochs: {spec.epochs} is above this service's limit of {lim.max_epochs}"
         )
     row = resolve_spec_dataset(session, spec=spec, owner=owner)
+    spec = spec_for_dataset(spec, row)
     spec.arch_spec().validate(n_inputs=row.n_features, max_width=lim.max_width,
                               max_layers=lim.max_layers)
     if spec.task is not None and spec.task != row.task:

@@ -184,7 +184,9 @@ def _validate_rerun(session: Session, template: Mapping[str, Any], *, allow_file
     if stored:
         row = repo.latest_dataset(session, name=name, owner=owner)
         if limits is not None:
-            spec.arch_spec().validate(n_inputs=row.n_features, max_width=limits.max_width,
+            from .service import spec_for_dataset
+
+            spec_for_dataset(spec, row).arch_spec().validate(n_inputs=row.n_features, max_width=limits.max_width,
                                       max_layers=limits.max_layers)
     elif name not in ds.BUILTINS:
         if not allow_files:
