@@ -38,6 +38,7 @@ class GatedActivation(Activation):
     gated: ClassVar[bool] = True
     gate_fn: ClassVar[Callable[[torch.Tensor], torch.Tensor]] = staticmethod(torch.sigmoid)
     gate_flops: ClassVar[int] = 4
+    curve_label: ClassVar[str] = "gate response"
 
     def __init__(self, params: Any, units: int, layout: Any = "mlp"):
         super().__init__(params, units, layout)
