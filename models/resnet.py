@@ -26,10 +26,23 @@ from torch import nn
 
 from .activations import Activation
 from .blocks import hidden_width, init_family_weight_
-from .layers import BatchedConv2d, BatchedLinear, BatchedNorm, apply_dropout, dropout_masks, \
-    init_weight_
-from .network import ActParams, LayerInfo, PopulationNet, _make_activation, _structural, \
-    register_architecture, resolve_layers
+from .layers import (
+    BatchedConv2d,
+    BatchedLinear,
+    BatchedNorm,
+    apply_dropout,
+    dropout_masks,
+    init_weight_,
+)
+from .network import (
+    ActParams,
+    LayerInfo,
+    PopulationNet,
+    _make_activation,
+    _structural,
+    register_architecture,
+    resolve_layers,
+)
 from .spec import ArchSpec
 from .transformer import TransformerNet
 

@@ -25,8 +25,15 @@ from .activations import Activation
 from .attention import BatchedSelfAttention
 from .blocks import hidden_width, init_family_weight_
 from .layers import BatchedLinear, BatchedNorm, apply_dropout, dropout_masks, init_weight_
-from .network import ActParams, LayerInfo, PopulationNet, _make_activation, _structural, \
-    register_architecture, resolve_layers
+from .network import (
+    ActParams,
+    LayerInfo,
+    PopulationNet,
+    _make_activation,
+    _structural,
+    register_architecture,
+    resolve_layers,
+)
 from .spec import ArchSpec
 
 EMBED_STD = 0.02  # GPT-2's embedding init

@@ -164,7 +164,7 @@ class GroupRational(Activation):
     @classmethod
     def space(cls) -> list[ParamSpec]:
         return [
-            ParamSpec("groups", "categorical", default=4, choices=(1, 2, 4, 8, 16),
+            ParamSpec("groups", "categorical", default=2, choices=(1, 2, 4, 8, 16),
                       structural=True, divides_width=True,
                       help="coefficient sets per layer (each shared by units/groups channels)"),
             ParamSpec("m", "int", default=5, low=3, high=6, structural=True,
