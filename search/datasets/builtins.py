@@ -263,32 +263,6 @@ BUILTINS: dict[str, BuiltinSpec] = {
             _digits,
         ),
         BuiltinSpec(
-            "digits_images",
-            "the digits as 1x8x8 images (modality image, per-channel scaling): for "
-            "resnet and cnn",
-            "classification",
-            {},
-            _digits_images,
-        ),
-        BuiltinSpec(
-            "modular_sum",
-            "token sequences 'a b' labelled (a + b) mod p (vocab p, p classes); n=0 takes "
-            "every pair once, shuffled by seed",
-            "classification",
-            {"p": 23, "n": 0, "seed": 0},
-            _modular_sum,
-            {"p": (2, 1000), "n": (0, 1_000_000)},
-        ),
-        BuiltinSpec(
-            "max_position",
-            "token sequences (length positions, ids 0..vocab-1) labelled by the position of "
-            "their unique largest token: order matters",
-            "classification",
-            {"n": 2000, "length": 8, "vocab": 16, "seed": 0},
-            _max_position,
-            {"n": (MIN_ROWS, 1_000_000), "length": (2, 256), "vocab": (2, 10_000)},
-        ),
-        BuiltinSpec(
             "breast_cancer",
             "Wisconsin breast cancer diagnosis (569 rows, 30 features, 2 classes)",
             "classification",
@@ -342,6 +316,32 @@ BUILTINS: dict[str, BuiltinSpec] = {
             {"size": 10000, "seed": 0, "teacher_seed": 0, "hidden": 128, "n_classes": 10},
             _teacher,
             {"size": (MIN_ROWS, 100_000), "hidden": (1, 4096), "n_classes": (2, 100)},
+        ),
+        BuiltinSpec(
+            "digits_images",
+            "the digits as 1x8x8 images (modality image, per-channel scaling): for "
+            "resnet and cnn",
+            "classification",
+            {},
+            _digits_images,
+        ),
+        BuiltinSpec(
+            "modular_sum",
+            "token sequences 'a b' labelled (a + b) mod p (vocab p, p classes); n=0 takes "
+            "every pair once, shuffled by seed",
+            "classification",
+            {"p": 23, "n": 0, "seed": 0},
+            _modular_sum,
+            {"p": (2, 1000), "n": (0, 1_000_000)},
+        ),
+        BuiltinSpec(
+            "max_position",
+            "token sequences (length positions, ids 0..vocab-1) labelled by the position of "
+            "their unique largest token: order matters",
+            "classification",
+            {"n": 2000, "length": 8, "vocab": 16, "seed": 0},
+            _max_position,
+            {"n": (MIN_ROWS, 1_000_000), "length": (2, 256), "vocab": (2, 10_000)},
         ),
     )
 }
