@@ -12,9 +12,10 @@ second, and the ratio (one-by-one time / population time). With ``--singles N`` 
 the K single runs are timed and the loop's time is extrapolated (said so in the output).
 The machine's load average is printed at the start and the end (it is shared).
 
-Workloads: ``transformer:d=64,layers=2,heads=4`` on ``modular_sum``-shaped tokens
-("a b" -> (a + b) mod 97, 4,096 sampled pairs) and ``resnet:16,32`` on scikit-learn's
-digits as 1x8x8 images; batch 128, Adam, cosine schedule, validation every epoch.
+Workloads: ``transformer:d=64,layers=2,heads=4`` and ``transformer:d=16,layers=2,heads=2``
+(``transformer_small``) on ``modular_sum``-shaped tokens ("a b" -> (a + b) mod 97, 4,096
+sampled pairs) and ``resnet:16,32`` on scikit-learn's digits as 1x8x8 images; batch 128,
+Adam, cosine schedule, validation every epoch.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                    help="time only this many of the K single runs (extrapolated)")
     p.add_argument("--k", type=int, default=None, help="K instead of auto")
     p.add_argument("--families", default="relu,swiglu")
-    p.add_argument("--workloads", default="transformer,resnet")
+    p.add_argument("--workloads", default="transformer,transformer_small,resnet")
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
     settings = tune_cpu(args.threads if args.threads is not None else cpu_cores())
@@ -116,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     workloads = {
         "transformer": (ArchSpec.parse("transformer:d=64,layers=2,heads=4", vocab_size=vocab),
                         tokens),
+        "transformer_small": (ArchSpec.parse("transformer:d=16,layers=2,heads=2",
+                                             vocab_size=vocab), tokens),
         "resnet": (ArchSpec.parse("resnet:16,32", input_shape=(1, 8, 8)), None),
     }
     results = []
