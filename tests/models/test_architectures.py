@@ -139,6 +139,24 @@ def test_candidate_state_reloads_into_a_single_net(make_arch: Any, make_data: An
             big.candidate_state(0))
 
 
+@pytest.mark.parametrize("t", [2, 4, 5, 9])
+def test_attention_paths_match_torch_multihead_attention(t: int) -> None:
+    from models.attention import BatchedSelfAttention
+
+    attn = BatchedSelfAttention(2, 16, 4)
+    torch.nn.init.normal_(attn.qkv.weight, std=0.3)
+    x = torch.randn(2, 3, t, 16)
+    ref = torch.nn.MultiheadAttention(16, 4, batch_first=True)
+    for c in range(2):  # candidate c's weights in torch's own module
+        with torch.no_grad():
+            ref.in_proj_weight.copy_(attn.qkv.weight[c].T)
+            ref.in_proj_bias.copy_(attn.qkv.bias[c, 0])
+            ref.out_proj.weight.copy_(attn.proj.weight[c].T)
+            ref.out_proj.bias.copy_(attn.proj.bias[c, 0])
+            expected, _ = ref(x[c], x[c], x[c], need_weights=False)
+            torch.testing.assert_close(attn(x)[c], expected, rtol=1e-4, atol=1e-5)
+
+
 # ----- sizes ---------------------------------------------------------------------------------
 def test_transformer_parameter_count_by_hand() -> None:
     d, v, ratio, layers, c = 16, VOCAB, 4, 2, 3
