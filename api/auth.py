@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from fastapi import HTTPException, Request
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.limits import TokenBuckets, retry_after_header
 from core.settings import Settings
+from api.limits import TokenBuckets, retry_after_header
 from store import repo
 
 HOW_TO_GET_A_KEY = (

@@ -15,9 +15,9 @@ from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from core.settings import Settings
 from api.auth import Principal, authenticate, rate_limit, require_admin
 from api.schemas import ErrorPublic
-from core.settings import Settings
 
 MAX_PAGE = 500
 DEFAULT_PAGE = 50

@@ -13,14 +13,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
+from core import __version__
+from core.settings import Settings, get_settings
 from api.auth import make_buckets
 from api.body_limit import BodyLimitMiddleware
 from api.dashboard import install_dashboard
 from api.deps import AUTH_RESPONSES, get_principal
 from api.errors import install_error_handlers
 from api.routes import activations, admin, datasets, health, me, schedules, searches, trials
-from core import __version__
-from core.settings import Settings, get_settings
 from store.db import make_engine, session_factory
 
 DESCRIPTION = """\

@@ -127,8 +127,8 @@ def serve_command(
     """Run the HTTP API; in embedded mode also the runner that executes submitted searches."""
     import uvicorn
 
-    from api.main import create_app
     from core.settings import get_settings
+    from api.main import create_app
     from store.db import init_db
 
     settings = get_settings()

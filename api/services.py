@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
-from api.auth import Principal
 from core.errors import Conflict, InvalidInput, LimitExceeded, NotFound
 from core.settings import Settings
+from api.auth import Principal
 from search import datasets as ds
 from search.progress import search_leaderboard
 from search.service import create_search, register_dataset, spec_for_dataset

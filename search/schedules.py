@@ -186,8 +186,9 @@ def _validate_rerun(session: Session, template: Mapping[str, Any], *, allow_file
         if limits is not None:
             from .service import spec_for_dataset
 
-            spec_for_dataset(spec, row).arch_spec().validate(n_inputs=row.n_features, max_width=limits.max_width,
-                                      max_layers=limits.max_layers)
+            spec_for_dataset(spec, row).arch_spec().validate(
+                n_inputs=row.n_features, max_width=limits.max_width,
+                max_layers=limits.max_layers)
     elif name not in ds.BUILTINS:
         if not allow_files:
             what = "looks like a file path; the service does not read files from its own disk" \

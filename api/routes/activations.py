@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.schemas import ActivationPublic, ActivationsPublic, ErrorPublic
 from core.errors import NotFound, UnknownActivation
+from api.schemas import ActivationPublic, ActivationsPublic, ErrorPublic
 from models.activations import families, get_activation
 
 router = APIRouter(prefix="/activations", tags=["activations"])

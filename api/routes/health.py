@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
+from core import __version__
 from api.deps import SettingsDep
 from api.health import check_broker, check_database
 from api.schemas import HealthPublic
-from core import __version__
 
 router = APIRouter(tags=["health"])
 

@@ -30,7 +30,7 @@ def test_pointwise_families_distil_inside_the_blocks(arch: ArchSpec, family: str
     X = _inputs(arch)
     net = PopulationNet(arch, family, [{}], X.shape[1], 3).eval()
     distilled, layers = distil_network(net, X)
-    assert len(layers) == arch.n_hidden_layers() and all(l["knots"] >= 2 for l in layers)
+    assert len(layers) == arch.n_hidden_layers() and all(row["knots"] >= 2 for row in layers)
     x = torch.from_numpy(X)
     with torch.no_grad():
         out, ref = distilled(x), net(x)
