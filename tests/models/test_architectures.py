@@ -79,6 +79,23 @@ def test_data_fields_may_wait_for_the_dataset() -> None:
     ArchSpec.parse("resnet:8,16").validate(require_data=False)
 
 
+def test_activation_scope_layer_gives_each_block_its_family() -> None:
+    arch = transformer(activation_scope="layer")
+    net = PopulationNet(arch, ["relu", "swiglu"], [[{}, {}]] * 2, T, 2)
+    assert net.families == ["relu", "swiglu"]
+    assert (net.layers[0].pre, net.layers[1].pre, net.layers[1].post) == (64, 86, 43)
+    res = PopulationNet(resnet(activation_scope="layer"), ["relu", "gelu", "sine", "relu", "elu"],
+                        [[{}] * 5], 36, 2)
+    assert res.families == ["relu", "gelu", "sine", "relu", "elu"]
+    with pytest.raises(InvalidInput, match="5 hidden layers"):
+        PopulationNet(resnet(activation_scope="layer"), ["relu", "gelu"], [[{}, {}]], 36, 2)
+
+
+def test_regression_head() -> None:
+    net = PopulationNet(transformer(), "gelu", [{}] * 2, T, 1)
+    assert net(torch.randint(0, VOCAB, (4, T)).float()).shape == (2, 4, 1)
+
+
 def test_dispatch_builds_the_registered_class() -> None:
     assert type(PopulationNet(transformer(), "relu", [{}], T, 2)) is TransformerNet
     assert type(PopulationNet(resnet(), "relu", [{}], 36, 2)) is ResNetNet
@@ -90,6 +107,7 @@ CASES = [
     pytest.param(transformer, token_data, "relu", id="transformer-relu"),
     pytest.param(transformer, token_data, "swiglu", id="transformer-swiglu"),
     pytest.param(transformer, token_data, "star_relu", id="transformer-star_relu"),
+    pytest.param(lambda: transformer(dropout=0.2), token_data, "gelu", id="transformer-dropout"),
     pytest.param(resnet, image_data, "relu", id="resnet-relu"),
     pytest.param(resnet, image_data, "geglu", id="resnet-geglu"),
     pytest.param(resnet, image_data, "group_rational", id="resnet-group_rational"),
