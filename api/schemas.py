@@ -20,7 +20,7 @@ SearchState = Literal["pending", "running", "finalizing", "interrupted", "comple
 TrialState = Literal["running", "complete", "pruned", "failed"]
 Phase = Literal["search", "finalist"]
 Task = Literal["classification", "regression"]
-ArchitectureKind = Literal["mlp", "cnn"]
+ArchitectureKind = Literal["mlp", "cnn", "transformer", "resnet"]
 TrialSort = Literal["value", "created", "family", "duration"]
 SortOrder = Literal["asc", "desc"]
 
@@ -79,6 +79,10 @@ class ActivationPublic(BaseModel):
     weight_init: str
     dropout: str
     reference: str | None = None
+    curve_label: str = Field(default="activation", description="what the curve view shows: "
+                             "'activation', or 'gate response' for gated units (glu, swiglu, "
+                             "...): the multiplier applied to the value half, against the gate "
+                             "pre-activation")
     parameters: list[ActivationParameter]
 
 

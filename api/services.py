@@ -25,7 +25,7 @@ from search import datasets as ds
 from search.datasets.generate import check_builtin_limits
 from search.datasets.generate import generate_builtin as generate_builtin_dataset
 from search.progress import search_leaderboard
-from search.service import check_warm_start, create_search, register_dataset
+from search.service import check_warm_start, create_search, register_dataset, spec_for_dataset
 from search.spec import SearchSpec
 from search.validation import DataShape, validate_search_spec
 from store import repo
@@ -223,6 +223,8 @@ def submit_search(
     if spec.warm_start_from is not None:  # same 404 as a missing id for another owner's search
         repo.get_search(session, search_id=spec.warm_start_from, owner=scope)
     found = locate_spec_dataset(session, spec=spec, owner=owner, settings=settings)
+    if isinstance(found, DatasetRow):  # its modality and input shape are known now
+        spec = spec_for_dataset(spec, found)
     validate_search_spec(spec, shape=data_shape(found), limits=settings.limits,
                          training=settings.training)
     check_warm_start(session, spec)
@@ -233,6 +235,9 @@ def submit_search(
           if slow is not None and generates else contextlib.nullcontext()):
         row = resolve_spec_dataset(session, spec=spec, owner=owner, settings=settings,
                                    found=found)
+    spec = spec_for_dataset(spec, row)  # a built-in's inputs are known once it exists
+    spec.arch_spec().validate(n_inputs=row.n_features, max_width=settings.limits.max_width,
+                              max_layers=settings.limits.max_layers)
     # Pin the exact version, so that create_search finds the stored row and never
     # falls back to reading a file or re-generating a builtin.
     pinned = spec.model_copy(update={"dataset": row.name, "dataset_version": row.version,

@@ -453,7 +453,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--trials", type=int, default=None, help="baseline trials per workload")
     p.add_argument("--extra-batches", default=None,
                    help="also run the largest K at these batch sizes (reference only)")
-    args = p.parse_args(argv)
+    p.add_argument("--modern", action="store_true",
+                   help="the transformer and resnet workloads instead (bench/archs.py)")
+    args, rest = p.parse_known_args(argv)
+    if args.modern:  # population at auto K vs the same K models one by one
+        from bench import archs
+
+        return archs.main([*rest, *(["--quick"] if args.quick else [])])
+    if rest:
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():

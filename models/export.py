@@ -67,9 +67,15 @@ def single_candidate(
 
 
 def export_program(module: nn.Module, n_inputs: int, *, example_rows: int = 4) -> bytes:
-    """``torch.export`` the module with a dynamic batch size; the ``torch.export.save`` bytes."""
+    """``torch.export`` the module with a dynamic batch size; the ``torch.export.save`` bytes.
+
+    The program takes float32 rows, or int64 token ids for a network whose
+    ``input_dtype`` says so (the transformer).
+    """
     module = module.eval()
-    example = torch.zeros(example_rows, n_inputs, dtype=torch.float32)
+    net = getattr(module, "net", None)
+    dtype = getattr(net, "input_dtype", torch.float32)
+    example = torch.zeros(example_rows, n_inputs, dtype=dtype)
     batch = torch.export.Dim("batch", min=1)
     with torch.no_grad():
         program = torch.export.export(module, (example,), dynamic_shapes={"x": {0: batch}})

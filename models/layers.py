@@ -222,13 +222,15 @@ def init_weight_(
     * ``xavier_normal``: N(0, 2/(fan_in + fan_out)), bias 0.
     * ``snake``: N(0, 1/fan_in), bias 0 (the variance-preserving choice of Ziyin et al. 2020
       for snake's near-identity slope at 0).
+    * ``siren``: here (the output layer after sine layers) as ``default``; the layers that
+      feed a sine get SIREN's omega-scaled init from :func:`models.blocks.init_family_weight_`.
     """
     fan_in, fan_out = layer.fans()
     w_shape = tuple(layer.weight.shape[1:])
     b_shape = tuple(layer.bias.shape[1:]) if layer.bias is not None else None
     with torch.no_grad():
         for i, g in enumerate(gens):
-            if scheme == "default":
+            if scheme in ("default", "siren"):
                 bound = 1.0 / math.sqrt(fan_in)
                 w = (torch.rand(w_shape, generator=g) * 2 - 1) * bound
                 b = None if b_shape is None else (torch.rand(b_shape, generator=g) * 2 - 1) * bound

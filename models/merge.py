@@ -64,6 +64,9 @@ def merge_blocker(net: PopulationNet, layer: int) -> str | None:
     if not 0 <= layer < len(net.layers):
         return f"no hidden layer {layer} (the network has {len(net.layers)})"
     info = net.layers[layer]
+    if net.arch.kind in ("transformer", "resnet"):
+        return (f"a {net.arch.kind} block: its activation sits between a norm and a residual "
+                "add inside the block, so no affine fold into the next layer is exact")
     if info.kind == "conv":
         return ("a convolution layer: merging two convolutions widens the kernel (and pooling "
                 "after it is not linear); only dense layers are merged")

@@ -22,6 +22,7 @@ from torch import nn
 from core.errors import InvalidInput
 
 from .activations import Activation, get_activation
+from .blocks import hidden_width, init_family_weight_
 from .layers import (
     BatchedConv2d,
     BatchedLinear,
@@ -124,6 +125,19 @@ def _structural(cls: type[Activation], params: Mapping[str, Any]) -> dict[str, A
     return {s.name: resolved[s.name] for s in cls.space() if s.structural}
 
 
+# ----- architecture dispatch (transformer, resnet: models/transformer.py, models/resnet.py) -----
+_ARCHITECTURES: dict[str, type[PopulationNet]] = {}
+
+
+def register_architecture(kind: str) -> Any:
+    """Class decorator: ``PopulationNet(arch, ...)`` builds this subclass for ``arch.kind``."""
+    def add(cls: type[PopulationNet]) -> type[PopulationNet]:
+        _ARCHITECTURES[kind] = cls
+        return cls
+    return add
+# ----- end of architecture dispatch -------------------------------------------------------------
+
+
 class PopulationNet(nn.Module):
     """K candidates of one architecture, trained together.
 
@@ -139,6 +153,13 @@ class PopulationNet(nn.Module):
     collect each hidden layer's pre-activation as ``(K, N, U)`` (N = rows, or
     rows x positions for conv layers; U = channels/units).
     """
+
+    def __new__(cls, arch: ArchSpec | None = None, *args: Any, **kwargs: Any) -> PopulationNet:
+        """``PopulationNet(arch, ...)`` is the subclass registered for ``arch.kind`` if any
+        (transformer, resnet); mlp and cnn are built here."""
+        if cls is PopulationNet and arch is not None:
+            cls = _ARCHITECTURES.get(arch.kind, cls)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -179,11 +200,11 @@ class PopulationNet(nn.Module):
             for i, channels in enumerate(arch.conv_channels):
                 cls, params = classes[layer], per_layer[layer]
                 st = _structural(cls, params[0])
-                pre = cls.pre_units(channels, st)
+                pre = cls.pre_units(hidden_width(cls, channels, arch.param_match), st)
                 post = cls.post_units(pre, st)
                 conv = BatchedConv2d(k, c_in, pre, arch.kernel, shared_input=(i == 0),
                                      bias=arch.norm != "batch")
-                init_weight_(conv, cls.weight_init, gens)
+                init_family_weight_(conv, cls, params, gens, first=(i == 0))
                 act = _make_activation(cls, params, pre, "conv", seeds, layer)
                 act._n_spatial = 2
                 self.convs.append(conv)
@@ -200,10 +221,10 @@ class PopulationNet(nn.Module):
         for j, width in enumerate(arch.hidden):
             cls, params = classes[layer], per_layer[layer]
             st = _structural(cls, params[0])
-            pre = cls.pre_units(width, st)
+            pre = cls.pre_units(hidden_width(cls, width, arch.param_match), st)
             post = cls.post_units(pre, st)
             lin = BatchedLinear(k, n_in, pre, shared_input=shared, bias=arch.norm != "batch")
-            init_weight_(lin, cls.weight_init, gens)
+            init_family_weight_(lin, cls, params, gens, first=(layer == 0))
             self.dense.append(lin)
             self.norms.append(self._make_norm(k, pre, "mlp"))
             self.acts.append(_make_activation(cls, params, pre, "mlp", seeds, layer))
@@ -387,3 +408,7 @@ class PopulationNet(nn.Module):
 
     def extra_repr(self) -> str:
         return f"k={self.k}, families={self.families}"
+
+
+# Register the architectures built in their own modules (they import this one).
+from . import resnet, transformer  # noqa: E402, F401

@@ -15,13 +15,19 @@ from typing import Any, Literal
 
 from core.errors import InvalidInput
 
-Kind = Literal["mlp", "cnn"]
+Kind = Literal["mlp", "cnn", "transformer", "resnet"]
 Norm = Literal["none", "batch", "layer"]
 Scope = Literal["net", "layer"]
 OptimizerName = Literal["adam", "adamw", "sgd"]
 ScheduleName = Literal["constant", "cosine", "step"]
 
-KINDS = ("mlp", "cnn")
+KINDS = ("mlp", "cnn", "transformer", "resnet")
+#: Kinds that take images (each row reshaped to ``input_shape``) or token sequences.
+IMAGE_KINDS = ("cnn", "resnet")
+SEQUENCE_KINDS = ("transformer",)
+#: Short-form keys of ``transformer:d=64,layers=2,heads=4`` and the fields they set.
+_TRANSFORMER_KEYS = {"d": "d_model", "layers": "n_layers", "heads": "heads", "ratio": "mlp_ratio",
+                     "dropout": "dropout", "param_match": "param_match", "vocab": "vocab_size"}
 NORMS = ("none", "batch", "layer")
 SCOPES = ("net", "layer")
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -53,6 +59,32 @@ def _int_list(text: str, what: str) -> list[int]:
     return out
 
 
+def _key_values(text: str, whole: str) -> dict[str, Any]:
+    """``"d=64,layers=2"`` -> ``{"d": 64, "layers": 2}`` for the transformer short form."""
+    out: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, eq, value = part.partition("=")
+        key = key.strip().lower()
+        if not eq or key not in _TRANSFORMER_KEYS:
+            raise InvalidInput(
+                f"{whole!r}: cannot read {part!r}; write key=value pairs with keys "
+                f"{', '.join(_TRANSFORMER_KEYS)}, e.g. 'transformer:d=64,layers=2,heads=4'"
+            )
+        value = value.strip()
+        try:
+            if key in ("ratio", "dropout"):
+                out[key] = float(value)
+            elif key == "param_match":
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                out[key] = value.lower() in ("true", "1", "yes")
+            else:
+                out[key] = int(value)
+        except ValueError:
+            raise InvalidInput(f"{whole!r}: {key}={value!r} is not a valid value") from None
+    return out
+
+
 @dataclass
 class ArchSpec:
     """The network shape shared by every candidate of a population.
@@ -71,6 +103,13 @@ class ArchSpec:
         input_shape: cnn only: ``(C, H, W)``; each input row is reshaped to it.
         activation_scope: ``"net"`` (one family and parameter set for all layers) or
             ``"layer"`` (a family and parameter set per hidden layer).
+        d_model, n_layers, heads, mlp_ratio: transformer only: embedding width, blocks,
+            attention heads (dividing ``d_model``) and the MLP's hidden width ratio.
+        param_match: gated families (swiglu, ...) split their projection into value and
+            gate halves; with ``param_match`` their hidden width is scaled by 2/3 so the
+            network has the parameters of the ungated one (a transformer's 4 becomes 8/3).
+        vocab_size: transformer only: token ids are ``0..vocab_size-1`` (from the dataset).
+        blocks: resnet only: residual blocks per stage (``conv_channels`` are the stages).
     """
 
     kind: Kind = "mlp"
@@ -83,18 +122,28 @@ class ArchSpec:
     pool: int = 2
     input_shape: tuple[int, ...] | None = None
     activation_scope: Scope = "net"
+    d_model: int = 64
+    n_layers: int = 2
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    param_match: bool = True
+    vocab_size: int | None = None
+    blocks: int = 1
 
     @classmethod
     def parse(cls, text: str, **overrides: Any) -> ArchSpec:
-        """Parse the short form: ``"mlp:64,64"`` or ``"cnn:16,32/64"`` (channels/head).
+        """Parse the short form: ``"mlp:64,64"``, ``"cnn:16,32/64"`` (channels/head),
+        ``"resnet:16,32,64"`` (stage widths, optionally ``/head``) or
+        ``"transformer:d=64,layers=2,heads=4"`` (also ``ratio=``, ``dropout=``,
+        ``param_match=false``).
 
         ``"cnn:16,32"`` is a cnn with no head hidden layers. Keyword ``overrides``
         set the other fields (``dropout=0.1``, ``input_shape=(1, 8, 8)``, ...).
         """
         if not isinstance(text, str) or ":" not in text:
             raise InvalidInput(
-                f"cannot parse architecture {text!r}; write 'mlp:64,64' or 'cnn:16,32/64' "
-                "(conv channels / head widths)"
+                f"cannot parse architecture {text!r}; write 'mlp:64,64', 'cnn:16,32/64' "
+                "(conv channels / head widths), 'resnet:16,32' or 'transformer:d=64,layers=2,heads=4'"
             )
         kind, _, rest = text.partition(":")
         kind = kind.strip().lower()
@@ -109,8 +158,16 @@ class ArchSpec:
                 conv_channels=_int_list(channels, "cnn channels"),
                 hidden=_int_list(head, "cnn head widths"),
             )
+        elif kind == "resnet":
+            channels, _, head = rest.partition("/")
+            spec = cls(kind="resnet", conv_channels=_int_list(channels, "resnet stage widths"),
+                       hidden=_int_list(head, "resnet head widths"))
+        elif kind == "transformer":
+            spec = cls(kind="transformer", hidden=[])
+            for key, value in _key_values(rest, text).items():
+                setattr(spec, _TRANSFORMER_KEYS[key], value)
         else:
-            raise InvalidInput(f"unknown architecture kind {kind!r} in {text!r}; use 'mlp' or 'cnn'")
+            raise InvalidInput(f"unknown architecture kind {kind!r} in {text!r}; use one of {KINDS}")
         for key, value in overrides.items():
             if key not in {f.name for f in fields(cls)}:
                 raise InvalidInput(f"unknown architecture option {key!r}")
@@ -124,6 +181,8 @@ class ArchSpec:
         """Inverse of :meth:`to_dict`; unknown keys are an error (typos should not pass)."""
         _known_keys(cls, d, "architecture")
         kw = dict(d)
+        if kw.get("kind") in ("transformer", "resnet") and "hidden" not in kw:
+            kw["hidden"] = []  # no head layers unless asked (the mlp default is [64, 64])
         if kw.get("input_shape") is not None:
             kw["input_shape"] = tuple(int(v) for v in kw["input_shape"])
         for key in ("hidden", "conv_channels"):
@@ -139,7 +198,33 @@ class ArchSpec:
 
     def n_hidden_layers(self) -> int:
         """Layers followed by an activation: conv layers then hidden (head) layers."""
+        if self.kind == "transformer":
+            return int(self.n_layers)  # one activation per block, in its MLP
+        if self.kind == "resnet":  # the stem, two per residual block, then the head
+            return 1 + 2 * int(self.blocks) * len(self.conv_channels) + len(self.hidden)
         return (len(self.conv_channels) if self.kind == "cnn" else 0) + len(self.hidden)
+
+    def mlp_width(self) -> int:
+        """Transformer: the ungated MLP hidden width ``round(mlp_ratio * d_model)``."""
+        return max(1, round(float(self.mlp_ratio) * int(self.d_model)))
+
+    def activation_widths(self) -> list[int]:
+        """Widths of the layers the activations are applied to (before any gated 2/3)."""
+        if self.kind == "transformer":
+            return [self.mlp_width()]
+        if self.kind == "resnet":
+            return [*self.conv_channels, *self.hidden]
+        return [*(self.conv_channels if self.kind == "cnn" else []), *self.hidden]
+
+    def short(self) -> str:
+        """The short form of this architecture (for names and tables)."""
+        if self.kind == "transformer":
+            return f"transformer:d={self.d_model},layers={self.n_layers},heads={self.heads}"
+        widths = ",".join(map(str, self.hidden))
+        if self.kind == "mlp":
+            return f"mlp:{widths}"
+        channels = ",".join(map(str, self.conv_channels))
+        return f"{self.kind}:{channels}" + (f"/{widths}" if widths else "")
 
     def validate(
         self,
@@ -147,11 +232,15 @@ class ArchSpec:
         n_inputs: int | None = None,
         max_width: int | None = None,
         max_layers: int | None = None,
+        require_data: bool = True,
     ) -> ArchSpec:
         """Check the spec; raise :class:`InvalidInput` saying what to change. Returns self.
 
         Args:
             n_inputs: features per row, when known (a cnn's ``input_shape`` must match).
+            require_data: the fields that come from the dataset (``input_shape`` of image
+                kinds, ``vocab_size`` of a transformer) must be set; ``False`` while a
+                search spec is parsed, before its dataset is known.
             max_width: optional limit on any width / channel count.
             max_layers: optional limit on the number of hidden (conv + dense) layers.
         """
@@ -169,7 +258,11 @@ class ArchSpec:
         ):
             raise InvalidInput(f"dropout must be in [0, 1), got {self.dropout!r}; 0 turns it off")
         widths = [("hidden", w) for w in self.hidden]
-        if self.kind == "mlp":
+        if self.kind == "transformer":
+            widths += self._validate_transformer(n_inputs, require_data)
+        elif self.kind == "resnet":
+            widths += self._validate_resnet(n_inputs, require_data)
+        elif self.kind == "mlp":
             if not self.hidden:
                 raise InvalidInput("an mlp needs at least one hidden layer, e.g. 'mlp:64,64'")
             if self.conv_channels:
@@ -178,31 +271,25 @@ class ArchSpec:
             if not self.conv_channels:
                 raise InvalidInput("a cnn needs at least one conv layer, e.g. 'cnn:16,32/64'")
             widths += [("conv_channels", c) for c in self.conv_channels]
-            if self.input_shape is None:
+            if self.input_shape is None and require_data:
                 raise InvalidInput(
                     "a cnn needs input_shape (C, H, W), e.g. [1, 8, 8] for 8x8 grey images; "
                     "each row of the dataset is reshaped to it"
                 )
-            shape = tuple(self.input_shape)
-            if len(shape) != 3 or any(not isinstance(v, int) or v <= 0 for v in shape):
-                raise InvalidInput(f"input_shape must be three positive integers (C, H, W), got {shape}")
             if not isinstance(self.kernel, int) or self.kernel < 1:
                 raise InvalidInput(f"kernel must be a positive integer, got {self.kernel!r}")
             if not isinstance(self.pool, int) or self.pool < 1:
                 raise InvalidInput(f"pool must be a positive integer (1 = no pooling), got {self.pool!r}")
-            h, w = shape[1], shape[2]
-            for i in range(len(self.conv_channels)):
-                h, w = h // self.pool, w // self.pool
-                if h < 1 or w < 1:
-                    raise InvalidInput(
-                        f"input {shape[1]}x{shape[2]} shrinks to nothing after conv layer {i + 1} "
-                        f"with pool={self.pool}; use fewer conv layers or pool=1"
-                    )
-            if n_inputs is not None and math.prod(shape) != n_inputs:
-                raise InvalidInput(
-                    f"input_shape {shape} holds {math.prod(shape)} values but rows have "
-                    f"{n_inputs} features"
-                )
+            if self.input_shape is not None:
+                shape = self._check_image_shape(n_inputs)
+                h, w = shape[1], shape[2]
+                for i in range(len(self.conv_channels)):
+                    h, w = h // self.pool, w // self.pool
+                    if h < 1 or w < 1:
+                        raise InvalidInput(
+                            f"input {shape[1]}x{shape[2]} shrinks to nothing after conv layer "
+                            f"{i + 1} with pool={self.pool}; use fewer conv layers or pool=1"
+                        )
         for what, v in widths:
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise InvalidInput(f"every {what} width must be a positive integer, got {v!r}")
@@ -215,6 +302,68 @@ class ArchSpec:
         if n_inputs is not None and n_inputs <= 0:
             raise InvalidInput(f"the data has {n_inputs} features; it needs at least one")
         return self
+
+
+    def _check_image_shape(self, n_inputs: int | None) -> tuple[int, ...]:
+        shape = tuple(self.input_shape or ())
+        if len(shape) != 3 or any(not isinstance(v, int) or v <= 0 for v in shape):
+            raise InvalidInput(f"input_shape must be three positive integers (C, H, W), got {shape}")
+        if n_inputs is not None and math.prod(shape) != n_inputs:
+            raise InvalidInput(
+                f"input_shape {shape} holds {math.prod(shape)} values but rows have "
+                f"{n_inputs} features"
+            )
+        return shape
+
+    def _validate_transformer(self, n_inputs: int | None,
+                              require_data: bool) -> list[tuple[str, Any]]:
+        for name in ("d_model", "n_layers", "heads"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise InvalidInput(f"transformer {name} must be a positive integer, got {v!r}")
+        if self.d_model % self.heads:
+            raise InvalidInput(
+                f"transformer heads={self.heads} must divide d={self.d_model} (each head gets "
+                "d/heads dimensions)"
+            )
+        ratio = self.mlp_ratio
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 64:
+            raise InvalidInput(f"transformer ratio must be a number in (0, 64], got {ratio!r}")
+        if not isinstance(self.param_match, bool):
+            raise InvalidInput(f"param_match must be true or false, got {self.param_match!r}")
+        if self.conv_channels:
+            raise InvalidInput("conv_channels is for kinds 'cnn' and 'resnet', not a transformer")
+        if self.hidden:
+            raise InvalidInput("a transformer has no hidden head layers; its MLP width is "
+                               "ratio x d (ratio=4 by default)")
+        if self.vocab_size is None:
+            if require_data:
+                raise InvalidInput(
+                    "a transformer needs vocab_size (token ids 0..vocab_size-1): it comes from a "
+                    "token dataset (an NPZ with integer X (N, T) and vocab_size, or a built-in "
+                    "sequence task such as modular_sum)"
+                )
+        elif isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, int) or \
+                self.vocab_size < 1:
+            raise InvalidInput(f"vocab_size must be a positive integer, got {self.vocab_size!r}")
+        return [("d_model", self.d_model), ("mlp", self.mlp_width())]
+
+    def _validate_resnet(self, n_inputs: int | None, require_data: bool) -> list[tuple[str, Any]]:
+        if not self.conv_channels:
+            raise InvalidInput("a resnet needs at least one stage width, e.g. 'resnet:16,32,64'")
+        if isinstance(self.blocks, bool) or not isinstance(self.blocks, int) or self.blocks < 1:
+            raise InvalidInput(f"resnet blocks (per stage) must be a positive integer, got {self.blocks!r}")
+        if not isinstance(self.param_match, bool):
+            raise InvalidInput(f"param_match must be true or false, got {self.param_match!r}")
+        if self.input_shape is None:
+            if require_data:
+                raise InvalidInput(
+                    "a resnet needs input_shape (C, H, W) from image data: an NPZ with X of "
+                    "shape (N, C, H, W), or a built-in image set such as digits_images"
+                )
+        else:
+            self._check_image_shape(n_inputs)
+        return [("conv_channels", c) for c in self.conv_channels]
 
 
 @dataclass

@@ -429,6 +429,11 @@ def analyse_curves(
     curves are analysed on their pointwise median unit.
     """
     rows: list[dict[str, Any]] = []
+    if getattr(get_activation(family), "gated", False):
+        # A gated unit's curve is its gate's response, not a function of one input:
+        # closed forms, linearity and a piecewise-linear copy would describe half a layer.
+        log.info("curve analysis skipped for %s: a gated unit has no pointwise curve", family)
+        return rows
     for layer in sorted({int(c["layer"]) for c in curves}):
         last = max((c for c in curves if int(c["layer"]) == layer), key=lambda c: int(c["epoch"]))
         epoch = int(last["epoch"])

@@ -151,6 +151,10 @@ def _curves(act: torch.nn.Module, lo: float, hi: float) -> tuple[np.ndarray, np.
     """``(grid (G,), y (U', G))`` of a K=1 activation over ``[lo, hi]``."""
     if not isinstance(act, Activation):
         raise ValueError(f"layer activation {type(act).__name__} is not a learned family")
+    if getattr(act, "gated", False):
+        raise ValueError(f"{act.name} is a gated unit: its curve is the gate's response, which "
+                         "multiplies the value half, so no 1-D piecewise-linear copy reproduces "
+                         "the layer (fits and distillation apply to pointwise families)")
     grid = np.linspace(lo, hi, CURVE_POINTS)
     y = act.curve(torch.from_numpy(grid.astype(np.float32)))
     if y is None:

@@ -49,6 +49,15 @@ logits = model(torch.from_numpy(x.astype(np.float32))).detach().numpy()
 labels = np.asarray(meta["class_names"])[logits.argmax(1)]
 """
 
+_SNIPPET_TOKENS = """\
+import json, numpy as np, torch
+meta = json.load(open("meta.json"))
+model = torch.export.load("model.pt2").module()
+tokens = torch.as_tensor(np.asarray(rows, dtype=np.int64))  # (batch, T) ids 0..vocab_size-1
+logits = model(tokens).detach().numpy()  # no scaling: ids index the embedding
+labels = np.asarray(meta["class_names"])[logits.argmax(1)]
+"""
+
 _SNIPPET_REGRESSION = """\
 import json, numpy as np, torch
 meta = json.load(open("meta.json"))
@@ -92,6 +101,8 @@ def best_finalist(session: Session, *, search_id: int) -> tuple[TrialRow, dict[s
 def readme_text(meta: dict[str, Any]) -> str:
     """README.txt: what the files are and a six-line load-and-predict snippet."""
     snippet = _SNIPPET_CLASSIFICATION if meta["task"] == "classification" else _SNIPPET_REGRESSION
+    if meta.get("modality") == "tokens" and meta["task"] == "classification":
+        snippet = _SNIPPET_TOKENS
     lb = meta["leaderboard"]
     return (
         f"actsearch export: search {meta['search_id']} ({meta['search_name']}), "
@@ -171,6 +182,7 @@ def export_search(session: Session, *, search_id: int, activations: str = "learn
     import torch
 
     schema = dataset.schema or {}
+    modality = schema.get("modality") or "tabular"
     class_names = label_map if isinstance(label_map, list) else schema.get("class_names")
     meta: dict[str, Any] = {
         "format": EXPORT_FORMAT,
@@ -204,8 +216,14 @@ def export_search(session: Session, *, search_id: int, activations: str = "learn
         "activations": activations,
         "distillation": distillation,
         "torch_version": torch.__version__,
-        "input": {"dtype": "float32", "shape": ["batch", dataset.n_features],
-                  "preprocessing": "(x - scaler.mean) / scaler.std"},
+        "modality": modality,
+        "vocab_size": schema.get("vocab_size"),
+        "input": ({"dtype": "int64", "shape": ["batch", dataset.n_features],
+                   "preprocessing": "none: token ids 0..vocab_size-1"} if modality == "tokens"
+                  else {"dtype": "float32", "shape": ["batch", dataset.n_features],
+                        "preprocessing": "(x - scaler.mean) / scaler.std"
+                        + (" (per channel; rows are C*H*W pixels in C, H, W order)"
+                           if modality == "image" else "")}),
         "output": ("logits (batch, n_outputs); softmax for probabilities, argmax indexes "
                    "class_names" if task == "classification" else
                    "(batch,) standardised target; y = out * target_scaler.std + target_scaler.mean"),

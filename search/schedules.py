@@ -152,14 +152,19 @@ def _looks_like_path(value: str) -> bool:
             or value.lower().endswith(_FILE_SUFFIXES))
 
 
-def _rerun_shape(session: Session, spec: SearchSpec, owner: str | None) -> DataShape | None:
+def _rerun_shape(session: Session, spec: SearchSpec, owner: str | None
+                 ) -> tuple[DataShape | None, SearchSpec]:
     """The shape of the dataset a rerun would use now: its latest stored version, else the
-    built-in's (from its options, nothing generated); None for a local file."""
+    built-in's (from its options, nothing generated); None for a local file. With the
+    spec as it would be checked: completed with a stored dataset's inputs (modality)."""
+    from .service import spec_for_dataset
+
     if repo.dataset_ids_by_name(session, name=spec.dataset, owner=owner):
-        return DataShape.of_row(repo.latest_dataset(session, name=spec.dataset, owner=owner))
+        row = repo.latest_dataset(session, name=spec.dataset, owner=owner)
+        return DataShape.of_row(row), spec_for_dataset(spec, row)
     if spec.dataset in ds.BUILTINS:
-        return DataShape.of_builtin(ds.estimate_builtin(spec.dataset))
-    return None
+        return DataShape.of_builtin(ds.estimate_builtin(spec.dataset)), spec
+    return None, spec
 
 
 def _check_limits(spec: SearchSpec, shape: DataShape | None, limits: Any | None,
@@ -189,7 +194,7 @@ def _validate_rerun(session: Session, template: Mapping[str, Any], *, allow_file
         raise InvalidInput("template.spec.warm_start_from: use an add_trials template to "
                            "continue a search")
     name = spec.dataset
-    shape = _rerun_shape(session, spec, owner)
+    shape, checked = _rerun_shape(session, spec, owner)
     if shape is None:
         if not allow_files:
             what = "looks like a file path; the service does not read files from its own disk" \
@@ -200,7 +205,7 @@ def _validate_rerun(session: Session, template: Mapping[str, Any], *, allow_file
         if not Path(name).expanduser().is_file():
             raise InvalidInput(f"template.spec.dataset: {name!r} is not a stored dataset, a "
                                f"builtin ({', '.join(ds.BUILTINS)}) or an existing file")
-    _check_limits(spec, shape, limits, training)
+    _check_limits(checked, shape, limits, training)
     return {"kind": "rerun", "spec": spec.model_dump(mode="json", exclude_unset=True)}
 
 

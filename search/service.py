@@ -61,6 +61,19 @@ def find_or_register_dataset(session: Session, spec: SearchSpec, owner: str | No
     return register_dataset(session, dataset=dataset, owner=owner)
 
 
+def spec_for_dataset(spec: SearchSpec, row: Any) -> SearchSpec:
+    """``spec`` completed with what dataset ``row`` says about its rows (modality, input
+    shape, vocabulary), so every later ``spec.arch_spec()`` builds the right network.
+
+    Raises InvalidInput (422) where the architecture cannot read these rows: an image or
+    sequence architecture on tabular data, a tabular one on token ids.
+    """
+    schema = row.schema if isinstance(row.schema, dict) else {}
+    modality = schema.get("modality") or "tabular"
+    return spec.with_inputs(modality=modality, input_shape=row.input_shape,
+                            vocab_size=schema.get("vocab_size"))
+
+
 def new_study_name() -> str:
     return f"actsearch-{uuid.uuid4().hex[:12]}"
 
@@ -152,7 +165,7 @@ def warm_start_trials(session: Session, spec: SearchSpec,
 
 
 def _default_name(spec: SearchSpec) -> str:
-    arch = spec.architecture if isinstance(spec.architecture, str) else spec.arch_spec().kind
+    arch = spec.architecture if isinstance(spec.architecture, str) else spec.arch_spec().short()
     return f"{spec.dataset} {arch}"
 
 
@@ -168,6 +181,7 @@ def create_search(*, session: Session, spec: SearchSpec, storage_url: str,
     runs it itself, and a ``serve`` runner on the same database must not claim it.
     """
     dataset_row = find_or_register_dataset(session, spec, owner)
+    spec = spec_for_dataset(spec, dataset_row)
     parent_trials = warm_start_trials(session, spec, storage_url)
     study_name = new_study_name()
     # Optuna writes through its own connection: create the study before this

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from core.errors import InvalidInput
 from models.activations import get_activation
-from models.spec import ArchSpec
+from models.spec import IMAGE_KINDS, SEQUENCE_KINDS, ArchSpec
 
 DEFAULT_FAMILIES = ["relu", "leaky_relu", "elu", "gelu", "silu", "prelu", "rational", "vaf"]
 SAMPLERS = ("tpe", "random", "qmc", "cmaes", "gp", "nsga2")
@@ -50,7 +50,7 @@ class ArchitectureObject(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    kind: Literal["mlp", "cnn"] = "mlp"
+    kind: Literal["mlp", "cnn", "transformer", "resnet"] = "mlp"
     hidden: list[int] | None = Field(default=None, max_length=1024)
     dropout: float | None = None
     norm: str | None = None
@@ -60,6 +60,23 @@ class ArchitectureObject(BaseModel):
     pool: int | None = None
     input_shape: list[int] | None = Field(default=None, max_length=8)
     activation_scope: str | None = None
+    d_model: int | None = None
+    n_layers: int | None = None
+    heads: int | None = None
+    mlp_ratio: float | None = None
+    param_match: bool | None = None
+    vocab_size: int | None = None
+    blocks: int | None = None
+
+
+class DataInputs(BaseModel):
+    """What the dataset says about its rows, filled in when a search is created."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    modality: Literal["tabular", "image", "tokens"] = "tabular"
+    input_shape: list[int] | None = Field(default=None, max_length=8)
+    vocab_size: int | None = Field(default=None, ge=1)
 
 
 class SearchSpec(BaseModel):
@@ -73,9 +90,10 @@ class SearchSpec(BaseModel):
     label: str | None = Field(default=None, max_length=1000, description="label column (CSV/Parquet) or y array name (NPZ)")
     task: Literal["classification", "regression"] | None = None
     architecture: str | dict[str, Any] = Field(
-        default="mlp:64,64", description="'mlp:64,64', 'cnn:16,32/64', or an object "
-        "{kind, hidden, dropout, norm, residual, conv_channels, kernel, pool, input_shape, "
-        "activation_scope}")
+        default="mlp:64,64", description="'mlp:64,64', 'cnn:16,32/64', 'resnet:16,32,64', "
+        "'transformer:d=64,layers=2,heads=4', or an object {kind, hidden, dropout, norm, "
+        "residual, conv_channels, kernel, pool, input_shape, activation_scope, d_model, "
+        "n_layers, heads, mlp_ratio, param_match, blocks}")
     families: list[str] = Field(default_factory=lambda: list(DEFAULT_FAMILIES), min_length=1)
     trials: int = Field(default=32, ge=1, description="tuning trials in all, split evenly across families")
     time_budget_s: float | None = Field(default=None, gt=0)
@@ -99,6 +117,11 @@ class SearchSpec(BaseModel):
         description="id of an earlier search with the same families, architecture and "
                     "objective: its finished trials (complete and pruned) seed this search's "
                     "sampler; this search's own trial budget is unchanged")
+
+    inputs: DataInputs | None = Field(
+        default=None, description="filled in from the dataset when the search is created "
+        "(modality, input_shape, vocab_size); image and sequence architectures take their "
+        "input shape and vocabulary from it")
 
     @field_validator("families")
     @classmethod
@@ -173,22 +196,63 @@ class SearchSpec(BaseModel):
         return self.objective != "metric"
 
     def arch_spec(self) -> ArchSpec:
-        """The architecture as the models package's dataclass."""
+        """The architecture as the models package's dataclass, completed from ``inputs``.
+
+        Image kinds take ``input_shape`` and a transformer ``vocab_size`` from the dataset
+        (``inputs``) unless the architecture gives them; before the dataset is known
+        (``inputs`` None) those may be missing.
+        """
         if isinstance(self.architecture, str):
             arch = ArchSpec.parse(self.architecture)
         else:
             arch = ArchSpec.from_dict(self.architecture)
-        arch.validate()
+        if self.inputs is not None:
+            check_modality(arch, self.inputs)
+            if arch.kind in IMAGE_KINDS and arch.input_shape is None and self.inputs.input_shape:
+                arch.input_shape = tuple(self.inputs.input_shape)
+            if arch.kind in SEQUENCE_KINDS and arch.vocab_size is None:
+                arch.vocab_size = self.inputs.vocab_size
+        arch.validate(require_data=self.inputs is not None)
         return arch
+
+    def with_inputs(self, *, modality: str, input_shape: Any, vocab_size: int | None) -> SearchSpec:
+        """This spec with the dataset's ``inputs``; raises InvalidInput where they do not fit."""
+        inputs = DataInputs(modality=modality,  # type: ignore[arg-type]
+                            input_shape=list(input_shape) if input_shape else None,
+                            vocab_size=vocab_size)
+        done = self.model_copy(update={"inputs": inputs})
+        done.arch_spec()  # raises InvalidInput naming what does not fit
+        return done
 
     def activation_widths(self) -> list[int]:
         """The widths of the layers the searched activations are applied to."""
-        arch = self.arch_spec()
-        return [*arch.conv_channels, *arch.hidden]
+        return self.arch_spec().activation_widths()
 
     def trials_per_family(self) -> int:
         """Equal tuning budget per family: the ReLU baseline gets as many trials as any other."""
         return max(1, -(-self.trials // len(self.families)))
+
+
+def check_modality(arch: ArchSpec, inputs: DataInputs) -> None:
+    """Refuse an architecture that cannot read the dataset's rows (clear 422s)."""
+    if arch.kind in SEQUENCE_KINDS and inputs.modality != "tokens":
+        raise InvalidInput(
+            f"architecture: a {arch.kind} reads token sequences, but the dataset is "
+            f"{inputs.modality}; use token data (an NPZ with integer X (N, T) and vocab_size, "
+            "or modular_sum / max_position) or an mlp/cnn/resnet"
+        )
+    if inputs.modality == "tokens" and arch.kind not in SEQUENCE_KINDS:
+        raise InvalidInput(
+            f"architecture: the dataset holds token ids, which a {arch.kind} would read as "
+            "magnitudes; use a transformer, e.g. 'transformer:d=64,layers=2,heads=4'"
+        )
+    if arch.kind in IMAGE_KINDS and arch.input_shape is None and (
+            inputs.input_shape is None or len(inputs.input_shape) != 3):
+        raise InvalidInput(
+            f"architecture: a {arch.kind} needs input_shape (C, H, W) from image data, and "
+            f"this {inputs.modality} dataset has none; use an image set (an NPZ with X of "
+            "shape (N, C, H, W), digits_images) or give input_shape"
+        )
 
 
 def parse_spec(data: dict[str, Any]) -> SearchSpec:

@@ -90,8 +90,11 @@ def validate_search_spec(spec: SearchSpec, *, shape: DataShape | None, limits: L
     if spec.epochs > limits.max_epochs:
         raise InvalidInput(f"{where}epochs: {spec.epochs} is above this service's limit of "
                            f"{limits.max_epochs}")
+    # the fields that come from the data (an image's shape, a vocabulary) are checked
+    # once the spec carries the dataset's inputs
     spec.arch_spec().validate(n_inputs=shape.n_features if shape else None,
-                              max_width=limits.max_width, max_layers=limits.max_layers)
+                              max_width=limits.max_width, max_layers=limits.max_layers,
+                              require_data=spec.inputs is not None)
     if shape is None:
         return
     if spec.task is not None and spec.task != shape.task:

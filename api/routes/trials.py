@@ -38,7 +38,7 @@ def query_trials(
                                            allow_inf_nan=False)] = None,
     max_value: Annotated[float | None, Query(description="validation metric at most",
                                            allow_inf_nan=False)] = None,
-    architecture: Annotated[ArchitectureKind | None, Query(description="mlp or cnn")] = None,
+    architecture: Annotated[ArchitectureKind | None, Query(description="mlp, cnn, transformer or resnet")] = None,
     state: TrialState | None = None,
     phase: Phase | None = None,
     sort: TrialSort = "value",

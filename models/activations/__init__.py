@@ -6,7 +6,7 @@ the base functions the affine, rational and vaf families build on), then trainab
 
 from __future__ import annotations
 
-from . import fixed, rational, spline, trainable, vaf  # noqa: F401  (importing registers them)
+from . import fixed, gated, modern, rational, spline, trainable, vaf  # noqa: F401  (importing registers them)
 from .base import (
     ALIASES,
     BASE_FUNCTIONS,

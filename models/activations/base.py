@@ -28,7 +28,7 @@ from core.errors import InvalidInput, UnknownActivation
 
 Layout = Literal["mlp", "conv"]
 ParamKind = Literal["float", "int", "categorical"]
-WeightInit = Literal["default", "kaiming_normal", "lecun_normal", "xavier_normal", "snake"]
+WeightInit = Literal["default", "kaiming_normal", "lecun_normal", "xavier_normal", "snake", "siren"]
 DropoutKind = Literal["standard", "alpha"]
 
 UNIT_DIM = 2
@@ -128,6 +128,8 @@ class Activation(nn.Module):
     dropout_kind: ClassVar[DropoutKind] = "standard"
     reference: ClassVar[str] = ""
     flops_per_element: ClassVar[int] = 1
+    #: What :meth:`curve` samples: the activation itself, or (gated units) the gate's response.
+    curve_label: ClassVar[str] = "activation"
 
     def __init__(self, params: Sequence[Mapping[str, Any]], units: int, layout: Layout = "mlp"):
         super().__init__()
@@ -199,6 +201,7 @@ class Activation(nn.Module):
             "weight_init": cls.weight_init,
             "dropout": cls.dropout_kind,
             "reference": cls.reference,
+            "curve_label": cls.curve_label,
             "parameters": [s.as_dict() for s in cls.space()],
         }
 

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.errors import InvalidInput
+
 from ..kernels import fused
 from .base import BASE_FUNCTIONS, SHARING, Activation, Layout, ParamSpec, register
 from .trainable import base_choices
@@ -123,3 +125,59 @@ class Rational(Activation):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _safe_pau_fused(self.view(self.a), self.view(self.b), x)
+
+
+@register
+class GroupRational(Activation):
+    """A rational unit whose coefficients are shared by groups of consecutive channels.
+
+    Between ``sharing=layer`` (one curve) and ``sharing=unit`` (one per unit): ``groups``
+    curves per layer, each used by ``units / groups`` channels (Yang & Wang 2024, KAT's
+    group-rational KAN layers). ``groups`` is searched among the values dividing every
+    width; the coefficients start as a fit of ``base``, as :class:`Rational` does.
+    """
+
+    name = "group_rational"
+    formula = "P_g(z)/(1 + |Q_g(z)|) with coefficients per channel group g  (learned)"
+    trainable = True
+    fused = True
+    weight_init = "kaiming_normal"
+    reference = "Yang & Wang 2024 (Kolmogorov-Arnold Transformer, group-rational)"
+
+    def __init__(self, params: Sequence[Mapping[str, Any]], units: int, layout: Layout = "mlp"):
+        super().__init__(params, units, layout)
+        groups = int(self.structural["groups"])
+        if self.units % groups:
+            raise InvalidInput(
+                f"group_rational: groups={groups} must divide the pre-activation width "
+                f"{self.units}; choose a width that is a multiple of {groups}"
+            )
+        m = int(self.structural["m"])
+        num, den = fit_rational(str(self.structural["base"]), m, m - 1)
+        self.a = nn.Parameter(torch.tensor(num).expand(self.k, groups, m + 1).clone())  # (K, G, m+1)
+        self.b = nn.Parameter(torch.tensor(den).expand(self.k, groups, m - 1).clone())  # (K, G, m-1)
+
+    @classmethod
+    def element_flops(cls, structural: Mapping[str, Any]) -> int:
+        return Rational.element_flops(structural)
+
+    @classmethod
+    def space(cls) -> list[ParamSpec]:
+        return [
+            ParamSpec("groups", "categorical", default=2, choices=(1, 2, 4, 8, 16),
+                      structural=True, divides_width=True,
+                      help="coefficient sets per layer (each shared by units/groups channels)"),
+            ParamSpec("m", "int", default=5, low=3, high=6, structural=True,
+                      help="numerator degree; the denominator has degree m-1"),
+            ParamSpec("base", "categorical", default="leaky_relu", choices=base_choices(),
+                      structural=True, help="function the coefficients are fitted to at init"),
+        ]
+
+    def param_units(self) -> int:
+        return int(self.structural["groups"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rep = self.units // int(self.structural["groups"])
+        a = self.a.repeat_interleave(rep, dim=1)  # (K, U, m+1)
+        b = self.b.repeat_interleave(rep, dim=1)  # (K, U, m-1)
+        return _safe_pau_fused(self.view(a), self.view(b), x)

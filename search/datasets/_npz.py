@@ -108,8 +108,9 @@ def _read_npz_members(
                 ) from None
             if dtype.hasobject:
                 raise InvalidDataset(
-                    f"array '{w}' in '{filename}' has dtype object (pickled Python objects); "
-                    "uploads are never unpickled. Save numeric arrays, e.g. "
+                    f"array '{w}' in '{filename}' has dtype object (pickled Python objects, "
+                    "e.g. ragged sequences of different lengths); uploads are never "
+                    "unpickled. Pad sequences to one length and save numeric arrays, e.g. "
                     "np.savez(f, X=X.astype('float32'), y=y)"
                 )
             if dtype.names is not None or dtype.kind not in "biufUS":

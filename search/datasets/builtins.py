@@ -75,6 +75,52 @@ def _digits() -> Dataset:
     return _from_sklearn("digits", "load_digits", "digit", input_shape=(1, 8, 8))
 
 
+def _digits_images() -> Dataset:
+    """The digits as 1x8x8 images (modality image: scaled per channel, for cnn and resnet)."""
+    ds = _from_sklearn("digits_images", "load_digits", "digit", input_shape=(1, 8, 8))
+    ds.X = (ds.X / np.float32(16.0)).astype(np.float32)  # pixel intensities 0..16 -> 0..1
+    ds.modality = "image"
+    return ds
+
+
+def _token_dataset(name: str, X: np.ndarray, y: np.ndarray, vocab: int, label: str,
+                   classes: list[str]) -> Dataset:
+    return Dataset(name=name, X=X.astype(np.float32), y=y.astype(np.int64),
+                   task="classification", feature_names=[f"t{i}" for i in range(X.shape[1])],
+                   label_name=label, class_names=classes, source="builtin",
+                   modality="tokens", vocab_size=vocab)
+
+
+def _modular_sum(p: int, n: int, seed: int) -> Dataset:
+    """Tokens ``a b`` -> ``(a + b) mod p``: every pair once (n=0), or n pairs drawn at random."""
+    if n == 0:
+        a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
+        X = np.stack([a.ravel(), b.ravel()], axis=1)
+        X = X[np.random.default_rng(seed).permutation(len(X))]
+    else:
+        X = np.random.default_rng(seed).integers(0, p, size=(n, 2))
+    y = X.sum(1) % p
+    return _token_dataset("modular_sum", X, y, p, "sum_mod_p", [str(i) for i in range(p)])
+
+
+def _max_position(n: int, length: int, vocab: int, seed: int) -> Dataset:
+    """Which position holds the largest token (unique maximum): the answer is an order.
+
+    A bag-of-tokens model cannot solve it; the network must bind values to positions.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    while len(rows) < n:
+        x = rng.integers(0, vocab, size=(2 * n, length))
+        top = x.max(1, keepdims=True)
+        unique = (x == top).sum(1) == 1
+        rows.extend(x[unique])
+    X = np.asarray(rows[:n])
+    y = X.argmax(1)
+    return _token_dataset("max_position", X, y, vocab, "argmax_position",
+                          [str(i) for i in range(length)])
+
+
 def _breast_cancer() -> Dataset:
     return _from_sklearn("breast_cancer", "load_breast_cancer", "diagnosis")
 
@@ -329,6 +375,32 @@ BUILTINS: dict[str, BuiltinSpec] = {
             _teacher,
             {"size": (MIN_ROWS, 100_000), "hidden": (1, 4096), "n_classes": (2, 100)},
             _teacher_shape,
+        ),
+        BuiltinSpec(
+            "digits_images",
+            "the digits as 1x8x8 images (modality image, per-channel scaling): for "
+            "resnet and cnn",
+            "classification",
+            {},
+            _digits_images,
+        ),
+        BuiltinSpec(
+            "modular_sum",
+            "token sequences 'a b' labelled (a + b) mod p (vocab p, p classes); n=0 takes "
+            "every pair once, shuffled by seed",
+            "classification",
+            {"p": 23, "n": 0, "seed": 0},
+            _modular_sum,
+            {"p": (2, 1000), "n": (0, 1_000_000)},
+        ),
+        BuiltinSpec(
+            "max_position",
+            "token sequences (length positions, ids 0..vocab-1) labelled by the position of "
+            "their unique largest token: order matters",
+            "classification",
+            {"n": 2000, "length": 8, "vocab": 16, "seed": 0},
+            _max_position,
+            {"n": (MIN_ROWS, 1_000_000), "length": (2, 256), "vocab": (2, 10_000)},
         ),
     )
 }

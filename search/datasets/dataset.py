@@ -22,6 +22,9 @@ from ._npz import _read_npz_members
 MIN_ROWS_PER_CLASS = 2
 
 _META_KEY = "__actsearch_meta__"
+MODALITIES = ("tabular", "image", "tokens")
+#: Largest vocabulary of token data (an embedding table of K x vocab x d floats).
+MAX_VOCAB = 1 << 16
 _FORMAT_VERSION = 1
 _ARTIFACT_BYTES = 2 * 1024**3
 
@@ -34,6 +37,11 @@ class Dataset:
     ``class_names[i]``; for regression it holds float32 targets and ``class_names`` is
     None. ``input_shape`` lets a CNN reshape a row (e.g. ``(1, 8, 8)`` for digits);
     it is None for plain tables. ``options`` records how a built-in was generated.
+
+    ``modality`` says what a row is: ``"tabular"`` (features, standardised per column),
+    ``"image"`` (``input_shape`` is ``(C, H, W)``; standardised per channel) or
+    ``"tokens"`` (integer token ids ``0..vocab_size-1``, one per position, never scaled;
+    held as float32, which is exact for ids below 2**24).
     """
 
     name: str
@@ -46,6 +54,8 @@ class Dataset:
     input_shape: tuple[int, ...] | None = None
     source: Literal["builtin", "upload"] = "upload"
     options: dict[str, Any] = field(default_factory=dict)
+    modality: Literal["tabular", "image", "tokens"] = "tabular"
+    vocab_size: int | None = None
 
     def __post_init__(self) -> None:
         """Coerce dtypes and check that the parts agree with each other (not the data's quality)."""
@@ -90,6 +100,32 @@ class Dataset:
                     f"input_shape {self.input_shape} holds {math.prod(self.input_shape)} values "
                     f"but each row has {self.X.shape[1]} features"
                 )
+        self._check_modality()
+
+    def _check_modality(self) -> None:
+        if self.modality not in MODALITIES:
+            raise InvalidInput(f"modality must be one of {MODALITIES}, got {self.modality!r}")
+        if self.modality == "image" and (self.input_shape is None or len(self.input_shape) != 3):
+            raise InvalidDataset(
+                f"image data needs X of shape (N, C, H, W); got rows of shape {self.input_shape}"
+            )
+        if self.modality != "tokens":
+            if self.vocab_size is not None:
+                raise InvalidDataset("vocab_size is only for token data (modality 'tokens')")
+            return
+        if self.input_shape is not None:
+            raise InvalidDataset("token data is (N, T): one token id per position, no input_shape")
+        v = self.vocab_size
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 1 <= int(v) <= MAX_VOCAB:
+            raise InvalidDataset(f"vocab_size must be an integer in [1, {MAX_VOCAB}], got {v!r}")
+        self.vocab_size = int(v)
+        if self.X.size:
+            lo, hi = float(self.X.min()), float(self.X.max())
+            if lo < 0 or hi >= self.vocab_size:
+                raise InvalidDataset(
+                    f"token ids must lie in 0..{self.vocab_size - 1} (vocab_size {self.vocab_size}); "
+                    f"found {lo:g}..{hi:g}"
+                )
 
     @property
     def n_rows(self) -> int:
@@ -112,13 +148,17 @@ class Dataset:
         return self.n_classes if self.n_classes is not None else 1
 
     def _label_meta(self) -> dict[str, Any]:
-        return {
+        meta: dict[str, Any] = {
             "task": self.task,
             "label_name": self.label_name,
             "class_names": self.class_names,
             "feature_names": self.feature_names,
             "input_shape": list(self.input_shape) if self.input_shape is not None else None,
         }
+        if self.modality != "tabular":  # only then: tabular hashes stay what they were
+            meta["modality"] = self.modality
+            meta["vocab_size"] = self.vocab_size
+        return meta
 
     def content_hash(self) -> str:
         """SHA-256 of the arrays (shape, dtype, bytes) and label metadata, as hex.
@@ -179,6 +219,8 @@ class Dataset:
             input_shape=tuple(meta["input_shape"]) if meta["input_shape"] is not None else None,
             source=meta["source"],
             options=meta.get("options") or {},
+            modality=meta.get("modality", "tabular"),
+            vocab_size=meta.get("vocab_size"),
         )
 
     def schema(self) -> dict[str, Any]:
@@ -196,6 +238,8 @@ class Dataset:
             "input_shape": list(self.input_shape) if self.input_shape is not None else None,
             "options": self.options,
             "content_hash": self.content_hash(),
+            "modality": self.modality,
+            "vocab_size": self.vocab_size,
         }
         if self.task == "classification":
             out["class_counts"] = np.bincount(self.y, minlength=self.n_outputs).tolist()

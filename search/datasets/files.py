@@ -482,7 +482,8 @@ def _load_npz(
         if n_features == 0:
             raise InvalidDataset(f"'{fname}' has no features: {x_key} has shape {shape}")
 
-    arrays = _read_npz_members(data, (x_key, y_key), limit=max_bytes, filename=fname, check=vet)
+    wanted = (x_key, y_key, VOCAB_KEY) if VOCAB_KEY in present else (x_key, y_key)
+    arrays = _read_npz_members(data, wanted, limit=max_bytes, filename=fname, check=vet)
     X, y = arrays[x_key], arrays[y_key]
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
@@ -496,17 +497,57 @@ def _load_npz(
             f"'{fname}': {x_key} has {len(X)} rows but {y_key} has {len(y)} labels; "
             "they must match row for row"
         )
+    vocab_size = _token_vocab(arrays[VOCAB_KEY], X, x_key, fname) if VOCAB_KEY in arrays else None
     input_shape = tuple(int(s) for s in X.shape[1:]) if X.ndim > 2 else None
+    modality = "tokens" if vocab_size is not None else "image" if X.ndim == 4 else "tabular"
     X2 = X.reshape(len(X), -1) if X.ndim != 1 else X.reshape(-1, 1)
     ys, task_, class_names = _encode_labels(y, task=task, label_name=y_key)
+    names = [f"t{i}" for i in range(X2.shape[1])] if modality == "tokens" else \
+        [f"x{i}" for i in range(X2.shape[1])]
     return Dataset(
         name=name,
         X=X2,
         y=ys,
         task=task_,
-        feature_names=[f"x{i}" for i in range(X2.shape[1])],
+        feature_names=names,
         label_name=y_key,
         class_names=class_names,
         input_shape=input_shape,
         source="upload",
+        modality=modality,  # type: ignore[arg-type]
+        vocab_size=vocab_size,
     )
+
+
+#: An NPZ holding this array is token data: X (N, T) integer ids, vocab_size a scalar
+#: (0 or negative: inferred as the largest id + 1).
+VOCAB_KEY = "vocab_size"
+
+
+def _token_vocab(vocab: np.ndarray, X: np.ndarray, x_key: str, fname: str) -> int:
+    """Check token data (integer ids, (N, T)) and return its vocabulary size."""
+    if vocab.shape not in ((), (1,)) or vocab.dtype.kind not in "iu":
+        raise InvalidDataset(
+            f"'{VOCAB_KEY}' in '{fname}' must be one integer (a scalar array), got dtype "
+            f"{vocab.dtype} and shape {vocab.shape}"
+        )
+    if X.dtype.kind not in "iu":
+        raise InvalidDataset(
+            f"token data: '{x_key}' in '{fname}' must hold integer token ids (dtype int), got "
+            f"{X.dtype}; convert with X.astype('int64') if the values are whole numbers"
+        )
+    if X.ndim != 2:
+        raise InvalidDataset(
+            f"token data: '{x_key}' in '{fname}' must be (N, T), one id per position, got shape "
+            f"{X.shape}; pad sequences to one length"
+        )
+    v = int(vocab.reshape(-1)[0])
+    lo, hi = int(X.min()), int(X.max())
+    if v <= 0:
+        v = hi + 1
+    if lo < 0 or hi >= v:
+        raise InvalidDataset(
+            f"token data: ids in '{x_key}' must lie in 0..{v - 1} (vocab_size {v}), found "
+            f"{lo}..{hi}; ids outside the vocabulary have no embedding"
+        )
+    return v

@@ -61,6 +61,30 @@ def inverse_target(y: np.ndarray, target_scaler: Mapping[str, float]) -> np.ndar
     return np.asarray(y, dtype=np.float64) * target_scaler["std"] + target_scaler["mean"]
 
 
+def fit_scaler(ds: Dataset, train: np.ndarray) -> dict[str, list[float]]:
+    """Per-feature mean/std on the training rows, by modality.
+
+    Tabular: per column. Image: per channel (one mean/std over the channel's pixels,
+    repeated for each pixel, so :func:`apply_scaler` is unchanged). Tokens: identity
+    (mean 0, std 1): token ids are indices into an embedding, not magnitudes.
+    """
+    n = ds.n_features
+    if ds.modality == "tokens":
+        return {"mean": [0.0] * n, "std": [1.0] * n}
+    X_train64 = ds.X[train].astype(np.float64)
+    if ds.modality == "image":
+        assert ds.input_shape is not None
+        c = ds.input_shape[0]
+        per_channel = X_train64.reshape(len(train), c, -1)  # (N, C, H*W)
+        mean = np.repeat(per_channel.mean(axis=(0, 2)), n // c)
+        std = np.repeat(per_channel.std(axis=(0, 2)), n // c)
+    else:
+        mean = X_train64.mean(axis=0)
+        std = X_train64.std(axis=0)
+    std[std == 0] = 1.0
+    return {"mean": mean.tolist(), "std": std.tolist()}
+
+
 def split_dataset(
     ds: Dataset, *, seed: int, val_fraction: float = 0.15, test_fraction: float = 0.15
 ) -> Splits:
@@ -107,11 +131,7 @@ def split_dataset(
             "Add rows to the rarest classes, merge or drop them, or use smaller fractions"
         ) from None
 
-    X_train64 = ds.X[train].astype(np.float64)
-    mean = X_train64.mean(axis=0)
-    std = X_train64.std(axis=0)
-    std[std == 0] = 1.0
-    scaler = {"mean": mean.tolist(), "std": std.tolist()}
+    scaler = fit_scaler(ds, train)
 
     target_scaler = None
     ys = ds.y

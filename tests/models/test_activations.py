@@ -33,6 +33,7 @@ from models.activations.spline import Spline, bspline_basis, uniform_cubic_basis
 K = 3
 OUT_UNITS = 8  # divisible by every groupsort group size
 UNIT_MIXING = {"maxout", "groupsort", "k_wta"}
+GATED = {name for name, cls in REGISTRY.items() if getattr(cls, "gated", False)}
 
 # Non-default structures worth covering beyond the defaults and sharing=unit.
 EXTRA_STRUCTURES: dict[str, list[dict[str, Any]]] = {
@@ -42,6 +43,7 @@ EXTRA_STRUCTURES: dict[str, list[dict[str, Any]]] = {
     "apl": [{"hinges": 3, "sharing": "unit"}],
     "rational": [{"m": 3, "base": "tanh"}],
     "spline": [{"grid": 4, "grid_range": 1.5, "sharing": "unit"}],
+    "group_rational": [{"groups": 2}, {"groups": 8, "m": 3, "base": "tanh"}],
     "vaf": [
         {"depth": 3, "residual": True, "width": 3, "inner": "tanh"},
         {"depth": 2, "residual": False, "sharing": "unit", "inner": "sigmoid"},
@@ -209,6 +211,19 @@ def test_curve_matches_forward(name: str, structure: dict[str, Any]) -> None:
         assert curve is None and not module.pointwise
         return
     assert curve is not None
+    if name in GATED:
+        # the curve is the gate response: the output per unit of value (v = 1) as a
+        # function of the gate pre-activation u
+        assert not module.pointwise and pre == 2 * OUT_UNITS
+        g = grid.numel()
+        value = torch.ones(K, g, pre // 2)
+        gate = grid.reshape(1, -1, 1).expand(K, -1, pre // 2)
+        with torch.no_grad():
+            y = module(torch.cat([value, gate], dim=2)).transpose(1, 2)  # (K, post, G)
+        torch.testing.assert_close(y, y[:, :1].expand_as(y))
+        assert curve.shape == (K, 1, g)
+        torch.testing.assert_close(curve, y[:, :1])
+        return
     units_shared = module.param_units()
     assert curve.shape == (K, units_shared, grid.numel())
     with torch.no_grad():
@@ -220,6 +235,10 @@ def test_curve_matches_forward(name: str, structure: dict[str, Any]) -> None:
         expected = expected[:, :1].expand_as(y.transpose(1, 2))
         torch.testing.assert_close(y.transpose(1, 2), expected)  # every unit alike
         expected = expected[:, :1]
+    elif units_shared < expected.shape[1]:  # one curve per group of units (group_rational)
+        grouped = expected.reshape(K, units_shared, -1, grid.numel())  # (K, groups, U/groups, G)
+        torch.testing.assert_close(grouped, grouped[:, :, :1].expand_as(grouped))
+        expected = grouped[:, :, 0]
     torch.testing.assert_close(curve, expected)
 
 
@@ -242,8 +261,8 @@ def test_describe_is_json_and_defaults_are_in_range(name: str) -> None:
             assert isinstance(spec.default, int) and not spec.step, spec
         if spec.step:
             assert math.isclose(((spec.default - spec.low) / spec.step) % 1, 0, abs_tol=1e-9)
-    if cls.trainable:
-        assert SHARING in cls.space()
+    if cls.trainable:  # learned tensors per layer or unit, or (group_rational) per group
+        assert SHARING in cls.space() or "groups" in names
 
 
 # ----- closed forms -----------------------------------------------------------------------------
@@ -273,6 +292,16 @@ CLOSED_FORMS: list[Any] = [
      lambda z: 1.5 * torch.tanh(0.7 * z + 0.1) - 0.2),
     ("apl", {"a_init": 0.0}, torch.relu),
     ("crelu", {}, lambda z: torch.cat([torch.relu(z), torch.relu(-z)], dim=2)),
+    ("squared_relu", {}, lambda z: torch.relu(z) ** 2),
+    ("star_relu", {}, lambda z: 0.8944 * torch.relu(z) ** 2 - 0.4472),
+    ("star_relu", {"s_init": 1.5, "b_init": 0.2}, lambda z: 1.5 * torch.relu(z) ** 2 + 0.2),
+    ("sine", {"omega_0": 3.0}, lambda z: torch.sin(3.0 * z)),
+    ("gaussian", {"sigma_init": 0.5}, lambda z: torch.exp(-z**2 / (2 * 0.5**2))),
+    ("glu", {}, lambda z: z[..., :4] * torch.sigmoid(z[..., 4:])),
+    ("reglu", {}, lambda z: z[..., :4] * torch.relu(z[..., 4:])),
+    ("geglu", {}, lambda z: z[..., :4] * F.gelu(z[..., 4:])),
+    ("swiglu", {}, lambda z: z[..., :4] * F.silu(z[..., 4:])),
+    ("bilinear", {}, lambda z: z[..., :4] * z[..., 4:]),
     ("maxout", {"k": 2}, lambda z: torch.maximum(z[..., 0::2], z[..., 1::2])),
     ("groupsort", {"group": 2},
      lambda z: torch.stack([torch.minimum(z[..., 0::2], z[..., 1::2]),
@@ -287,6 +316,33 @@ def test_closed_form(name: str, params: dict[str, Any], reference: Any) -> None:
     module = get_activation(name)([params, params], 8)
     with torch.no_grad():
         torch.testing.assert_close(module(x), reference(x), rtol=1e-5, atol=1e-5)
+
+
+def test_group_rational_shares_coefficients_within_groups() -> None:
+    module = get_activation("group_rational")([{"groups": 2, "m": 3}], 6)
+    with torch.no_grad():
+        module.get_parameter("a")[0, 1].copy_(torch.tensor([0.0, 2.0, 0.0, 0.0]))  # group 1: 2z
+    x = torch.linspace(-2, 2, 30).reshape(1, 5, 6)
+    y = module(x)
+    rational = get_activation("rational")([{"m": 3}], 3)
+    torch.testing.assert_close(y[..., :3], rational(x[..., :3]))  # group 0: still the fit
+    b = module.get_parameter("b")[0, 1]
+    torch.testing.assert_close(y[..., 3:], 2 * x[..., 3:] / (1 + (b[0] * x[..., 3:]
+                                                                 + b[1] * x[..., 3:] ** 2).abs()))
+    curve = module.curve(torch.linspace(-1, 1, 5))
+    assert curve is not None and curve.shape == (1, 2, 5)
+    with pytest.raises(InvalidInput, match="groups=4 must divide"):
+        get_activation("group_rational")([{"groups": 4}], 6)
+
+
+def test_gated_width_bookkeeping() -> None:
+    for name in GATED:
+        cls = get_activation(name)
+        assert cls.pre_units(5, {}) == 10 and cls.post_units(10, {}) == 5
+        assert cls([{}], 10, "conv")(torch.randn(2, 1, 10, 3, 3)).shape == (2, 1, 5, 3, 3)
+        with pytest.raises(InvalidInput, match="even"):
+            cls([{}], 7)
+    assert GATED == {"glu", "reglu", "geglu", "swiglu", "bilinear"}
 
 
 def test_per_candidate_values_differ() -> None:

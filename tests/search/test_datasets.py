@@ -39,6 +39,9 @@ EXPECTED = {
     "mnist1d": (40, "classification", 10, (1, 40)),
     "two_spirals": (2, "classification", 2, None),
     "teacher": (784, "classification", 10, (1, 28, 28)),
+    "digits_images": (64, "classification", 10, (1, 8, 8)),
+    "modular_sum": (2, "classification", 23, None),
+    "max_position": (8, "classification", 8, None),
 }
 
 

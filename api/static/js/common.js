@@ -129,8 +129,29 @@ export function archText(arch) {
   if (!arch || typeof arch !== "object") return "–";
   const hidden = (arch.hidden || []).join(",");
   if (arch.kind === "cnn") return `cnn:${(arch.conv_channels || []).join(",")}/${hidden}`;
+  if (arch.kind === "resnet") return `resnet:${(arch.conv_channels || []).join(",")}${hidden ? "/" + hidden : ""}`;
+  if (arch.kind === "transformer") {
+    return `transformer:d=${arch.d_model ?? 64},layers=${arch.n_layers ?? 2},heads=${arch.heads ?? 4}`;
+  }
   if (arch.kind === "mlp") return `mlp:${hidden}`;
   return JSON.stringify(arch);
+}
+
+let curveLabelsPromise = null;
+
+/** Family name -> what its curve shows ("activation", or "gate response" for gated units). */
+export function curveLabels() {
+  if (!curveLabelsPromise) {
+    curveLabelsPromise = api("/activations")
+      .then((body) => new Map(body.data.map((a) => [a.name, a.curve_label || "activation"])))
+      .catch(() => new Map());
+  }
+  return curveLabelsPromise;
+}
+
+/** True when the family's curve is a gate response (glu, swiglu, ...), not an activation. */
+export function isGateCurve(labels, family) {
+  return (labels && labels.get(family)) === "gate response";
 }
 
 export function badge(state) {

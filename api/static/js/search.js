@@ -1,5 +1,5 @@
 // Search page (/ui/searches/{id}): leaderboard, learned curves, history, importance, trials.
-import {api, apiAll, ApiError, archText, badge, errorBox, fill, fmt, h, keyValues, mount, pageId, poll,
+import {api, apiAll, ApiError, archText, badge, curveLabels, errorBox, fill, fmt, h, isGateCurve, keyValues, mount, pageId, poll,
   progressBar, section, setTitle, TERMINAL} from "./common.js";
 import {alpha, chart, familyColors, figure, histAt, legendKey, linspace, resample,
   unitCurve} from "./charts.js";
@@ -169,6 +169,7 @@ function representatives() {
 }
 
 async function loadCurves() {
+  S.curveLabels = await curveLabels();
   const reps = representatives();
   await Promise.all(reps.filter((t) => !S.acts.has(t.id)).map(async (t) => {
     try { S.acts.set(t.id, await api(`/trials/${t.id}/activations`)); } catch (err) { console.warn(err); }
@@ -232,13 +233,15 @@ function renderCurves() {
     const c = S.color(p.t.family);
     const n = p.cur.y_shape[0];
     if (n > 1) units.push(`${p.t.family} (${n} units)`);
-    const tag = p.t.phase === "finalist" ? "" : " (best search trial)";
+    const tag = (p.t.phase === "finalist" ? "" : " (best search trial)") +
+      (isGateCurve(S.curveLabels, p.t.family) ? " gate response" : "");
     series.push({label: `${p.t.family}${tag} @ epoch ${p.cur.epoch}`, color: c, width: 2.5,
       values: resample(p.cur.x, unitCurve(p.cur.y), grid)});
     series.push({label: `${p.t.family} start`, color: alpha(c, 0.8), width: 1.5, dash: [6, 4],
       values: resample(p.start.x, unitCurve(p.start.y), grid)});
   }
-  chart(curveFig.host, {x: grid, series, xLabel: "pre-activation z", yLabel: "σ(z)", height: 300,
+  const gated = picked.filter((p) => isGateCurve(S.curveLabels, p.t.family)).map((p) => p.t.family);
+  chart(curveFig.host, {x: grid, series, xLabel: "pre-activation z", yLabel: gated.length ? "σ(z) or gate response g(u)" : "σ(z)", height: 300,
     aria: `Learned activation curves of ${picked.map((p) => p.t.family).join(", ")} at layer ${layer}, epoch ${epoch}, with their epoch-0 starting curves dashed`});
   const hseries = picked.filter((p) => p.hist).map((p) => ({label: `${p.t.family} (epoch ${p.hist.epoch})`,
     color: S.color(p.t.family), width: 1.5, step: true, fill: alpha(S.color(p.t.family), 0.12),
@@ -246,6 +249,7 @@ function renderCurves() {
   chart(histFig.host, {x: grid, series: hseries, xLabel: "pre-activation z", yLabel: "density", height: 170,
     aria: `Histogram of the pre-activations at layer ${layer}, epoch ${epoch}`});
   curveNote.textContent = (units.length ? `Per-unit families are drawn as the mean over their units (${units.join(", ")}); open a trial for every unit. ` : "") +
+    (gated.length ? `Gated units (${gated.join(", ")}) are drawn as their gate response: the multiplier g(u) applied to the value half, as a function of the gate pre-activation u. ` : "") +
     "Each family is shown by its best finalist (the best search trial while the search runs); the x range spans the observed pre-activations.";
 }
 

@@ -1,5 +1,5 @@
 // Trial page (/ui/trials/{id}): hyperparameters, per-epoch curves, learned activation per layer, fits.
-import {api, ApiError, badge, errorBox, fmt, h, keyValues, mount, pageId, section, setTitle,
+import {api, ApiError, badge, curveLabels, errorBox, fmt, h, isGateCurve, keyValues, mount, pageId, section, setTitle,
   table} from "./common.js";
 import {alpha, chart, figure, histAt, linspace, resample, unitCurve} from "./charts.js";
 
@@ -13,12 +13,13 @@ function epochShade(i, n) {
   return `hsl(220, 75%, ${l}%)`;
 }
 
-function layerCard(acts, layer, trial) {
+function layerCard(acts, layer, trial, labels) {
+  const gate = isGateCurve(labels, trial.family);
   const curves = acts.curves.filter((c) => c.layer === layer).sort((a, b) => a.epoch - b.epoch);
   const hists = acts.histograms.filter((x) => x.layer === layer).sort((a, b) => a.epoch - b.epoch);
   const fits = (acts.fits || []).filter((f) => f.layer === undefined || f.layer === layer);
   const units = curves[0].y_shape[0];
-  const fig = figure(`Layer ${layer}: learned activation over epochs (epoch 0 dashed${units > 1 ? `; mean over ${units} units` : ""})`,
+  const fig = figure(`Layer ${layer}: ${gate ? "gate response g(u) of the gated unit" : "learned activation"} over epochs (epoch 0 dashed${units > 1 ? `; mean over ${units} units` : ""})`,
     {height: 260, id: `fig-layer-${layer}`});
   const hfig = figure(`Layer ${layer}: pre-activation histogram`, {height: 160, id: `fig-hist-${layer}`});
   const fitBox = h("div", {class: "fits"}, h("h3", {}, "Fitted closed form"),
@@ -41,7 +42,8 @@ function layerCard(acts, layer, trial) {
     const series = curves.map((c, i) => ({label: `epoch ${c.epoch}`, color: epochShade(i, curves.length),
       width: i === curves.length - 1 ? 2.5 : 1.5, dash: i === 0 ? [6, 4] : null,
       values: resample(c.x, unitCurve(c.y), g)}));
-    chart(fig.host, {x: g, series, xLabel: "pre-activation z", yLabel: "σ(z)", height: 260,
+    chart(fig.host, {x: g, series, xLabel: gate ? "gate pre-activation u" : "pre-activation z",
+      yLabel: gate ? "gate response g(u)" : "σ(z)", height: 260,
       aria: `Learned ${trial.family} activation of layer ${layer} at epochs ${curves.map((c) => c.epoch).join(", ")}`});
     const last = hists[hists.length - 1];
     if (last) {
@@ -132,7 +134,8 @@ async function main() {
   const lossFig = figure("Loss per epoch", {id: "fig-loss", height: 220});
   const metricFig = figure("Validation metric per epoch", {id: "fig-metric", height: 220});
   const layers = [...new Set(acts.curves.map((c) => c.layer))].sort((a, b) => a - b);
-  const cards = layers.map((l) => layerCard(acts, l, trial));
+  const labels = await curveLabels();
+  const cards = layers.map((l) => layerCard(acts, l, trial, labels));
   const stats = (trial.preact_stats || []);
   const lastStats = layers.map((l) => stats.filter((s) => s.layer === l).sort((a, b) => b.epoch - a.epoch)[0]).filter(Boolean);
   mount(
