@@ -22,8 +22,8 @@ RUNNER_STOP_TIMEOUT_S = 30.0
 
 
 def _start_runner(workers: int | None) -> subprocess.Popen[bytes]:
-    """``python -m search.runner`` as a child; it inherits the ACTSEARCH_* environment."""
-    cmd = [sys.executable, "-m", "search.runner"]
+    """``python -m search.coordinator.runner`` as a child; it inherits the ACTSEARCH_* environment."""
+    cmd = [sys.executable, "-m", "search.coordinator.runner"]
     if workers is not None:
         cmd += ["--workers", str(workers)]
     return subprocess.Popen(cmd, env=dict(os.environ))
@@ -45,7 +45,7 @@ class _RunnerSupervisor:
     """Keeps the runner alive: a runner that dies unexpectedly is started again.
 
     The restarted runner resumes the search its predecessor was running (see
-    ``search.runner``), then carries on with the pending ones.
+    ``search.coordinator.runner``), then carries on with the pending ones.
     """
 
     def __init__(self, workers: int | None, settings: Settings) -> None:
@@ -77,7 +77,7 @@ class _RunnerSupervisor:
     def _interrupt_orphans(self) -> None:
         """A runner killed before its cleanup (it had RUNNER_STOP_TIMEOUT_S) leaves its
         search running: record it as interrupted now (the next start resumes it)."""
-        from search.runner import interrupt_orphans
+        from search.coordinator.runner import interrupt_orphans
         from store.db import make_engine, session_factory
 
         url = self.settings.resolved_database_url

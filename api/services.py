@@ -379,6 +379,6 @@ def trial_activations(
 
 def _network_analysis(session: Session, *, trial_id: int) -> dict[str, Any] | None:
     """The stored distillation/merge analysis of a finalist (lazy: torch and scipy load on use)."""
-    from search.distillation import stored_network_analysis
+    from search.analysis.distillation import stored_network_analysis
 
     return stored_network_analysis(session, trial_id=trial_id)

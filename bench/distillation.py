@@ -5,7 +5,7 @@
     python -m bench.distillation --dataset iris --arch mlp:16,16 --threads 1
 
 For each trainable family one network (K=1, seed 0) is trained on the built-in
-dataset's seeded split, then :func:`search.distillation.analyse_network` measures,
+dataset's seeded split, then :func:`search.analysis.distillation.analyse_network` measures,
 on that split: the validation and test metric of the learned network and of its
 distilled copy (every activation piecewise-linear within ``--rel-error`` of its
 range) and their change; the forward speed-up of the whole network (learned /
@@ -29,9 +29,9 @@ import torch
 from models.activations import families
 from models.engine import TensorData, build_network, train_population
 from models.spec import ArchSpec, Candidate, TrainConfig
+from search.analysis.distillation import EvalData, analyse_network
 from search.datasets import load_builtin
 from search.datasets.splits import split_dataset
-from search.distillation import EvalData, analyse_network
 
 QUICK_FAMILIES = ("prelu", "rational", "spline")
 

@@ -420,7 +420,7 @@ def _api_cpu_s(serve_pid: int) -> float:
             cmdline = (stat.parent / "cmdline").read_bytes()
         except (OSError, ValueError, IndexError):
             continue
-        if b"search.runner" not in cmdline:
+        if b"search.coordinator.runner" not in cmdline:
             total += _cpu_s(int(stat.parent.name))
     return total
 

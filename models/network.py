@@ -9,6 +9,7 @@ K=1 is a plain network, and :meth:`PopulationNet.candidate_state` /
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -127,6 +128,8 @@ def _structural(cls: type[Activation], params: Mapping[str, Any]) -> dict[str, A
 
 # ----- architecture dispatch (transformer, resnet: models/transformer.py, models/resnet.py) -----
 _ARCHITECTURES: dict[str, type[PopulationNet]] = {}
+# Built in their own modules, which import this one: loaded on first use, so no circle.
+_ARCHITECTURE_MODULES = {"transformer": "models.transformer", "resnet": "models.resnet"}
 
 
 def register_architecture(kind: str) -> Any:
@@ -158,6 +161,8 @@ class PopulationNet(nn.Module):
         """``PopulationNet(arch, ...)`` is the subclass registered for ``arch.kind`` if any
         (transformer, resnet); mlp and cnn are built here."""
         if cls is PopulationNet and arch is not None:
+            if arch.kind in _ARCHITECTURE_MODULES and arch.kind not in _ARCHITECTURES:
+                importlib.import_module(_ARCHITECTURE_MODULES[arch.kind])
             cls = _ARCHITECTURES.get(arch.kind, cls)
         return super().__new__(cls)
 
@@ -409,6 +414,3 @@ class PopulationNet(nn.Module):
     def extra_repr(self) -> str:
         return f"k={self.k}, families={self.families}"
 
-
-# Register the architectures built in their own modules (they import this one).
-from . import resnet, transformer  # noqa: E402, F401

@@ -11,7 +11,7 @@ outputs out), ``state_dict.pt`` (plain tensors, ``torch.load(weights_only=True)`
 metric, how to load) and ``README.txt``.
 
 ``activations="distilled"`` exports the same network with every activation replaced
-by its piecewise-linear distillation (:func:`search.distillation.distil_network`), so
+by its piecewise-linear distillation (:func:`search.analysis.distillation.distil_network`), so
 the program computes only matmuls and ``PiecewiseLinear`` lookups; meta.json then says
 so and carries the knots and the measured accuracy change (validation, and test: the
 exported model is the final choice, the one the protocol scores on test).
@@ -169,7 +169,7 @@ def export_search(session: Session, *, search_id: int, activations: str = "learn
                               dataset.n_features, n_outputs, task)
     distillation = None
     if activations == "distilled":
-        from .distillation import distil_for_export
+        from .analysis.distillation import distil_for_export
 
         assert prepared is not None
         try:

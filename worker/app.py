@@ -18,7 +18,7 @@ Choices and why:
   a task result (never wait on subtasks).
 * The engine's own deadline (``task_deadline_s``) stops a long population cleanly,
   keeping the epochs trained. ``ACTSEARCH_TRAINING__POPULATION_TIME_LIMIT_S`` times
-  the training itself (``search.limits.population_time_limit``: a population past
+  the training itself (``search.coordinator.limits.population_time_limit``: a population past
   it is failed with a "time limit" error and the search goes on); Celery's hard
   time limit, well after it, is the last resort for a child stuck in native code
   (killed; the reconciler then fails and retries the population).

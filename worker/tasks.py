@@ -91,7 +91,7 @@ def _prepare_torch(res: _Resources) -> str:
     import torch
 
     if not _torch_ready:
-        from search.limits import apply_process_limits
+        from search.coordinator.limits import apply_process_limits
 
         training = get_settings().training
         apply_process_limits(nice=training.nice)  # this child trains; the parent does not
@@ -138,7 +138,7 @@ def run_population_task(self: Task, population_id: int) -> dict[str, Any]:
     res = resources()
     device = _prepare_torch(res)
     from search.coordinator import advance_search, run_population
-    from search.limits import cap_population_memory, release_memory
+    from search.coordinator.limits import cap_population_memory, release_memory
 
     training = get_settings().training
     cap_population_memory(training.memory_limit_mb)

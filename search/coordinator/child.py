@@ -21,7 +21,7 @@ from typing import Any
 
 from models.spec import ArchSpec, Candidate, TrainConfig
 
-from ..limits import (
+from .limits import (
     apply_process_limits,
     cap_population_memory,
     describe_failure,

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models.engine import train_population
 from store import repo
 
-from ..limits import PopulationTimeLimit, describe_failure, population_time_limit
+from .limits import PopulationTimeLimit, describe_failure, population_time_limit
 from .steps import (
     PopulationOutcome,
     Prepared,

@@ -32,16 +32,16 @@ from models.engine import PopulationResult
 from store import repo
 from store.tables import SEARCH_TERMINAL_STATES
 
-from ..limits import time_limit_message
 from ..progress import search_leaderboard, search_progress
 from ..protocol import Leaderboard
 from ..service import open_study
 from ..spec import SearchSpec
 from .child import PopulationJob, worker_main
+from .finish import advance_search
+from .limits import time_limit_message
 from .recovery import LOCAL_WORKER_PREFIX, fail_search, interrupt, release_interrupted
 from .steps import (
     Prepared,
-    advance_search,
     claim,
     commit_result,
     fail_owned,

@@ -25,11 +25,12 @@ from sqlalchemy.orm import Session
 from store import repo
 from store.tables import PopulationRow, SearchRow, utcnow
 
-from ..population import candidate_seed
 from ..service import open_study
 from ..space import FAMILY_KEY
 from ..spec import SearchSpec
-from .steps import ACTIVE_SEARCH_STATES, Sessions, advance_search, new_task_id, unfinished
+from .finish import advance_search, unfinished
+from .population import candidate_seed
+from .steps import ACTIVE_SEARCH_STATES, Sessions, new_task_id
 
 log = logging.getLogger(__name__)
 

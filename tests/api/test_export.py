@@ -213,7 +213,7 @@ def test_distilled_export_meta_and_same_classes(exported: zipfile.ZipFile,
 
 def test_distilled_program_of_a_constructed_network() -> None:
     """Shifted-ReLU net: the distilled program is exact, so every class agrees."""
-    from search.distillation import distil_network
+    from search.analysis.distillation import distil_network
 
     arch = ArchSpec.parse("mlp:16,16")
     params = {"d_init": -0.3, "e_init": 0.1}
@@ -272,7 +272,7 @@ def test_finalist_network_analysis_is_served(client: RecordingClient,
 
 
 def test_finalist_analysis_runs_once(settings: Settings, finished_search_id: int) -> None:
-    from search.distillation import analyse_finalists
+    from search.analysis.distillation import analyse_finalists
     from search.service import prepare_data
     from search.spec import SearchSpec
 

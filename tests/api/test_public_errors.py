@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from core.errors import InvalidInput, public_message
 from core.settings import Settings
-from search.limits import describe_failure
+from search.coordinator.limits import describe_failure
 from search.service import create_search
 from search.spec import parse_spec
 from store import repo

@@ -1,4 +1,4 @@
-"""search.runner: picking searches, the one-runner lock, finding searches to resume."""
+"""search.coordinator.runner: picking searches, the one-runner lock, finding searches to resume."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.errors import Conflict
 from search.coordinator import release_interrupted, search_lock
 from search.coordinator.local import lock_path
-from search.runner import Runner, interrupt_orphans, orphaned_searches, runner_lock
+from search.coordinator.runner import Runner, interrupt_orphans, orphaned_searches, runner_lock
 from search.service import create_search
 from search.spec import parse_spec
 from store import repo

@@ -130,10 +130,10 @@ def test_serve_runs_a_search_survives_a_runner_crash_and_shuts_down_cleanly(serv
     # 2. the runner dies mid-search: serve restarts it, and the new runner resumes the search
     long_id = client.post("/searches", json=LONG_SPEC).json()["id"]
     _wait("the long search to train", lambda: _state(client, long_id)["progress"]["done"] >= 2)
-    runners = _children(proc.pid, "search.runner")
+    runners = _children(proc.pid, "search.coordinator.runner")
     assert len(runners) == 1, runners
     os.kill(runners[0], signal.SIGKILL)
-    _wait("a new runner", lambda: _children(proc.pid, "search.runner") not in ([], runners))
+    _wait("a new runner", lambda: _children(proc.pid, "search.coordinator.runner") not in ([], runners))
     done = _wait("the resumed search", lambda: _state(client, long_id)["state"] in
                  ("complete", "failed") and _state(client, long_id), timeout=240)
     assert done["state"] == "complete", done
@@ -142,7 +142,7 @@ def test_serve_runs_a_search_survives_a_runner_crash_and_shuts_down_cleanly(serv
     # 3. SIGTERM while a search runs: serve and its runner stop; the search is interrupted
     third = client.post("/searches", json=LONG_SPEC).json()["id"]
     _wait("the third search to train", lambda: _state(client, third)["progress"]["done"] >= 2)
-    runner_pid = _children(proc.pid, "search.runner")[0]
+    runner_pid = _children(proc.pid, "search.coordinator.runner")[0]
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=40) == 0
     assert not Path(f"/proc/{runner_pid}").exists() or \
@@ -162,8 +162,8 @@ def test_a_search_survives_a_sigkill_of_serve_and_resumes_at_the_next_start(tmp_
         proc.kill()  # no clean-up at all; its runner gets SIGTERM from the kernel (PDEATHSIG)
         proc.wait(timeout=10)
         client.close()
-        _wait("the runner to stop", lambda: not _children(1, "search.runner") and
-              all(not p for p in [_children(proc.pid, "search.runner")]), timeout=60)
+        _wait("the runner to stop", lambda: not _children(1, "search.coordinator.runner") and
+              all(not p for p in [_children(proc.pid, "search.coordinator.runner")]), timeout=60)
         proc, client = _start_serve(tmp_path)  # the next start resumes it
         done = _wait("the resumed search", lambda: _state(client, sid)["state"] in
                      ("complete", "failed") and _state(client, sid), timeout=240)

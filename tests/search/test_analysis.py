@@ -1,4 +1,4 @@
-"""search.analysis: closed-form fits, linearity, distillation on curves with known answers."""
+"""search.analysis.curves: closed-form fits, linearity, distillation on curves with known answers."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from models.activations.piecewise import PiecewiseLinear, activation_from_params
 from models.engine import CandidateResult, PopulationResult
 from models.spec import Candidate
 from models.stats import activation_params
-from search import analysis
-from search.results import TrialIdentity, record_population
+from search.analysis import curves as analysis
+from search.coordinator.results import TrialIdentity, record_population
 from store import repo
 from store.db import init_db, make_engine, session_factory
 

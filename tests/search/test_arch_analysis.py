@@ -11,7 +11,7 @@ from models.merge import merge_blocker
 from models.network import PopulationNet
 from models.spec import ArchSpec
 from search.analysis import analyse_curves
-from search.distillation import distil_network, linear_layers
+from search.analysis.distillation import distil_network, linear_layers
 
 TRANSFORMER = ArchSpec.parse("transformer:d=16,layers=2,heads=2", vocab_size=7)
 RESNET = ArchSpec.parse("resnet:4,8", input_shape=(1, 6, 6))

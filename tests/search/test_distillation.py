@@ -1,4 +1,4 @@
-"""search.distillation on constructed networks with known answers (models.merge: tests/models).
+"""search.analysis.distillation on constructed networks with known answers (models.merge: tests/models).
 
 * a layer whose learned activation is exactly linear (``affine`` over ``identity``,
   per-unit slopes) is found near-linear, merges into its neighbour with the
@@ -19,8 +19,8 @@ from models.engine import build_network, evaluate
 from models.merge import merge_layer
 from models.network import PopulationNet
 from models.spec import ArchSpec
-from search import analysis
-from search.distillation import (
+from search.analysis import curves as analysis
+from search.analysis.distillation import (
     EvalData,
     analyse_network,
     distil_network,

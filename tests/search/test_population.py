@@ -8,8 +8,8 @@ import pytest
 from core.errors import InvalidInput, UnknownActivation
 from models.activations import get_activation
 from models.engine import EpochReport
+from search.coordinator.population import PruningReporter, ask_population
 from search.factories import make_pruner, make_sampler
-from search.population import PruningReporter, ask_population
 from search.spec import SearchSpec, parse_spec
 
 

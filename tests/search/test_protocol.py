@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from scipy import stats
 
-from search.planner import FamilyPlanner, auto_population_size
+from search.coordinator.planner import FamilyPlanner, auto_population_size
 from search.protocol import best_per_family, build_leaderboard, mean_interval
 
 

@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import Conflict, InvalidInput, NotFound
 from search import schedules
+from search.coordinator.population import ask_population
 from search.datasets import load_builtin
-from search.population import ask_population
 from search.service import create_search, open_study, register_dataset
 from search.spec import SearchSpec, parse_spec
 from store import repo
@@ -367,7 +367,7 @@ def test_the_celery_task_enqueues_what_tick_created(
 
 
 def test_the_embedded_runner_ticks_at_its_interval(db: Any, tmp_path: Path) -> None:
-    from search.runner import Runner
+    from search.coordinator.runner import Runner
 
     url, sessions = db
     _make(sessions, cron="* * * * * *", now=datetime.now(timezone.utc) - timedelta(seconds=5))

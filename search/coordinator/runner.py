@@ -1,6 +1,6 @@
 """The embedded background runner: runs pending searches one after another.
 
-``actsearch serve`` starts it as its own process (``python -m search.runner``) beside
+``actsearch serve`` starts it as its own process (``python -m search.coordinator.runner``) beside
 the API, in embedded mode only (in distributed mode the Celery workers run
 searches). The loop takes the oldest ``pending`` search, runs an
 :class:`~search.coordinator.EmbeddedCoordinator` on it (with ``workers`` training
@@ -47,7 +47,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.errors import Conflict
 from store import repo
 
-log = logging.getLogger("actsearch.runner")
+log = logging.getLogger("actsearch.coordinator.runner")
 
 LOCK_FILE = "runner.lock"
 
@@ -257,11 +257,11 @@ def _install_signals(runner: Runner) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m search.runner [--workers N]``; settings from the ACTSEARCH_* environment."""
+    """``python -m search.coordinator.runner [--workers N]``; settings from the ACTSEARCH_* environment."""
     from core.settings import get_settings
     from store.db import init_db
 
-    parser = argparse.ArgumentParser(prog="python -m search.runner", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m search.coordinator.runner", description=__doc__)
     parser.add_argument("--workers", type=int, default=None, help="training processes")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per process")
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between polls when idle")
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     settings = get_settings()
     # Background work: the API beside it answers first (its training children go lower still).
-    from search.limits import apply_process_limits
+    from search.coordinator.limits import apply_process_limits
 
     apply_process_limits(nice=min(5, settings.training.nice))
     url = settings.resolved_database_url

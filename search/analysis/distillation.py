@@ -1,6 +1,6 @@
 """What curve analysis is worth at the network level: accuracy after distilling, after merging.
 
-:mod:`search.analysis` judges one learned curve at a time. Here a trained network
+:mod:`search.analysis.curves` judges one learned curve at a time. Here a trained network
 (a finalist, whose weights are stored) is rebuilt and
 
 * every learned activation is replaced by its piecewise-linear distillation (each
@@ -42,14 +42,14 @@ from models.network import PopulationNet
 from models.spec import ArchSpec
 from store import repo
 
-from .analysis import (
+from ..datasets import Splits
+from .curves import (
     DEFAULT_DISTIL_REL_ERROR,
     DEFAULT_LINEAR_TOL,
     density_weights,
     distil_piecewise_linear,
     linearity,
 )
-from .datasets import Splits
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from optuna.trial import TrialState
 from models.engine import CandidateResult, EpochReport
 from models.spec import Candidate
 
-from .space import FAMILY_KEY, structural_params, suggest_candidate
-from .spec import SearchSpec
+from ..space import FAMILY_KEY, structural_params, suggest_candidate
+from ..spec import SearchSpec
 
 
 @dataclass

@@ -41,7 +41,9 @@ def _record_fits(session: Session, trial_id: int, family: str, act_params: dict[
                  cand: CandidateResult) -> None:
     """Analyse the final-epoch curves and store the fits; any error is logged and stores nothing."""
     try:
-        from . import analysis  # scipy: imported only when a trainable trial is analysed
+        from ..analysis import (
+            curves as analysis,  # scipy: imported only when a trainable trial is analysed
+        )
 
         last = max(int(c["epoch"]) for c in cand.curves)
         curves = [c for c in cand.curves if int(c["epoch"]) == last]
@@ -62,7 +64,7 @@ def analyse_finalist_networks(session: Session, *, search_id: int, arch: Any, da
     test split is used for that family only. Any error is logged and stores nothing.
     """
     try:
-        from .distillation import analyse_finalists  # scipy: only once a search finishes
+        from ..analysis.distillation import analyse_finalists  # scipy: only once a search finishes
 
         analyse_finalists(session, search_id=search_id, arch=arch, data=data,
                           n_outputs=n_outputs, test_family=test_family)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .spec import SearchSpec
+from ..spec import SearchSpec
 
 MAX_AUTO_K = 64
 
