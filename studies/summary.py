@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from search.analysis import DEFAULT_LINEAR_TOL, density_weights, is_near_linear, linearity
+from search.analysis.curves import DEFAULT_LINEAR_TOL, density_weights, is_near_linear, linearity
 from search.protocol import mean_interval
 
 

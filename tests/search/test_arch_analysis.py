@@ -10,7 +10,7 @@ import torch
 from models.merge import merge_blocker
 from models.network import PopulationNet
 from models.spec import ArchSpec
-from search.analysis import analyse_curves
+from search.analysis.curves import analyse_curves
 from search.analysis.distillation import distil_network, linear_layers
 
 TRANSFORMER = ArchSpec.parse("transformer:d=16,layers=2,heads=2", vocab_size=7)
