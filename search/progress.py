@@ -46,10 +46,15 @@ def search_progress(session: Session, *, row: SearchRow) -> dict[str, Any]:
         phase = "finalists"
     else:
         phase = "search"
+    # Retried populations (a dead worker's, in distributed mode) ask fresh trials: the
+    # budget shown counts every trial planned so far, so "done" never exceeds it.
+    pending = sum(k for st, (_, k) in pops.get("search", {}).items() if st in unfinished)
+    budget = max(spec.trials_per_family() * len(spec.families),
+                 complete + pruned + failed + pending)
     return {
         "state": row.state,
         "phase": phase,
-        "budget": spec.trials_per_family() * len(spec.families),
+        "budget": budget,
         "done": complete + pruned + failed,
         "complete": complete,
         "pruned": pruned,

@@ -154,6 +154,18 @@ def _run_here(search_id: int, sessions: Any, url: str, *, workers: int, as_json:
     console.print(f"database: {url}  (optuna-dashboard {url})")
 
 
+def _stopped(search_id: int, state: str) -> bool:
+    """An unfinished search that no live process on this machine runs (Ctrl-C, kill, reboot)."""
+    from core.settings import get_settings
+    from search.coordinator.local import RESUMABLE_STATES, lock_holder, lock_path
+
+    home = get_settings().home
+    if state not in RESUMABLE_STATES:
+        return False
+    return (state == "interrupted" or lock_path(home, search_id).exists()) \
+        and lock_holder(home, search_id) is None
+
+
 def _print_pareto(study: Any, second: str) -> None:
     """The trade-off front of a multi-objective search (metric up, size or cost down)."""
     table = Table(title=f"Pareto front: validation metric vs {second}", title_justify="left")
@@ -186,6 +198,9 @@ def show(search_id: int) -> None:
         console.print(f"search [bold]{row.id}[/] {row.name!r} state={row.state} study={row.study_name}")
         if row.error:
             console.print(f"[red]error:[/] {row.error}")
+        if _stopped(row.id, row.state):
+            console.print(f"[yellow]its process is gone: resume it with `actsearch resume "
+                          f"{row.id}`[/] (or start `actsearch serve`)", soft_wrap=True)
         board = search_leaderboard(session, row=row)
     counts: dict[str, int] = {}
     for t in trials:

@@ -219,6 +219,10 @@ def test_ctrl_c_leaves_a_resumable_search_and_resume_finishes_it_once(tmp_path: 
         assert not db.execute("select count(*) from actsearch_populations "
                               "where state = 'running'").fetchone()[0]
 
+    shown = subprocess.run([cmd[0], "show", "1"], env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert "state=interrupted" in shown.stdout and "actsearch resume 1" in shown.stdout
+
     resumed = subprocess.run([cmd[0], "resume", "1", "--json"], env=env, capture_output=True,
                              text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
