@@ -122,8 +122,7 @@ def resolve_layers(
 
 
 def _structural(cls: type[Activation], params: Mapping[str, Any]) -> dict[str, Any]:
-    resolved = cls.resolve_params(params)
-    return {s.name: resolved[s.name] for s in cls.space() if s.structural}
+    return cls.structural_values(params)
 
 
 # ----- architecture dispatch (transformer, resnet: models/transformer.py, models/resnet.py) -----

@@ -88,6 +88,11 @@ def create_study(spec: SearchSpec, study_name: str, storage_url: str) -> optuna.
     )
 
 
+def read_study(study_name: str, storage_url: str) -> optuna.Study:
+    """A search's study for reading its trials (no sampler or pruner: nothing is asked)."""
+    return optuna.load_study(study_name=study_name, storage=optuna_storage(storage_url))
+
+
 def open_study(spec: SearchSpec, study_name: str, storage_url: str,
                seed: int | None = None) -> optuna.Study:
     """Re-open a search's study with its sampler and pruner (the one place that does).
@@ -150,8 +155,7 @@ def warm_start_trials(session: Session, spec: SearchSpec,
         return []
     check_warm_start(session, spec)
     parent = repo.get_search(session, search_id=spec.warm_start_from)
-    parent_study = optuna.load_study(study_name=parent.study_name,
-                                    storage=optuna_storage(storage_url))
+    parent_study = read_study(parent.study_name, storage_url)
     copies = []
     for t in parent_study.get_trials(deepcopy=False, states=_WARM_STATES):
         copies.append(optuna.trial.create_trial(

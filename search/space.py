@@ -68,5 +68,5 @@ def suggest_candidate(
 
 def structural_params(family: str, act_params: dict[str, Any]) -> dict[str, Any]:
     """The Optuna-named structural values of a sampled candidate (fixed for its population)."""
-    cls = get_activation(family)
-    return {optuna_name(family, p.name): act_params[p.name] for p in cls.space() if p.structural}
+    values = get_activation(family).structural_values(act_params)
+    return {optuna_name(family, name): value for name, value in values.items()}

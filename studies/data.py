@@ -14,6 +14,7 @@ import numpy as np
 
 from models.engine import Task, TensorData
 from search.datasets import load_builtin, split_dataset
+from search.protocol import task_metric
 
 SPLIT_SEED = 0
 
@@ -46,6 +47,6 @@ def load_study_data(name: str, options: dict[str, Any] | None = None) -> StudyDa
     n_outputs = int(s.n_classes) if classify and s.n_classes else 1
     data = TensorData(s.X_train, s.y_train, s.X_val, s.y_val, ds.task, n_outputs)
     sizes = {"train": len(s.y_train), "val": len(s.y_val), "test": len(s.y_test)}
-    return StudyData(name=name, task=ds.task, metric="accuracy" if classify else "r2", data=data,
+    return StudyData(name=name, task=ds.task, metric=task_metric(ds.task), data=data,
                      X_test=np.asarray(s.X_test), y_test=np.asarray(s.y_test),
                      n_outputs=n_outputs, sizes=sizes)

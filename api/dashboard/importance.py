@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import PrincipalDep, SessionDep, SlowDep
 from api.schemas import ErrorPublic
+from search.service import read_study
 from search.storage import optuna_storage
 from store import repo
 
@@ -76,7 +77,7 @@ def _storage(request: Request) -> optuna.storages.RDBStorage:
 
 
 def _study(request: Request, study_name: str) -> optuna.Study:
-    return optuna.load_study(study_name=study_name, storage=_storage(request))
+    return read_study(study_name, request.app.state.settings.resolved_database_url)
 
 
 def _finite(value: float | None) -> float | None:

@@ -159,6 +159,16 @@ class Activation(nn.Module):
         return []
 
     @classmethod
+    def structural_values(cls, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The parameters that fix a layer's shape (``ParamSpec.structural``), resolved.
+
+        The one place that says which they are: a population shares them, so the
+        search fixes them per population and the builders size layers from them.
+        """
+        resolved = cls.resolve_params(params)
+        return {s.name: resolved[s.name] for s in cls.space() if s.structural}
+
+    @classmethod
     def resolve_params(cls, params: Mapping[str, Any]) -> dict[str, Any]:
         """Fill defaults and reject unknown keys."""
         known = {s.name: s for s in cls.space()}
