@@ -19,6 +19,7 @@ from models.spec import Candidate
 
 from ..space import FAMILY_KEY, structural_params, suggest_candidate
 from ..spec import SearchSpec
+from .pruning import FamilyMemoryView, decide, memory_safe
 
 
 @dataclass
@@ -76,10 +77,16 @@ def ask_population(
 
 @dataclass
 class PruningReporter:
-    """The engine's ``on_epoch`` callback: report each candidate to Optuna and prune it alone."""
+    """The engine's ``on_epoch`` callback: report each candidate to Optuna and prune it alone.
+
+    Every value goes to Optuna's storage. With ``view`` (a memory-safe pruner, see
+    :mod:`.pruning`) the decision is made on the in-memory view of the family's
+    trials; without it, by ``trial.should_prune()``, which reads the study.
+    """
 
     asked: list[AskedTrial]
     multi_objective: bool = False
+    view: FamilyMemoryView | None = None
 
     def __call__(self, report: EpochReport) -> list[int]:
         if self.multi_objective:
@@ -91,10 +98,24 @@ class PruningReporter:
                 continue  # the engine fails non-finite candidates itself
             if report.epoch not in asked.reported:
                 asked.trial.report(value, report.epoch)
-            trial = asked.trial
-            if trial.should_prune():
+            if self.view is not None:
+                frozen = self.view.report(asked.number, report.epoch, value)
+                prune = decide(self.view, asked.trial.study.pruner, frozen)
+            else:
+                prune = asked.trial.should_prune()
+            if prune:
                 stop.append(index)
         return stop
+
+
+def pruning_reporter(study: optuna.Study, family: str, asked: list[AskedTrial], *,
+                     multi_objective: bool) -> PruningReporter:
+    """The reporter of a population: on a memory view when its pruner allows one."""
+    view = None
+    if not multi_objective and memory_safe(study.pruner):
+        view = FamilyMemoryView(study, family)
+        view.track([a.trial for a in asked])
+    return PruningReporter(asked, multi_objective=multi_objective, view=view)
 
 
 def objective_values(spec: SearchSpec, result: CandidateResult, n_params: int,

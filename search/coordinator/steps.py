@@ -52,6 +52,7 @@ from .population import (
     ask_population,
     candidate_seed,
     fail_population,
+    pruning_reporter,
     tell_population,
 )
 from .results import (
@@ -290,7 +291,8 @@ def prepare(sessions: Sessions, claimed: Claimed, storage_url: str, *,
                 structural=structural_params(claimed.family, asked[0].act_params))
     if not asked:
         raise RuntimeError(f"population {claimed.population_id} has no running trial left")
-    reporter = PruningReporter(asked, multi_objective=claimed.spec.multi_objective)
+    reporter = pruning_reporter(study, claimed.family, asked,
+                                multi_objective=claimed.spec.multi_objective)
     config = _train_config(claimed, asked[0].seed, max_task_s, device)
     return Prepared(claimed, data, _identities(asked), config, study, asked, reporter)
 
