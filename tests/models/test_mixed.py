@@ -206,3 +206,21 @@ def test_compiled_mixed_population_equals_solo_runs(monkeypatch: pytest.MonkeyPa
     pop = train_population(ARCH, None, cands, DATA, cfg, on_epoch=lambda r: [0] if r.epoch == 1 else [])
     for i, c in enumerate(cands):
         assert_same(pop.candidates[i], solo(ARCH, c, cfg).candidates[0], epochs=1 if i == 0 else None)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+@pytest.mark.parametrize("residual", [False, True])
+def test_vaf_eager_forms_agree(depth: int, residual: bool) -> None:
+    """The per-layer GEMM form, the fusion form and the per-unit matmul form are one function."""
+    from models.activations import vaf
+
+    act = get_activation("vaf")([{"width": 5, "depth": depth, "residual": residual, "init_std": 0.3}] * 3,
+                                units=7, init_seeds=[1, 2, 3])
+    x = torch.randn(3, 11, 7)
+    args = (act.w_in, act.b_in, act.w_hidden, act.b_hidden, act.w_out, act.b_out, act.inner, act.residual)
+    gemm = vaf._vaf_shared_gemm(x, *args)
+    fusion = vaf._vaf_mlp(x, *args)
+    act.layout = "conv"  # forces the (K, U, N, W) matmul form
+    reference = act(x.unsqueeze(-1).transpose(0, 1)).transpose(0, 1)[..., 0]
+    torch.testing.assert_close(gemm, reference, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fusion, reference, rtol=1e-5, atol=1e-5)
