@@ -26,6 +26,7 @@ import os
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,6 +40,72 @@ _warm: set[str] = set()  # families whose kernels this process has compiled alre
 # (~3-7 s per family and process on a 2-core CPU; ~1 s with a warm Inductor cache)
 # costs more than it saves (eager rational ~20 ns/element fwd+bwd, compiled ~2).
 CPU_COMPILE_MIN_WORK = 2.5e8
+
+
+# ----- the on-disk compile cache ------------------------------------------------------------
+_cache_dir: Path | None = None
+
+
+def configure_compile_cache(directory: str | os.PathLike[str]) -> Path:
+    """Keep torch's compiled-kernel caches under ``directory`` (e.g. ``ACTSEARCH_HOME/compile``).
+
+    Inductor's FX-graph cache and AOTAutograd's cache (both on by default in torch 2.13)
+    write to ``TORCHINDUCTOR_CACHE_DIR``, by default ``/tmp/torchinductor_<user>``: lost
+    with a container's ``/tmp`` and not shared by workers that share a home. A second
+    process that finds a family's kernels there skips Inductor's code generation and C++
+    compile and only re-traces (dynamo), which is most of the saving (figures:
+    bench/README.md). Call it before the first population of the process; an explicit
+    ``TORCHINDUCTOR_CACHE_DIR`` in the environment wins. Returns the directory in use.
+    """
+    global _cache_dir
+    root = Path(directory).expanduser()
+    inductor = Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or root / "inductor")
+    inductor.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(inductor)
+    try:
+        import torch._functorch.config as functorch_config
+        import torch._inductor.config as inductor_config
+
+        inductor_config.fx_graph_cache = True
+        functorch_config.enable_autograd_cache = True
+    except (ImportError, AttributeError):  # an older torch: the directory still applies
+        pass
+    _cache_dir = root
+    root.mkdir(parents=True, exist_ok=True)
+    return inductor
+
+
+def _marker(family: str) -> Path | None:
+    return None if _cache_dir is None else _cache_dir / "warm" / family
+
+
+def disk_warm(family: str) -> bool:
+    """Whether a process with this cache directory compiled ``family``'s kernels before."""
+    marker = _marker(family)
+    return marker is not None and marker.exists()
+
+
+def save_cache_artifacts(path: str | os.PathLike[str]) -> bool:
+    """Write this process's compiled artifacts (torch's mega-cache) to one file, for a
+    machine that does not share the cache directory; False when torch has none."""
+    save = getattr(getattr(torch, "compiler", None), "save_cache_artifacts", None)
+    if save is None:
+        return False
+    out = save()
+    if out is None:
+        return False
+    Path(path).write_bytes(out[0])
+    return True
+
+
+def load_cache_artifacts(path: str | os.PathLike[str]) -> bool:
+    """Load a file written by :func:`save_cache_artifacts` (before the first compile)."""
+    load = getattr(getattr(torch, "compiler", None), "load_cache_artifacts", None)
+    p = Path(path)
+    if load is None or not p.exists():
+        return False
+    load(p.read_bytes())
+    return True
 
 
 def compile_setting() -> str:
@@ -76,9 +143,20 @@ def should_compile(device: torch.device, work: float, families: Iterable[str] = 
 
 
 def mark_warm(families: Iterable[str]) -> None:
-    """Record that these families' kernels have been compiled in this process."""
-    if not _broken:
-        _warm.update(families)
+    """Record that these families' kernels have been compiled in this process (and, with
+    a cache directory, on disk, for the next process's :func:`should_compile`)."""
+    if _broken:
+        return
+    names = set(families)
+    _warm.update(names)
+    for name in names:
+        marker = _marker(name)
+        if marker is not None:
+            try:
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.touch()
+            except OSError:  # a read-only cache is still a cache
+                pass
 
 
 @contextlib.contextmanager

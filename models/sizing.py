@@ -15,7 +15,8 @@ import ctypes
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -122,21 +123,63 @@ def auto_population_size(
     capped so the population uses at most half the free memory (``memory_bytes``
     overrides what is detected). The search may use fewer (trials per family).
     """
-    dev = torch.device(device)
     net = PopulationNet(arch, family, [act_params], n_inputs, n_outputs)
-    per_candidate = candidate_bytes(net, batch_size)
+    return _saturating_k(net, torch.device(device), net.count_flops(), candidate_bytes(net, batch_size),
+                         batch_size, n_outputs, threads, memory_bytes)
+
+
+MixEntry = str | tuple[str, Mapping[str, Any]]
+
+
+def population_size(
+    arch: ArchSpec,
+    n_inputs: int,
+    n_outputs: int,
+    batch_size: int,
+    device: str | torch.device = "cpu",
+    families_mix: Sequence[MixEntry] = ("relu",),
+    *,
+    threads: int | None = None,
+    memory_bytes: int | None = None,
+) -> int:
+    """K for a (possibly mixed) population: what the device saturates, not trials per family.
+
+    ``families_mix``: the candidates the population will hold, as family names or
+    ``(family, act_params)`` pairs, in their expected proportions (e.g. one entry per
+    family of the search; duplicates weight a family). They must share one
+    :func:`models.populations.population_key`. The step's work is the mix's mean FLOPs
+    per candidate (activation FLOPs included) and its memory the mix's largest
+    candidate, with the same rule as :func:`auto_population_size` (CPU: about
+    ``CPU_STEP_FLOPS_PER_THREAD`` per thread per step, at most ``CPU_MAX_K``; CUDA:
+    ``GPU_STEP_ELEMENTS`` activation elements, at most ``GPU_MAX_K``; at most half the
+    free memory).
+    """
+    if not families_mix:
+        families_mix = ("relu",)
+    entries = [(e, {}) if isinstance(e, str) else (e[0], dict(e[1])) for e in families_mix]
+    distinct = {(f, repr(sorted(p.items()))): (f, p) for f, p in entries}
+    nets = {key: PopulationNet(arch, f, [p], n_inputs, n_outputs) for key, (f, p) in distinct.items()}
+    keys = [(f, repr(sorted(p.items()))) for f, p in entries]
+    flops = sum(nets[key].count_flops() for key in keys) / len(keys)
+    per_candidate = max(candidate_bytes(net, batch_size) for net in nets.values())
+    any_net = next(iter(nets.values()))
+    return _saturating_k(any_net, torch.device(device), flops, per_candidate, batch_size,
+                         n_outputs, threads, memory_bytes)
+
+
+def _saturating_k(net: PopulationNet, dev: torch.device, flops: float, per_candidate: int,
+                  batch_size: int, n_outputs: int, threads: int | None,
+                  memory_bytes: int | None) -> int:
     if dev.type == "cuda" and torch.cuda.is_available():
         free, _total = torch.cuda.mem_get_info(dev)
         budget = memory_bytes if memory_bytes is not None else free
         widest = max([info.pre for info in net.layers] + [n_outputs])
-        k = _pow2_ceil(GPU_STEP_ELEMENTS / max(1, batch_size * widest))
-        k = min(k, GPU_MAX_K)
+        k = min(_pow2_ceil(GPU_STEP_ELEMENTS / max(1, batch_size * widest)), GPU_MAX_K)
     else:
         budget = memory_bytes if memory_bytes is not None else _available_ram()
         n_threads = threads if threads is not None else torch.get_num_threads()
-        step_flops = 3 * net.count_flops() * batch_size
-        k = _pow2_ceil(CPU_STEP_FLOPS_PER_THREAD * n_threads / max(1, step_flops))
-        k = min(k, CPU_MAX_K)
+        step_flops = 3 * flops * batch_size
+        k = min(_pow2_ceil(CPU_STEP_FLOPS_PER_THREAD * n_threads / max(1.0, step_flops)), CPU_MAX_K)
     k_mem = _pow2_floor(0.5 * budget / max(1, per_candidate))
     return max(1, min(k, k_mem))
 
