@@ -40,14 +40,13 @@ from .engine import BATCH, Split, digits, learning_rates, mnist_shaped
 FAMILIES = ["relu", "leaky_relu", "elu", "gelu", "silu", "prelu", "rational", "vaf"]
 # the structures each trainable family's space offers (models/activations/*.py space())
 STRUCTURES: list[tuple[str, dict[str, Any]]] = [
-    ("vaf", {"width": 2}), ("vaf", {"width": 4}), ("vaf", {"width": 6}), ("vaf", {"width": 16}),
+    ("vaf", {"width": 4}), ("vaf", {"width": 6}), ("vaf", {"width": 16}),
     ("vaf", {"width": 6, "depth": 2}), ("vaf", {"width": 6, "depth": 3}),
     ("vaf", {"width": 6, "depth": 3, "residual": False}), ("vaf", {"width": 4, "sharing": "unit"}),
-    ("vaf", {"width": 6, "depth": 3, "sharing": "unit"}),
     ("rational", {"m": 3}), ("rational", {"m": 6}), ("rational", {"m": 5, "sharing": "unit"}),
-    ("spline", {"grid": 3}), ("spline", {"grid": 16}), ("spline", {"grid": 8, "sharing": "unit"}),
-    ("apl", {"hinges": 1}), ("apl", {"hinges": 6}), ("apl", {"hinges": 3, "sharing": "unit"}),
-    ("prelu", {}), ("prelu", {"sharing": "unit"}),
+    ("spline", {"grid": 5}), ("spline", {"grid": 16}),
+    ("apl", {"hinges": 2}), ("apl", {"hinges": 6, "sharing": "unit"}),
+    ("prelu", {}),
 ]
 
 

@@ -36,10 +36,20 @@ _compiled: dict[Callable[..., Any], Callable[..., Any]] = {}
 _broken = False
 _failed: set[Callable[..., Any]] = set()  # kernels that hit dynamo's recompile limit
 _warm: set[str] = set()  # families whose kernels this process has compiled already
-# Below this many activation elements x steps (K x rows x epochs x units), compiling
-# (~3-7 s per family and process on a 2-core CPU; ~1 s with a warm Inductor cache)
-# costs more than it saves (eager rational ~20 ns/element fwd+bwd, compiled ~2).
-CPU_COMPILE_MIN_WORK = 2.5e8
+# When compiling pays on CPU: when the eager time it saves over this population's
+# fused-layer work (activation elements x steps: K x rows x epochs x units) exceeds the
+# compile's own seconds, PAYBACK times over. Figures (2-core EPYC VM, torch 2.13,
+# bench/README.md "compile time"): eager rational/VAF/spline cost ~12-25 ns per element
+# fwd+bwd, compiled ~2, so ~18 ns saved; a family's first compile in a process took
+# 3-7 s on a quiet machine (19-56 s at load average 7.8) with an empty Inductor cache,
+# and 2.4-6.7 s at that load (~1-2 s quiet) when the on-disk cache of
+# :func:`configure_compile_cache` held its kernels; a family compiled earlier in the
+# process costs nothing more (the kernels are shape-generic).
+CPU_SAVED_S_PER_ELEMENT = 1.8e-8
+CPU_COMPILE_S_COLD = 4.5
+CPU_COMPILE_S_DISK = 1.5
+PAYBACK = 1.0
+CPU_COMPILE_MIN_WORK = PAYBACK * CPU_COMPILE_S_COLD / CPU_SAVED_S_PER_ELEMENT  # 2.5e8
 
 
 # ----- the on-disk compile cache ------------------------------------------------------------
@@ -127,9 +137,10 @@ def should_compile(device: torch.device, work: float, families: Iterable[str] = 
     """The engine's choice for one population.
 
     ``work``: activation elements x steps of its fused layers (K x rows x epochs x units);
-    ``families``: its fused families. On CPU, ``auto`` compiles when the work pays for
-    a compile or when this process has compiled these families before (a search trains
-    many populations of a family in one process, and the kernels are shape-generic).
+    ``families``: its fused families. On CPU, ``auto`` compiles when the eager seconds
+    the work would save pay back :func:`compile_seconds` (``PAYBACK`` times) or when this
+    process has compiled these families before (a search trains many populations in one
+    process, and the kernels are shape-generic).
     """
     setting = compile_setting()
     if setting == "off" or not compile_available():
@@ -139,7 +150,19 @@ def should_compile(device: torch.device, work: float, families: Iterable[str] = 
     if device.type == "cuda":
         return True
     names = set(families)
-    return work >= CPU_COMPILE_MIN_WORK or bool(names and names <= _warm)
+    if names and names <= _warm:
+        return True
+    return work * CPU_SAVED_S_PER_ELEMENT >= PAYBACK * compile_seconds(names)
+
+
+def compile_seconds(families: Iterable[str]) -> float:
+    """Estimated CPU seconds to compile these families' kernels in this process now:
+    0 for families compiled already, the disk-cache figure for those a previous process
+    compiled into :func:`configure_compile_cache`'s directory, else the cold figure."""
+    total = 0.0
+    for name in set(families) - _warm:
+        total += CPU_COMPILE_S_DISK if disk_warm(name) else CPU_COMPILE_S_COLD
+    return total
 
 
 def mark_warm(families: Iterable[str]) -> None:
