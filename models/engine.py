@@ -389,7 +389,7 @@ def train_population(
     ``family`` is the population's family (a name, or one per hidden layer with
     ``activation_scope="layer"``); a candidate's own ``Candidate.family`` overrides it,
     so one population may mix families (``family=None`` when every candidate names
-    its own). Mixed candidates must share their widths (:func:`models.population_key`).
+    its own). Mixed candidates must share their widths (:func:`models.populations.population_key`).
     Results, reports and ``on_epoch``'s indices refer to positions in ``candidates``.
 
     ``on_epoch`` gets an :class:`EpochReport` after every epoch and returns the original

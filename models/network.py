@@ -192,7 +192,7 @@ def _layer_activation(classes: Sequence[type[Activation]], params: Sequence[Mapp
                                    for cls, p, w in zip(classes, params, widths, strict=True)}))
         raise InvalidInput(
             f"hidden layer {layer}: candidates of one population need the same widths around "
-            f"the activation, got {detail}; group candidates with models.population_key"
+            f"the activation, got {detail}; group candidates with models.populations.population_key"
         )
     pre, post = widths[0]
     groups: dict[tuple[Any, ...], list[int]] = {}

@@ -11,7 +11,7 @@ need to match: each distinct combination becomes its own slice of K.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 from .activations import get_activation
@@ -52,3 +52,20 @@ def structural_params(family: str, act_params: Mapping[str, Any]) -> dict[str, A
     cls = get_activation(family)
     resolved = cls.resolve_params(act_params)
     return {s.name: resolved[s.name] for s in cls.space() if s.structural}
+
+
+def plan_populations(arch: ArchSpec, entries: Sequence[tuple[FamilySpec, ActParams]],
+                     k: int) -> list[list[int]]:
+    """Split candidates into populations of at most ``k``: same :func:`population_key`
+    within each, families mixed freely, in order of first appearance.
+
+    ``entries``: one ``(family, act_params)`` per candidate (e.g. what Optuna's asks
+    returned). Returns lists of indices into ``entries``; train each list as one
+    population, passing each candidate's family as ``Candidate.family``.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    groups: dict[Hashable, list[int]] = {}
+    for i, (family, params) in enumerate(entries):
+        groups.setdefault(population_key(arch, family, params), []).append(i)
+    return [members[j : j + k] for members in groups.values() for j in range(0, len(members), k)]

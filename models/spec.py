@@ -299,7 +299,7 @@ class Candidate:
             a list of dicts, one per hidden layer.
         family: this candidate's activation family (or, with ``activation_scope="layer"``,
             one per hidden layer); ``None`` takes the population's family. Candidates of
-            different families share a population when :func:`models.population_key`
+            different families share a population when :func:`models.populations.population_key`
             says they have the same shape.
     """
 

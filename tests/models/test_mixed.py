@@ -224,3 +224,12 @@ def test_vaf_eager_forms_agree(depth: int, residual: bool) -> None:
     reference = act(x.unsqueeze(-1).transpose(0, 1)).transpose(0, 1)[..., 0]
     torch.testing.assert_close(gemm, reference, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(fusion, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_plan_populations_groups_by_shape() -> None:
+    from models.populations import plan_populations
+
+    entries = [("relu", {}), ("maxout", {"k": 2}), ("vaf", {"depth": 3}), ("gelu", {}),
+               ("maxout", {"k": 2}), ("maxout", {"k": 3}), ("selu", {})]
+    plan = plan_populations(ARCH, entries, k=2)
+    assert plan == [[0, 2], [3, 6], [1, 4], [5]]
