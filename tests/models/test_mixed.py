@@ -233,3 +233,11 @@ def test_plan_populations_groups_by_shape() -> None:
                ("maxout", {"k": 2}), ("maxout", {"k": 3}), ("selu", {})]
     plan = plan_populations(ARCH, entries, k=2)
     assert plan == [[0, 2], [3, 6], [1, 4], [5]]
+
+
+def test_apl_unrolled_equals_the_hinge_tensor_form() -> None:
+    act = get_activation("apl")([{"hinges": 4, "a_init": 0.3, "sharing": "unit"}] * 2, units=5)
+    x = torch.randn(2, 7, 5)
+    hinges = torch.relu(act.view(act.b) - x.unsqueeze(-1))  # (K, B, U, S)
+    expected = torch.relu(x) + (act.view(act.a) * hinges).sum(-1)
+    torch.testing.assert_close(act(x), expected)
