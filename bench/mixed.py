@@ -105,7 +105,9 @@ def mixed_workload(split: Split, arch_text: str, ks: Sequence[int], epochs: int,
 
 
 def structure_costs(split: Split, arch_text: str, k: int, epochs: int, repeats: int,
-                    compile_modes: Sequence[str]) -> list[dict[str, Any]]:
+                    compile_modes: Sequence[str],
+                    structures: Sequence[tuple[str, dict[str, Any]]] | None = None,
+                    ) -> list[dict[str, Any]]:
     arch = ArchSpec.parse(arch_text)
     out = []
     for mode in compile_modes:
@@ -113,7 +115,7 @@ def structure_costs(split: Split, arch_text: str, k: int, epochs: int, repeats: 
         os.environ["ACTSEARCH_COMPILE"] = mode
         try:
             relu = timed(split, arch, [[("relu", {})] * k], epochs, repeats)
-            for fam, params in STRUCTURES:
+            for fam, params in (STRUCTURES if structures is None else structures):
                 t0 = time.perf_counter()
                 timed(split, arch, [[(fam, params)] * k], 1, 1)  # warm-up: the compile
                 warm = time.perf_counter() - t0
@@ -144,6 +146,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--mnist-rows", type=int, default=6000, help="MNIST-shaped training rows")
     p.add_argument("--compile-modes", default="off,on")
     p.add_argument("--skip-mixed", action="store_true")
+    p.add_argument("--skip-digits-structures", action="store_true")
+    p.add_argument("--mnist-structures", default=None,
+                   help="indices into STRUCTURES for the MNIST-shaped part (default all)")
     args = p.parse_args(argv)
     settings = tune_cpu(args.threads)
     load_start = [round(v, 2) for v in os.getloadavg()]
@@ -160,11 +165,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         result["mixed"] = mixed_workload(split, "mlp:64,64", ks, args.epochs, args.repeats)
     if args.structures:
         modes = [m for m in args.compile_modes.split(",") if m]
-        result["structures"] = structure_costs(split, "mlp:64,64", args.structure_k, args.epochs,
-                                               args.repeats, modes)
+        result["structures"] = [] if args.skip_digits_structures else structure_costs(
+            split, "mlp:64,64", args.structure_k, args.epochs, args.repeats, modes)
         mn = mnist_shaped(n_train=args.mnist_rows, n_val=1000)
+        subset = (None if args.mnist_structures is None
+                  else [STRUCTURES[int(i)] for i in args.mnist_structures.split(",")])
         result["structures"] += structure_costs(mn, "mlp:256,256", args.structure_k, 1,
-                                                1, modes)
+                                                1, modes, subset)
     result["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
     for row in result.get("mixed", []):
         print(f"{row['arch']} K={row['k']}: mixed/relu {row['mixed_over_relu']:.2f}, "

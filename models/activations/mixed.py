@@ -130,11 +130,12 @@ class MixedActivation(Activation):
         dim = 0 if self.layout == "mlp" else 1  # the candidate axis
         outs = []
         if self.contiguous:
-            start = 0
-            for name, module in self.slices.items():
-                n = len(self.positions[name])
-                outs.append(module(x.narrow(dim, start, n)))  # (K_s, B, U') slice
-                start += n
+            # one split (its backward is one cat), not a narrow per slice: each narrow's
+            # backward zero-fills a full (K, B, U) gradient, so 8 slices cost 8 fills and
+            # 7 adds per layer (19% of a mixed K=32 step on CPU in torch.profiler)
+            sizes = [len(self.positions[name]) for name in self.slices]
+            parts = torch.split(x, sizes, dim)  # (K_s, B, U) views
+            outs = [module(part) for module, part in zip(self.slices.values(), parts, strict=True)]
             return torch.cat(outs, dim)
         for name, module in self.slices.items():
             outs.append(module(x.index_select(dim, self._index[name])))
