@@ -241,3 +241,23 @@ def test_apl_unrolled_equals_the_hinge_tensor_form() -> None:
     hinges = torch.relu(act.view(act.b) - x.unsqueeze(-1))  # (K, B, U, S)
     expected = torch.relu(x) + (act.view(act.a) * hinges).sum(-1)
     torch.testing.assert_close(act(x), expected)
+
+
+def test_candidate_cost_is_measured_once_per_structure() -> None:
+    from models.cost import candidate_cost
+
+    first = candidate_cost("prelu", {"a_init": 0.1}, k=2, rows=16, repeats=1, compiled=False)
+    assert first > 0
+    # only structural parameters change the cost: a new a_init is the cached figure
+    assert candidate_cost("prelu", {"a_init": 0.3}, k=2, rows=16, repeats=1, compiled=False) == first
+
+
+def test_population_size_for_a_mix() -> None:
+    from models.sizing import auto_population_size, population_size
+
+    arch = ArchSpec.parse("mlp:64,64")
+    relu = auto_population_size(arch, "relu", {}, 64, 10, 128, threads=2)
+    assert population_size(arch, 64, 10, 128, "cpu", ["relu"], threads=2) == relu
+    heavy = population_size(arch, 64, 10, 128, "cpu", [("vaf", {"width": 16, "depth": 3})],
+                            threads=2, memory_bytes=1 << 40)
+    assert 1 <= heavy <= relu  # more work per candidate: no more candidates to saturate
