@@ -3,6 +3,7 @@
     python -m bench.engine                 # CPU: digits, mlp:64,64 and mlp:256,256
     python -m bench.engine --quick         # a smaller, faster run
     python -m bench.engine --device cuda   # GPU: 60,000-row MNIST-shaped set, mlp:256,256
+    python -m bench.engine --mixed [...]   # the mixed-family workload (bench/mixed.py)
 
 Measured on the same machine in the same run:
 
@@ -441,6 +442,11 @@ def machine(device: torch.device) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if "--mixed" in args_list:  # mixed 8-family population vs relu vs 8 x K=4, same run
+        from . import mixed
+
+        return mixed.main([a for a in args_list if a != "--mixed"])
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--quick", action="store_true", help="fewer epochs, K values and workloads")

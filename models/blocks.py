@@ -37,24 +37,29 @@ def hidden_width(cls: type[Activation], width: int, param_match: bool) -> int:
     return int(width)
 
 
-def init_family_weight_(layer: BatchedLinear | BatchedConv2d, cls: type[Activation],
+def init_family_weight_(layer: BatchedLinear | BatchedConv2d,
+                        cls: type[Activation] | Sequence[type[Activation]],
                         params: Sequence[Mapping[str, Any]], gens: list[torch.Generator],
                         *, first: bool = False) -> None:
-    """Initialise the layer feeding ``cls``'s activation, candidate i from ``gens[i]``.
+    """Initialise the layer feeding each candidate's activation, candidate i from ``gens[i]``.
 
+    ``cls``: the family of every candidate, or one per candidate (a mixed population;
+    each candidate is drawn exactly as in its own K=1 network).
     ``siren``: weights ~ U(-sqrt(6/n)/omega_0, +) with each candidate's omega_0, or
     U(-1/n, 1/n) for the first layer of the network (n = fan-in); bias ~ U(-1/sqrt(n), +)
     (PyTorch's default, as SIREN's reference code keeps). Other schemes go to
     :func:`models.layers.init_weight_`.
     """
-    if cls.weight_init != "siren":
-        init_weight_(layer, cls.weight_init, gens)
-        return
+    classes = [cls] * len(gens) if isinstance(cls, type) else list(cls)
+    init_weight_(layer, [None if c.weight_init == "siren" else c.weight_init for c in classes],
+                 gens)
     fan_in, _ = layer.fans()
     w_shape = tuple(layer.weight.shape[1:])
     with torch.no_grad():
-        for i, g in enumerate(gens):
-            resolved = cls.resolve_params(params[i])
+        for i, (g, c) in enumerate(zip(gens, classes, strict=True)):
+            if c.weight_init != "siren":
+                continue
+            resolved = c.resolve_params(params[i])
             omega = float(resolved.get("omega_0", 30.0))
             bound = 1.0 / fan_in if first else math.sqrt(6.0 / fan_in) / omega
             layer.weight[i].copy_((torch.rand(w_shape, generator=g) * 2 - 1) * bound)

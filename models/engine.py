@@ -26,7 +26,7 @@ from core.errors import InvalidDataset, InvalidInput
 
 from . import kernels
 from .cuda_graphs import GraphedStep, graphs_enabled
-from .network import ActParams, PopulationNet
+from .network import ActParams, FamilySpec, PopulationNet, candidate_slice_keys
 from .optim import BatchedOptimizer, schedule_multiplier
 from .sizing import auto_population_size, tune_cpu  # noqa: F401  (re-exported for callers)
 from .spec import ArchSpec, Candidate, TrainConfig
@@ -76,6 +76,9 @@ class CandidateResult:
 
     index: int
     status: Status = "complete"
+    family: str | list[str] | None = None  # the candidate's family (per layer when they differ)
+    n_params: int | None = None  # this candidate's (families differ in a mixed population)
+    flops: int | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     val_metric: float | None = None
     best_val_metric: float | None = None
@@ -89,8 +92,9 @@ class CandidateResult:
 class PopulationResult:
     """Per-candidate results plus what the population cost.
 
-    ``n_params`` and ``flops`` are for one candidate (:func:`count_params`,
-    :func:`count_flops`); ``candidate_epochs`` is the sum over candidates of epochs trained
+    ``n_params`` and ``flops`` are for the first candidate (:func:`count_params`,
+    :func:`count_flops`): every candidate's in a single-family population; in a mixed
+    one each :class:`CandidateResult` carries its own; ``candidate_epochs`` is the sum over candidates of epochs trained
     (an epoch cut by the deadline counts; so does a diverged candidate's last epoch).
     """
 
@@ -105,14 +109,17 @@ class PopulationResult:
 # ----- helpers on one network ---------------------------------------------------------
 def build_network(
     arch: ArchSpec,
-    family: str | Sequence[str],
+    family: FamilySpec | None,
     act_params: Sequence[ActParams],
     n_inputs: int,
     n_outputs: int,
     seeds: Sequence[int] | None = None,
+    families: Sequence[FamilySpec | None] | None = None,
 ) -> PopulationNet:
-    """A population network; ``act_params`` has one entry per candidate (K = its length)."""
-    return PopulationNet(arch, family, act_params, n_inputs, n_outputs, seeds=seeds)
+    """A population network; ``act_params`` has one entry per candidate (K = its length);
+    ``families`` optionally one family per candidate (None entries: ``family``)."""
+    return PopulationNet(arch, family, act_params, n_inputs, n_outputs, seeds=seeds,
+                         families=families)
 
 
 def count_params(arch: ArchSpec, family: str | Sequence[str], act_params: ActParams,
@@ -323,10 +330,11 @@ class _FastPath:
     """
 
     def __init__(self, net: PopulationNet, device: torch.device, n_train: int, epochs: int):
-        fused = [(info, act) for info, act in zip(net.layers, net.acts, strict=True)
-                 if getattr(act, "fused", False)]
-        self.families = sorted({type(act).name for _, act in fused})
-        work = float(net.k) * n_train * epochs * sum(info.pre for info, _ in fused)
+        # a mixed layer's slices count one by one (each family compiles its own kernel)
+        fused = [(info, leaf) for info, act in zip(net.layers, net.acts, strict=True)
+                 for leaf in act.leaves() if getattr(leaf, "fused", False)]
+        self.families = sorted({type(leaf).name for _, leaf in fused})
+        work = float(n_train) * epochs * sum(leaf.k * info.pre for info, leaf in fused)
         self.compile = bool(fused) and kernels.should_compile(device, work, self.families)
         self.cuda = device.type == "cuda"
         self.tf32 = self.cuda and _env_flag("ACTSEARCH_TF32", "1") not in ("0", "off", "false")
@@ -352,15 +360,37 @@ class _FastPath:
 
 
 # ----- the engine -----------------------------------------------------------------------
+def population_order(arch: ArchSpec, family: FamilySpec | None,
+                     candidates: Sequence[Candidate]) -> list[int]:
+    """The order a population's candidates are built in: grouped by family and structure.
+
+    Candidates of one slice (family + structural parameters) become one contiguous run
+    of K, in order of first appearance, so a mixed layer slices its input with narrow
+    views; a single-family population keeps the given order.
+    """
+    keys = candidate_slice_keys(arch, family, [c.act_params for c in candidates],
+                                [c.family for c in candidates])
+    first: dict[tuple[Any, ...], int] = {}
+    for i, key in enumerate(keys):
+        first.setdefault(key, i)
+    return sorted(range(len(candidates)), key=lambda i: (first[keys[i]], i))
+
+
 def train_population(
     arch: ArchSpec,
-    family: str | list[str],
+    family: FamilySpec | None,
     candidates: list[Candidate],
     data: TensorData,
     config: TrainConfig,
     on_epoch: Callable[[EpochReport], Iterable[int] | None] | None = None,
 ) -> PopulationResult:
     """Train K candidates together and return one result per candidate.
+
+    ``family`` is the population's family (a name, or one per hidden layer with
+    ``activation_scope="layer"``); a candidate's own ``Candidate.family`` overrides it,
+    so one population may mix families (``family=None`` when every candidate names
+    its own). Mixed candidates must share their widths (:func:`models.populations.population_key`).
+    Results, reports and ``on_epoch``'s indices refer to positions in ``candidates``.
 
     ``on_epoch`` gets an :class:`EpochReport` after every epoch and returns the original
     indices to stop now (pruned). A candidate whose training or validation loss turns
@@ -383,13 +413,20 @@ def train_population(
     arch.validate(n_inputs=x_tr.shape[1])
     task = data.task
 
-    net = build_network(arch, family, [c.act_params for c in candidates], x_tr.shape[1],
-                        data.n_outputs, seeds=[c.seed for c in candidates]).to(device)
-    n_params, flops = net.count_params(), net.count_flops()
-    opt = BatchedOptimizer(net, [c.lr for c in candidates], [c.weight_decay for c in candidates],
+    order = population_order(arch, family, candidates)  # net position -> original index
+    ordered = [candidates[i] for i in order]
+    net = build_network(arch, family, [c.act_params for c in ordered], x_tr.shape[1],
+                        data.n_outputs, seeds=[c.seed for c in ordered],
+                        families=[c.family for c in ordered]).to(device)
+    opt = BatchedOptimizer(net, [c.lr for c in ordered], [c.weight_decay for c in ordered],
                            config.optimizer, momentum=config.momentum)
     results = [CandidateResult(index=i) for i in range(len(candidates))]
-    active = list(range(len(candidates)))  # position in the net -> original index
+    for pos, i in enumerate(order):
+        fams = net.candidate_families[pos]
+        results[i].family = fams[0] if len(set(fams)) == 1 else list(fams)
+        results[i].n_params, results[i].flops = net.count_params(pos), net.count_flops(pos)
+    n_params, flops = results[0].n_params or 0, results[0].flops or 0
+    active = list(order)  # position in the net -> original index
 
     n_val = x_va.shape[0]
     if n_val > config.stats_sample:
@@ -411,7 +448,7 @@ def train_population(
             for j, pos in enumerate(positions):
                 res = results[active[pos]]
                 res.preact_stats.append({"layer": layer, "epoch": epoch, **layer_stats[j]})
-                if layer_curves:
+                if layer_curves and layer_curves[j] is not None:
                     res.curves.append({"layer": layer, "epoch": epoch, **layer_curves[j]})
         recorded.update((active[p], epoch) for p in positions)
 

@@ -26,6 +26,7 @@ import os
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,10 +36,86 @@ _compiled: dict[Callable[..., Any], Callable[..., Any]] = {}
 _broken = False
 _failed: set[Callable[..., Any]] = set()  # kernels that hit dynamo's recompile limit
 _warm: set[str] = set()  # families whose kernels this process has compiled already
-# Below this many activation elements x steps (K x rows x epochs x units), compiling
-# (~3-7 s per family and process on a 2-core CPU; ~1 s with a warm Inductor cache)
-# costs more than it saves (eager rational ~20 ns/element fwd+bwd, compiled ~2).
-CPU_COMPILE_MIN_WORK = 2.5e8
+# When compiling pays on CPU: when the eager time it saves over this population's
+# fused-layer work (activation elements x steps: K x rows x epochs x units) exceeds the
+# compile's own seconds, PAYBACK times over. Figures (2-core EPYC VM, torch 2.13,
+# bench/README.md "compile time"): eager rational/VAF/spline cost ~12-25 ns per element
+# fwd+bwd, compiled ~2, so ~18 ns saved; a family's first compile in a process took
+# 3-7 s on a quiet machine (19-56 s at load average 7.8) with an empty Inductor cache,
+# and 2.4-6.7 s at that load (~1-2 s quiet) when the on-disk cache of
+# :func:`configure_compile_cache` held its kernels; a family compiled earlier in the
+# process costs nothing more (the kernels are shape-generic).
+CPU_SAVED_S_PER_ELEMENT = 1.8e-8
+CPU_COMPILE_S_COLD = 4.5
+CPU_COMPILE_S_DISK = 1.5
+PAYBACK = 1.0
+CPU_COMPILE_MIN_WORK = PAYBACK * CPU_COMPILE_S_COLD / CPU_SAVED_S_PER_ELEMENT  # 2.5e8
+
+
+# ----- the on-disk compile cache ------------------------------------------------------------
+_cache_dir: Path | None = None
+
+
+def configure_compile_cache(directory: str | os.PathLike[str]) -> Path:
+    """Keep torch's compiled-kernel caches under ``directory`` (e.g. ``ACTSEARCH_HOME/compile``).
+
+    Inductor's FX-graph cache and AOTAutograd's cache (both on by default in torch 2.13)
+    write to ``TORCHINDUCTOR_CACHE_DIR``, by default ``/tmp/torchinductor_<user>``: lost
+    with a container's ``/tmp`` and not shared by workers that share a home. A second
+    process that finds a family's kernels there skips Inductor's code generation and C++
+    compile and only re-traces (dynamo), which is most of the saving (figures:
+    bench/README.md). Call it before the first population of the process; an explicit
+    ``TORCHINDUCTOR_CACHE_DIR`` in the environment wins. Returns the directory in use.
+    """
+    global _cache_dir
+    root = Path(directory).expanduser()
+    inductor = Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or root / "inductor")
+    inductor.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(inductor)
+    try:
+        import torch._functorch.config as functorch_config
+        import torch._inductor.config as inductor_config
+
+        inductor_config.fx_graph_cache = True
+        functorch_config.enable_autograd_cache = True
+    except (ImportError, AttributeError):  # an older torch: the directory still applies
+        pass
+    _cache_dir = root
+    root.mkdir(parents=True, exist_ok=True)
+    return inductor
+
+
+def _marker(family: str) -> Path | None:
+    return None if _cache_dir is None else _cache_dir / "warm" / family
+
+
+def disk_warm(family: str) -> bool:
+    """Whether a process with this cache directory compiled ``family``'s kernels before."""
+    marker = _marker(family)
+    return marker is not None and marker.exists()
+
+
+def save_cache_artifacts(path: str | os.PathLike[str]) -> bool:
+    """Write this process's compiled artifacts (torch's mega-cache) to one file, for a
+    machine that does not share the cache directory; False when torch has none."""
+    save = getattr(getattr(torch, "compiler", None), "save_cache_artifacts", None)
+    if save is None:
+        return False
+    out = save()
+    if out is None:
+        return False
+    Path(path).write_bytes(out[0])
+    return True
+
+
+def load_cache_artifacts(path: str | os.PathLike[str]) -> bool:
+    """Load a file written by :func:`save_cache_artifacts` (before the first compile)."""
+    load = getattr(getattr(torch, "compiler", None), "load_cache_artifacts", None)
+    p = Path(path)
+    if load is None or not p.exists():
+        return False
+    load(p.read_bytes())
+    return True
 
 
 def compile_setting() -> str:
@@ -60,9 +137,10 @@ def should_compile(device: torch.device, work: float, families: Iterable[str] = 
     """The engine's choice for one population.
 
     ``work``: activation elements x steps of its fused layers (K x rows x epochs x units);
-    ``families``: its fused families. On CPU, ``auto`` compiles when the work pays for
-    a compile or when this process has compiled these families before (a search trains
-    many populations of a family in one process, and the kernels are shape-generic).
+    ``families``: its fused families. On CPU, ``auto`` compiles when the eager seconds
+    the work would save pay back :func:`compile_seconds` (``PAYBACK`` times) or when this
+    process has compiled these families before (a search trains many populations in one
+    process, and the kernels are shape-generic).
     """
     setting = compile_setting()
     if setting == "off" or not compile_available():
@@ -72,13 +150,36 @@ def should_compile(device: torch.device, work: float, families: Iterable[str] = 
     if device.type == "cuda":
         return True
     names = set(families)
-    return work >= CPU_COMPILE_MIN_WORK or bool(names and names <= _warm)
+    if names and names <= _warm:
+        return True
+    return work * CPU_SAVED_S_PER_ELEMENT >= PAYBACK * compile_seconds(names)
+
+
+def compile_seconds(families: Iterable[str]) -> float:
+    """Estimated CPU seconds to compile these families' kernels in this process now:
+    0 for families compiled already, the disk-cache figure for those a previous process
+    compiled into :func:`configure_compile_cache`'s directory, else the cold figure."""
+    total = 0.0
+    for name in set(families) - _warm:
+        total += CPU_COMPILE_S_DISK if disk_warm(name) else CPU_COMPILE_S_COLD
+    return total
 
 
 def mark_warm(families: Iterable[str]) -> None:
-    """Record that these families' kernels have been compiled in this process."""
-    if not _broken:
-        _warm.update(families)
+    """Record that these families' kernels have been compiled in this process (and, with
+    a cache directory, on disk, for the next process's :func:`should_compile`)."""
+    if _broken:
+        return
+    names = set(families)
+    _warm.update(names)
+    for name in names:
+        marker = _marker(name)
+        if marker is not None:
+            try:
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.touch()
+            except OSError:  # a read-only cache is still a cache
+                pass
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ per-candidate learning rate as a ``(K, 1, ...)`` view and compaction is one
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -188,12 +189,18 @@ def dropout_masks(gens: list[torch.Generator], shape: tuple[int, ...], keep_p: f
     return torch.stack([torch.rand(shape, generator=g, device=device) for g in gens]) < keep_p
 
 
-def apply_dropout(x: torch.Tensor, mask: torch.Tensor, p: float, kind: str) -> torch.Tensor:
+def apply_dropout(x: torch.Tensor, mask: torch.Tensor, p: float,
+                  kind: str | torch.Tensor) -> torch.Tensor:
     """Standard (inverted) dropout, or AlphaDropout for SELU-like families.
 
     AlphaDropout sets dropped units to SELU's saturation value and applies the affine
     correction ``a*x + b`` that keeps zero mean and unit variance (Klambauer et al. 2017).
+    ``kind``: ``"standard"`` or ``"alpha"`` for all K candidates, or a ``(K, 1, 1)`` bool
+    tensor (True: alpha) for a population that mixes the two.
     """
+    if isinstance(kind, torch.Tensor):
+        return torch.where(kind, apply_dropout(x, mask, p, "alpha"),
+                           apply_dropout(x, mask, p, "standard"))
     if kind == "alpha":
         a = ((1 - p) * (1 + p * _SELU_ALPHA_PRIME**2)) ** -0.5
         b = -a * _SELU_ALPHA_PRIME * p
@@ -210,9 +217,13 @@ _NORMAL_STD = {
 
 
 def init_weight_(
-    layer: BatchedLinear | BatchedConv2d, scheme: str, gens: list[torch.Generator]
+    layer: BatchedLinear | BatchedConv2d, scheme: str | Sequence[str | None],
+    gens: list[torch.Generator],
 ) -> None:
     """Initialise each candidate's slice from its own generator (weight, then bias if any).
+
+    ``scheme``: one for all candidates, or one per candidate (a mixed population: each
+    candidate keeps its family's init, drawn exactly as in its own K=1 network).
 
     Schemes (fan_in = inputs x kernel area):
 
@@ -229,17 +240,20 @@ def init_weight_(
     w_shape = tuple(layer.weight.shape[1:])
     b_shape = tuple(layer.bias.shape[1:]) if layer.bias is not None else None
     with torch.no_grad():
-        for i, g in enumerate(gens):
-            if scheme in ("default", "siren"):
+        schemes = [scheme] * len(gens) if isinstance(scheme, str) else list(scheme)
+        for i, (g, scheme_i) in enumerate(zip(gens, schemes, strict=True)):
+            if scheme_i is None:
+                continue  # this candidate's slice is drawn by the caller (models.blocks)
+            if scheme_i in ("default", "siren"):
                 bound = 1.0 / math.sqrt(fan_in)
                 w = (torch.rand(w_shape, generator=g) * 2 - 1) * bound
                 b = None if b_shape is None else (torch.rand(b_shape, generator=g) * 2 - 1) * bound
             else:
-                if scheme not in _NORMAL_STD:
+                if scheme_i not in _NORMAL_STD:
                     raise InvalidInput(
-                        f"unknown weight_init {scheme!r}; use default or one of {sorted(_NORMAL_STD)}"
+                        f"unknown weight_init {scheme_i!r}; use default or one of {sorted(_NORMAL_STD)}"
                     )
-                std = _NORMAL_STD[scheme](fan_in, fan_out)
+                std = _NORMAL_STD[scheme_i](fan_in, fan_out)
                 w = torch.randn(w_shape, generator=g) * std
                 b = None if b_shape is None else torch.zeros(b_shape)
             layer.weight[i].copy_(w)

@@ -23,6 +23,7 @@ from torch import nn
 from core.errors import InvalidInput
 
 from .activations import Activation, get_activation
+from .activations.mixed import MixedActivation, slice_key
 from .blocks import hidden_width, init_family_weight_
 from .layers import (
     BatchedConv2d,
@@ -67,38 +68,68 @@ def _act_init_seed(seed: int, layer: int) -> int:
 
 def _make_activation(cls: type[Activation], params: Sequence[Mapping[str, Any]], units: int,
                      layout: str, seeds: Sequence[int], layer: int) -> Activation:
-    """Build one layer's activation; families with random init get one stream per candidate,
+    """Build one slice's activation; families with random init get one stream per candidate,
     so candidate i of a population starts exactly as a K=1 net with its seed does."""
     if getattr(cls, "seeded_init", False):
-        return cls(params, units=units, layout=layout,  # type: ignore[call-arg]
-                   init_seeds=[_act_init_seed(s, layer) for s in seeds])
-    return cls(params, units=units, layout=layout)  # type: ignore[arg-type]
+        act = cls(params, units=units, layout=layout,  # type: ignore[call-arg]
+                  init_seeds=[_act_init_seed(s, layer) for s in seeds])
+    else:
+        act = cls(params, units=units, layout=layout)  # type: ignore[arg-type]
+    if layout == "conv":
+        act._n_spatial = 2
+    return act
+
+
+FamilySpec = str | Sequence[str]  # one family, or one per hidden layer (scope "layer")
+
+
+def _layer_names(arch: ArchSpec, family: FamilySpec, what: str) -> list[str]:
+    n_layers = arch.n_hidden_layers()
+    if isinstance(family, str):
+        return [family] * n_layers
+    names = list(family)
+    if len(names) != n_layers:
+        raise InvalidInput(
+            f"{what}: {len(names)} activation families given for {n_layers} hidden layers; "
+            "give one family, or one per hidden layer"
+        )
+    if arch.activation_scope == "net" and len(set(names)) > 1:
+        raise InvalidInput(
+            f"{what}: different families per layer need activation_scope='layer'; "
+            "with scope 'net' give one family"
+        )
+    return names
 
 
 def resolve_layers(
-    arch: ArchSpec, family: str | Sequence[str], act_params: Sequence[ActParams]
-) -> tuple[list[type[Activation]], list[list[Mapping[str, Any]]]]:
-    """Per hidden layer: the family class and the K candidates' parameter dicts.
+    arch: ArchSpec, family: FamilySpec | None, act_params: Sequence[ActParams],
+    families: Sequence[FamilySpec | None] | None = None,
+) -> tuple[list[list[type[Activation]]], list[list[Mapping[str, Any]]]]:
+    """Per hidden layer and candidate: the family class and the parameter dict.
 
-    ``act_params`` has one entry per candidate: a dict (the same parameters at every
-    layer) or, with ``activation_scope="layer"``, a list with one dict per hidden layer.
+    ``family`` is the population's family (one name, or one per hidden layer);
+    ``families`` optionally gives each candidate its own (``None`` entries take
+    ``family``). ``act_params`` has one entry per candidate: a dict (the same
+    parameters at every layer) or, with ``activation_scope="layer"``, a list with one
+    dict per hidden layer. Returns ``classes[layer][c]`` and ``params[layer][c]``.
     """
     n_layers = arch.n_hidden_layers()
-    if isinstance(family, str):
-        names = [family] * n_layers
-    else:
-        names = list(family)
-        if len(names) != n_layers:
-            raise InvalidInput(
-                f"{len(names)} activation families given for {n_layers} hidden layers; "
-                "give one family, or one per hidden layer"
-            )
-        if arch.activation_scope == "net" and len(set(names)) > 1:
-            raise InvalidInput(
-                "different families per layer need activation_scope='layer'; "
-                "with scope 'net' give one family"
-            )
-    classes = [get_activation(n) for n in names]
+    k = len(act_params)
+    if families is not None and len(families) != k:
+        raise InvalidInput(f"{len(families)} families for {k} candidates")
+    per_cand = list(families) if families is not None else [None] * k
+    classes: list[list[type[Activation]]] = [[] for _ in range(n_layers)]
+    cache: dict[tuple[str, ...], list[type[Activation]]] = {}
+    for c in range(k):
+        spec = per_cand[c] if per_cand[c] is not None else family
+        if spec is None:
+            raise InvalidInput(f"candidate {c} has no activation family; give the population's "
+                               "family or one per candidate")
+        names = tuple(_layer_names(arch, spec, f"candidate {c}"))
+        if names not in cache:
+            cache[names] = [get_activation(n) for n in names]
+        for layer, cls in enumerate(cache[names]):
+            classes[layer].append(cls)
     per_layer: list[list[Mapping[str, Any]]] = [[] for _ in range(n_layers)]
     for c, p in enumerate(act_params):
         if isinstance(p, Mapping):
@@ -121,6 +152,20 @@ def resolve_layers(
     return classes, per_layer
 
 
+def candidate_slice_keys(
+    arch: ArchSpec, family: FamilySpec | None, act_params: Sequence[ActParams],
+    families: Sequence[FamilySpec | None] | None = None,
+) -> list[tuple[Any, ...]]:
+    """Per candidate: its (family, structural parameters) at every hidden layer.
+
+    Candidates with equal keys fall in the same slice of every mixed layer; the engine
+    orders a population by these keys so each slice is one contiguous run of K.
+    """
+    classes, per_layer = resolve_layers(arch, family, act_params, families)
+    return [tuple(slice_key(classes[layer][c], per_layer[layer][c]) for layer in range(len(classes)))
+            for c in range(len(act_params))]
+
+
 def _structural(cls: type[Activation], params: Mapping[str, Any]) -> dict[str, Any]:
     return cls.structural_values(params)
 
@@ -138,6 +183,48 @@ def register_architecture(kind: str) -> Any:
         return cls
     return add
 # ----- end of architecture dispatch -------------------------------------------------------------
+
+
+def layer_widths(cls: type[Activation], params: Mapping[str, Any], units: int,
+                 param_match: bool = True) -> tuple[int, int]:
+    """``(pre, post)``: the width a layer of nominal ``units`` must produce for this family,
+    and the width after its activation (maxout: k*units -> units; crelu: units -> 2*units;
+    gated: 2h -> h, with h = 2/3 of ``units`` under ``param_match``)."""
+    st = _structural(cls, params)
+    pre = cls.pre_units(hidden_width(cls, units, param_match), st)
+    return pre, cls.post_units(pre, st)
+
+
+def _layer_activation(classes: Sequence[type[Activation]], params: Sequence[Mapping[str, Any]],
+                      units: int, layout: str, seeds: Sequence[int], layer: int,
+                      param_match: bool = True) -> tuple[Activation, int, int]:
+    """One hidden layer's activation module for all K candidates, and its (pre, post) widths.
+
+    Candidates whose family and structural parameters agree form one slice; one slice
+    is the family's own module (exactly as before mixing existed), several slices
+    become a :class:`MixedActivation`. Every candidate must need the same widths.
+    """
+    widths = [layer_widths(cls, p, units, param_match)
+              for cls, p in zip(classes, params, strict=True)]
+    if len(set(widths)) > 1:
+        detail = ", ".join(sorted({f"{cls.name}{dict(_structural(cls, p))}: {w[0]}->{w[1]}"
+                                   for cls, p, w in zip(classes, params, widths, strict=True)}))
+        raise InvalidInput(
+            f"hidden layer {layer}: candidates of one population need the same widths around "
+            f"the activation, got {detail}; group candidates with models.populations.population_key"
+        )
+    pre, post = widths[0]
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for c, (cls, p) in enumerate(zip(classes, params, strict=True)):
+        groups.setdefault(slice_key(cls, p), []).append(c)
+    built = []
+    for positions in groups.values():
+        cls = classes[positions[0]]
+        built.append((_make_activation(cls, [params[c] for c in positions], pre, layout,
+                                       [seeds[c] for c in positions], layer), positions))
+    if len(built) == 1:
+        return built[0][0], pre, post
+    return MixedActivation(built, pre, layout, len(classes)), pre, post  # type: ignore[arg-type]
 
 
 class PopulationNet(nn.Module):
@@ -168,11 +255,12 @@ class PopulationNet(nn.Module):
     def __init__(
         self,
         arch: ArchSpec,
-        family: str | Sequence[str],
+        family: FamilySpec | None,
         act_params: Sequence[ActParams],
         n_inputs: int,
         n_outputs: int,
         seeds: Sequence[int] | None = None,
+        families: Sequence[FamilySpec | None] | None = None,
     ):
         super().__init__()
         arch.validate(n_inputs=n_inputs)
@@ -186,8 +274,10 @@ class PopulationNet(nn.Module):
             raise InvalidInput(f"{len(seeds)} seeds for {k} candidates")
         self.arch, self.k, self.seeds = arch, k, seeds
         self.n_inputs, self.n_outputs = int(n_inputs), int(n_outputs)
-        classes, per_layer = resolve_layers(arch, family, act_params)
-        self.families = [c.name for c in classes]
+        classes, per_layer = resolve_layers(arch, family, act_params, families)
+        # candidate_families[c][layer]: each candidate's family per hidden layer
+        self.candidate_families = [[classes[layer][c].name for layer in range(len(classes))]
+                                   for c in range(k)]
 
         gens = [torch.Generator().manual_seed(s) for s in seeds]
         self.convs = nn.ModuleList()
@@ -195,27 +285,28 @@ class PopulationNet(nn.Module):
         self.norms = nn.ModuleList()
         self.acts = nn.ModuleList()
         self.layers: list[LayerInfo] = []
-        self.dropout_kinds: list[str] = []
+        # per dense layer, each candidate's dropout kind (SELU-like families: alpha)
+        self.dropout_kinds: list[list[str]] = []
+        self._alpha_masks: dict[int, torch.Tensor] = {}
+
+        def inits(layer: int) -> list[str]:  # each candidate's weight init for this layer
+            return [cls.weight_init for cls in classes[layer]]
 
         layer = 0
         if arch.kind == "cnn":
             assert arch.input_shape is not None
             c_in, h, w = arch.input_shape
             for i, channels in enumerate(arch.conv_channels):
-                cls, params = classes[layer], per_layer[layer]
-                st = _structural(cls, params[0])
-                pre = cls.pre_units(hidden_width(cls, channels, arch.param_match), st)
-                post = cls.post_units(pre, st)
+                act, pre, post = _layer_activation(classes[layer], per_layer[layer], channels,
+                                                   "conv", seeds, layer, arch.param_match)
                 conv = BatchedConv2d(k, c_in, pre, arch.kernel, shared_input=(i == 0),
                                      bias=arch.norm != "batch")
-                init_family_weight_(conv, cls, params, gens, first=(i == 0))
-                act = _make_activation(cls, params, pre, "conv", seeds, layer)
-                act._n_spatial = 2
+                init_family_weight_(conv, classes[layer], per_layer[layer], gens, first=(i == 0))
                 self.convs.append(conv)
                 self.norms.append(self._make_norm(k, pre, "conv"))
                 self.acts.append(act)
-                self.layers.append(LayerInfo(layer, "conv", cls.name, c_in, pre, post, (h, w),
-                                             arch.residual and i > 0 and c_in == post))
+                self.layers.append(LayerInfo(layer, "conv", self._layer_family(layer), c_in, pre,
+                                             post, (h, w), arch.residual and i > 0 and c_in == post))
                 c_in, h, w = post, h // arch.pool, w // arch.pool
                 layer += 1
             n_in = c_in * h * w
@@ -223,24 +314,31 @@ class PopulationNet(nn.Module):
         else:
             n_in, shared = self.n_inputs, True
         for j, width in enumerate(arch.hidden):
-            cls, params = classes[layer], per_layer[layer]
-            st = _structural(cls, params[0])
-            pre = cls.pre_units(hidden_width(cls, width, arch.param_match), st)
-            post = cls.post_units(pre, st)
+            act, pre, post = _layer_activation(classes[layer], per_layer[layer], width, "mlp",
+                                               seeds, layer, arch.param_match)
             lin = BatchedLinear(k, n_in, pre, shared_input=shared, bias=arch.norm != "batch")
-            init_family_weight_(lin, cls, params, gens, first=(layer == 0))
+            init_family_weight_(lin, classes[layer], per_layer[layer], gens, first=(layer == 0))
             self.dense.append(lin)
             self.norms.append(self._make_norm(k, pre, "mlp"))
-            self.acts.append(_make_activation(cls, params, pre, "mlp", seeds, layer))
-            self.dropout_kinds.append(cls.dropout_kind)
-            self.layers.append(LayerInfo(layer, "dense", cls.name, n_in, pre, post, None,
-                                         arch.residual and j > 0 and n_in == post))
+            self.acts.append(act)
+            self.dropout_kinds.append([cls.dropout_kind for cls in classes[layer]])
+            self.layers.append(LayerInfo(layer, "dense", self._layer_family(layer), n_in, pre, post,
+                                         None, arch.residual and j > 0 and n_in == post))
             n_in, shared = post, False
             layer += 1
         self.out = BatchedLinear(k, n_in, self.n_outputs, shared_input=shared)
-        # The output layer follows the init of the last hidden layer's family.
-        init_weight_(self.out, classes[-1].weight_init if classes else "default", gens)
+        # The output layer follows the init of the last hidden layer's family (per candidate).
+        init_weight_(self.out, inits(len(classes) - 1) if classes else "default", gens)
         self._drop_gens: list[torch.Generator] | None = None
+
+    @property
+    def families(self) -> list[str]:
+        """Per hidden layer: its family, or ``"mixed"`` where candidates differ."""
+        return [self._layer_family(layer) for layer in range(len(self.candidate_families[0]))]
+
+    def _layer_family(self, layer: int) -> str:
+        names = {fams[layer] for fams in self.candidate_families}
+        return names.pop() if len(names) == 1 else "mixed"
 
     def _make_norm(self, k: int, units: int, layout: str) -> nn.Module:
         if self.arch.norm == "none":
@@ -281,13 +379,26 @@ class PopulationNet(nn.Module):
             a = self.acts[layer](z)  # (K, B, post)
             if p > 0 and self.training:
                 masks = dropout_masks(self._dropout_generators(a.device), (b, info.post), 1 - p, a.device)
-                a = apply_dropout(a, masks, p, self.dropout_kinds[j])
+                a = apply_dropout(a, masks, p, self._dropout_kind(j, a.device))
             if info.residual:
                 a = a + h
             h = a
             layer += 1
         # computed as (K, n_outputs, B) and returned as a (K, B, n_outputs) view
         return self.out.forward_outputs_first(h).transpose(1, 2)
+
+    def _dropout_kind(self, j: int, device: torch.device) -> str | torch.Tensor:
+        """Dense layer ``j``'s dropout kind: one name, or a ``(K, 1, 1)`` bool "alpha" mask
+        when the population mixes SELU-like and other families (cached on the device, so
+        a CUDA graph captures no host-to-device copy)."""
+        kinds = self.dropout_kinds[j]
+        if len(set(kinds)) == 1:
+            return kinds[0]
+        mask = self._alpha_masks.get(j)
+        if mask is None or mask.device != device:
+            mask = torch.tensor([kd == "alpha" for kd in kinds], device=device).reshape(-1, 1, 1)
+            self._alpha_masks[j] = mask
+        return mask
 
     def _dropout_generators(self, device: torch.device) -> list[torch.Generator]:
         if self._drop_gens is None or self._drop_gens[0].device != device:
@@ -337,23 +448,55 @@ class PopulationNet(nn.Module):
             act.keep(index.to(act._probe_device()))
         pos = index.tolist()
         self.seeds = [self.seeds[i] for i in pos]
+        self.candidate_families = [self.candidate_families[i] for i in pos]
+        self.dropout_kinds = [[kinds[i] for i in pos] for kinds in self.dropout_kinds]
+        self._alpha_masks = {}
+        self.layers = [LayerInfo(info.index, info.kind, self._layer_family(info.index), info.n_in,
+                                 info.pre, info.post, info.spatial, info.residual)
+                       for info in self.layers]
         if self._drop_gens is not None:
             self._drop_gens = [self._drop_gens[i] for i in pos]
         self.k = len(pos)
+
+    def param_positions(self) -> dict[str, list[int] | None]:
+        """Per parameter name: the candidate positions its leading axis holds (None: all K).
+
+        Only the slices of a mixed layer hold fewer than K candidates; the optimizer
+        uses this to give each slice its candidates' learning rates and state.
+        """
+        out: dict[str, list[int] | None] = {name: None for name, _ in self.named_parameters()}
+        for layer, act in enumerate(self.acts):
+            if isinstance(act, MixedActivation):
+                for name, _, positions in act.param_positions():
+                    out[f"acts.{layer}.{name}"] = positions
+        return out
+
+    def _candidate_views(self, i: int) -> dict[str, torch.Tensor]:
+        """Candidate ``i``'s state as ``(1, ...)`` views, named as in a K=1 net of its family."""
+        if not 0 <= i < self.k:
+            raise IndexError(f"candidate position {i} out of range for K={self.k}")
+        views = {name: t[i : i + 1] for name, t in self.state_dict().items()
+                 if not name.startswith("acts.")}
+        for layer, act in enumerate(self.acts):
+            assert isinstance(act, Activation)
+            leaf, j = act.locate(i)
+            for name, t in leaf.state_dict().items():
+                views[f"acts.{layer}.{name}"] = t[j : j + 1]
+        return views
 
     def candidate_state(self, i: int) -> dict[str, np.ndarray]:
         """Candidate ``i``'s parameters and buffers, each with a leading axis of 1.
 
         Loadable with :meth:`load_candidate_state` into any net of the same
-        architecture and family (normally a K=1 one, which then reproduces candidate i).
+        architecture and of that candidate's family (normally a K=1 one, which then
+        reproduces candidate i); a mixed population's candidate state has the keys of
+        a single-family net.
         """
-        if not 0 <= i < self.k:
-            raise IndexError(f"candidate position {i} out of range for K={self.k}")
-        return {name: t[i : i + 1].detach().cpu().numpy().copy() for name, t in self.state_dict().items()}
+        return {name: t.detach().cpu().numpy().copy() for name, t in self._candidate_views(i).items()}
 
     def load_candidate_state(self, state: Mapping[str, Any], position: int = 0) -> None:
         """Write one candidate's state (from :meth:`candidate_state`) into slot ``position``."""
-        own = self.state_dict()
+        own = self._candidate_views(position)
         missing, unexpected = set(own) - set(state), set(state) - set(own)
         if missing or unexpected:
             raise InvalidInput(
@@ -368,15 +511,20 @@ class PopulationNet(nn.Module):
                         f"state {name!r} has shape {tuple(src.shape)}, the network expects "
                         f"(1, {', '.join(map(str, t.shape[1:]))})"
                     )
-                t[position].copy_(src[0].to(t.dtype))
+                t[0].copy_(src[0].to(t.dtype))
 
     # ----- size -----------------------------------------------------------------------
-    def count_params(self) -> int:
-        """Trainable parameters of one candidate (weights, biases, norm affine, activation)."""
-        return int(sum(p[0].numel() for p in self.parameters()))
+    def count_params(self, i: int = 0) -> int:
+        """Trainable parameters of candidate ``i`` (weights, biases, norm affine, activation)."""
+        total = sum(p[0].numel() for name, p in self.named_parameters() if not name.startswith("acts."))
+        for act in self.acts:
+            assert isinstance(act, Activation)
+            leaf, _ = act.locate(i)
+            total += sum(p[0].numel() for p in leaf.parameters())
+        return int(total)
 
-    def count_flops(self) -> int:
-        """FLOPs of one forward of one row for one candidate.
+    def count_flops(self, i: int = 0) -> int:
+        """FLOPs of one forward of one row for candidate ``i``.
 
         Counted: 2 per multiply-add of every linear and conv layer (including the
         output layer), 1 per bias add (hidden layers have no bias before batch norm),
@@ -387,7 +535,8 @@ class PopulationNet(nn.Module):
         flops = 0
         bias = 0 if self.arch.norm == "batch" else 1
         for info, act in zip(self.layers, self.acts, strict=True):
-            act_cost = type(act).element_flops(act.structural)
+            leaf, _ = act.locate(i)
+            act_cost = type(leaf).element_flops(leaf.structural)
             if info.kind == "conv":
                 assert info.spatial is not None
                 positions = info.spatial[0] * info.spatial[1]

@@ -159,14 +159,28 @@ class BatchedOptimizer:
         self._step_now = torch.empty_like(self.lr)  # (K,) Adam's -lr x bias corrections
         self._shrink_now = torch.empty_like(self.lr)  # (K,) AdamW's 1 - lr * wd
 
-        def views(t: torch.Tensor, ps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-            return [t.view(-1, *([1] * (p.ndim - 1))) for p in ps]
+        # A mixed population's activation slices hold a subset of the K candidates:
+        # their per-candidate views read those candidates' entries (a narrow view of a
+        # contiguous run, else a gathered copy refreshed in place after each update).
+        positions = self.net.param_positions()
+        self._positions = [positions.get(n) for n in self.names]
+        self._gathers: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
-        self._lr_views = views(self._lr_now, self.params)
-        self._neg_lr_views = views(self._neg_lr_now, self.params)
-        self._step_views = views(self._step_now, self.params)
-        self._wd_views = views(self.weight_decay, self.params[: self.n_decay])
-        self._shrink_views = views(self._shrink_now, self.params[: self.n_decay])
+        def views(t: torch.Tensor, ps: Sequence[torch.Tensor],
+                  poss: Sequence[list[int] | None]) -> list[torch.Tensor]:
+            out = []
+            for p, pos in zip(ps, poss, strict=True):
+                src = t if pos is None else self._subset(t, pos)
+                out.append(src.view(-1, *([1] * (p.ndim - 1))))
+            return out
+
+        self._lr_views = views(self._lr_now, self.params, self._positions)
+        self._neg_lr_views = views(self._neg_lr_now, self.params, self._positions)
+        self._step_views = views(self._step_now, self.params, self._positions)
+        self._wd_views = views(self.weight_decay, self.params[: self.n_decay],
+                               self._positions[: self.n_decay])
+        self._shrink_views = views(self._shrink_now, self.params[: self.n_decay],
+                                   self._positions[: self.n_decay])
         self._any_decay = bool((self.weight_decay > 0).any()) and self.n_decay > 0
         for name, p in zip(self.names, self.params, strict=True):
             if name not in self.state:
@@ -184,6 +198,19 @@ class BatchedOptimizer:
         old_t = getattr(self, "_step_t", None)
         self._step_t = (old_t if old_t is not None
                         else torch.zeros((), dtype=torch.float32, device=self.lr.device))
+
+    def _subset(self, t: torch.Tensor, pos: list[int]) -> torch.Tensor:
+        """``t[pos]`` that follows in-place writes to ``t``: a view, or a refreshed gather."""
+        if pos == list(range(pos[0], pos[0] + len(pos))):
+            return t[pos[0] : pos[0] + len(pos)]
+        idx = torch.tensor(pos, dtype=torch.long, device=t.device)
+        buf = t.index_select(0, idx)
+        self._gathers.append((t, idx, buf))
+        return buf
+
+    def _refresh_gathers(self) -> None:
+        for src, idx, buf in self._gathers:
+            torch.index_select(src, 0, idx, out=buf)
 
     @property
     def graph_safe(self) -> bool:
@@ -205,6 +232,8 @@ class BatchedOptimizer:
         """
         self.step_count += 1
         torch.mul(self.lr, lr_mult, out=self._lr_now)
+        if self._gathers:
+            self._refresh_gathers()
         all_grads = [p.grad for p in self.params]
         if all(g is not None for g in all_grads):  # the usual case: no per-step list building
             idx = range(len(self.params))
@@ -224,11 +253,15 @@ class BatchedOptimizer:
         if self._any_decay and decay_pos and self.kind == "adamw":
             torch.addcmul(torch.ones_like(self._lr_now), self._lr_now, self.weight_decay,
                           value=-1.0, out=self._shrink_now)
+            if self._gathers:
+                self._refresh_gathers()
             torch._foreach_mul_([params[j] for j in decay_pos],
                                 [self._shrink_views[idx[j]] for j in decay_pos])
         names = [self.names[i] for i in idx]
         if self.kind == "sgd":
             torch.neg(self._lr_now, out=self._neg_lr_now)
+            if self._gathers:
+                self._refresh_gathers()
             bufs = [self.state[n]["momentum_buffer"] for n in names]
             if self.momentum > 0:
                 torch._foreach_mul_(bufs, self.momentum)
@@ -259,6 +292,8 @@ class BatchedOptimizer:
         # w -= lr/bc1 * m / (sqrt(v/bc2) + eps), with sqrt(bc2) folded into the step size
         bc2_sqrt = math.sqrt(1.0 - b2**t)
         torch.mul(self._lr_now, -bc2_sqrt / (1.0 - b1**t), out=self._step_now)
+        if self._gathers:
+            self._refresh_gathers()
         denom = torch._foreach_sqrt(v)
         torch._foreach_add_(denom, self.eps * bc2_sqrt)
         upd = torch._foreach_mul(m, [self._step_views[i] for i in idx])
@@ -273,13 +308,13 @@ class BatchedOptimizer:
         b1, b2 = self.betas
         kernel = _adam_kernel()
         self._step_t.add_(1.0)
-        lr = self._lr_now.view(-1, 1)  # (K, 1)
         for j in range(len(idx)):
             # Every tensor as a plain (K, N) view: one compiled kernel serves every
             # parameter and population size (dynamo would otherwise compile per shape
             # pattern and per Parameter shape, and fall back to eager past its limit).
-            k = params[j].shape[0]
+            k = params[j].shape[0]  # K, or a mixed layer's slice of it
             p, mm, vv = (t.view(k, -1) for t in (params[j], m[j], v[j]))
+            lr = self._lr_views[idx[j]].reshape(k, 1)  # (K, 1)
             try:
                 kernel(p, grads[j].reshape(k, -1), mm, vv, lr, self._step_t, b1, b2, self.eps)
             except Exception as exc:  # noqa: BLE001 - any compiler failure falls back
@@ -300,8 +335,18 @@ class BatchedOptimizer:
         index = torch.as_tensor(index, dtype=torch.long).to(self.lr.device)
         self.lr = self.lr.index_select(0, index)
         self.weight_decay = self.weight_decay.index_select(0, index)
-        self.state = {
-            name: {key: t.index_select(0, index) for key, t in st.items()}
-            for name, st in self.state.items()
-        }
+        kept = index.tolist()
+        old_positions = dict(zip(self.names, self._positions, strict=True))
+        state: dict[str, dict[str, torch.Tensor]] = {}
+        for name, st in self.state.items():
+            pos = old_positions.get(name)
+            if pos is None:
+                local = index
+            else:  # a mixed layer's slice: its own survivors, by their place in the slice
+                rows = [pos.index(i) for i in kept if i in pos]
+                if not rows:
+                    continue  # the slice is gone
+                local = torch.tensor(rows, dtype=torch.long, device=index.device)
+            state[name] = {key: t.index_select(0, local) for key, t in st.items()}
+        self.state = state
         self._bind()

@@ -24,8 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .activations import Activation
-from .blocks import hidden_width, init_family_weight_
+from .blocks import init_family_weight_
 from .layers import (
     BatchedConv2d,
     BatchedLinear,
@@ -38,8 +37,7 @@ from .network import (
     ActParams,
     LayerInfo,
     PopulationNet,
-    _make_activation,
-    _structural,
+    _layer_activation,
     register_architecture,
     resolve_layers,
 )
@@ -68,14 +66,17 @@ class ResNetNet(PopulationNet):
 
     _setup = TransformerNet._setup
 
-    def __init__(self, arch: ArchSpec, family: str | Sequence[str], act_params: Sequence[ActParams],
-                 n_inputs: int, n_outputs: int, seeds: Sequence[int] | None = None):
+    def __init__(self, arch: ArchSpec, family: str | Sequence[str] | None,
+                 act_params: Sequence[ActParams], n_inputs: int, n_outputs: int,
+                 seeds: Sequence[int] | None = None,
+                 families: Sequence[str | Sequence[str] | None] | None = None):
         nn.Module.__init__(self)
         self._setup(arch, act_params, n_inputs, n_outputs, seeds)
         assert arch.input_shape is not None
         k = self.k
-        classes, per_layer = resolve_layers(arch, family, act_params)
-        self.families = [c.name for c in classes]
+        classes, per_layer = resolve_layers(arch, family, act_params, families)
+        self.candidate_families = [[classes[layer][c].name for layer in range(len(classes))]
+                                   for c in range(k)]
         gens = [torch.Generator().manual_seed(s) for s in self.seeds]
         self.convs = nn.ModuleList()  # one per activated conv, in layer order
         self.norms = nn.ModuleList()
@@ -89,19 +90,16 @@ class ResNetNet(PopulationNet):
         def conv_layer(n_in: int, channels: int, stride: int, hw: tuple[int, int],
                        residual: bool) -> tuple[int, tuple[int, int]]:
             layer = len(self.layers)
-            cls, params = classes[layer], per_layer[layer]
-            st = _structural(cls, params[0])
-            pre = cls.pre_units(hidden_width(cls, channels, arch.param_match), st)
-            post = cls.post_units(pre, st)
+            act, pre, post = _layer_activation(classes[layer], per_layer[layer], channels,
+                                               "conv", self.seeds, layer, arch.param_match)
             conv = StridedConv2d(k, n_in, pre, 3, stride=stride, shared_input=(layer == 0))
-            init_family_weight_(conv, cls, params, gens, first=(layer == 0))
+            init_family_weight_(conv, classes[layer], per_layer[layer], gens, first=(layer == 0))
             out_hw = ((hw[0] - 1) // stride + 1, (hw[1] - 1) // stride + 1)
-            act = _make_activation(cls, params, pre, "conv", self.seeds, layer)
-            act._n_spatial = 2
             self.convs.append(conv)
             self.norms.append(BatchedNorm(k, pre, "batch", "conv"))
             self.acts.append(act)
-            self.layers.append(LayerInfo(layer, "conv", cls.name, n_in, pre, post, out_hw, residual))
+            self.layers.append(LayerInfo(layer, "conv", self._layer_family(layer), n_in, pre, post,
+                                         out_hw, residual))
             return post, out_hw
 
         c, hw = conv_layer(c_in, arch.conv_channels[0], 1, (h, w), False)  # the stem
@@ -123,16 +121,15 @@ class ResNetNet(PopulationNet):
         self.dropout_p = p
         for width in arch.hidden:
             layer = len(self.layers)
-            cls, params = classes[layer], per_layer[layer]
-            st = _structural(cls, params[0])
-            pre = cls.pre_units(hidden_width(cls, width, arch.param_match), st)
-            post = cls.post_units(pre, st)
+            act, pre, post = _layer_activation(classes[layer], per_layer[layer], width, "mlp",
+                                               self.seeds, layer, arch.param_match)
             lin = BatchedLinear(k, n_in, pre)
-            init_family_weight_(lin, cls, params, gens)
+            init_family_weight_(lin, classes[layer], per_layer[layer], gens)
             self.dense.append(lin)
-            self.acts.append(_make_activation(cls, params, pre, "mlp", self.seeds, layer))
-            self.dropout_kinds.append(cls.dropout_kind)
-            self.layers.append(LayerInfo(layer, "dense", cls.name, n_in, pre, post, None, False))
+            self.acts.append(act)
+            self.dropout_kinds.append([c.dropout_kind for c in classes[layer]])
+            self.layers.append(LayerInfo(layer, "dense", self._layer_family(layer), n_in, pre,
+                                         post, None, False))
             n_in = post
         self.out = BatchedLinear(k, n_in, self.n_outputs)
         init_weight_(self.out, "default", gens)
@@ -172,19 +169,19 @@ class ResNetNet(PopulationNet):
             if self.dropout_p > 0 and self.training:
                 masks = dropout_masks(self._dropout_generators(a.device), (b, info.post),
                                       1 - self.dropout_p, a.device)
-                a = apply_dropout(a, masks, self.dropout_p, self.dropout_kinds[j])
+                a = apply_dropout(a, masks, self.dropout_p, self._dropout_kind(j, a.device))
             feats = a
         return self.out.forward_outputs_first(feats).transpose(1, 2)  # (K, B, C)
 
     # ----- size -----------------------------------------------------------------------
-    def count_flops(self) -> int:
-        """FLOPs of one image for one candidate: convs (2 per multiply-add), the 1x1
+    def count_flops(self, i: int = 0) -> int:
+        """FLOPs of one image for candidate ``i``: convs (2 per multiply-add), the 1x1
         projections, activations, residual adds, the dense head and output layer;
         batch norm and pooling are not counted."""
         flops = 0
         for info, act in zip(self.layers, self.acts, strict=True):
-            assert isinstance(act, Activation)
-            act_cost = type(act).element_flops(act.structural)
+            leaf, _ = act.locate(i)  # candidate i's own family slice
+            act_cost = type(leaf).element_flops(leaf.structural)
             if info.kind == "conv":
                 assert info.spatial is not None
                 positions = info.spatial[0] * info.spatial[1]

@@ -15,8 +15,9 @@ import ctypes
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -235,21 +236,58 @@ def auto_population_size(
     callers' convenience; the estimate takes each family's worst case.
     """
     del act_params
-    dev = torch.device(device)
     est = estimate_candidate(arch, family, n_inputs, n_outputs, batch_size)
-    per_candidate = est.training_bytes
+    return _saturating_k(arch, torch.device(device), est.flops_per_row, est.training_bytes,
+                         batch_size, n_outputs, threads, memory_bytes, memory_budget_bytes)
+
+
+MixEntry = str | tuple[str, Mapping[str, Any]]
+
+
+def population_size(
+    arch: ArchSpec,
+    n_inputs: int,
+    n_outputs: int,
+    batch_size: int,
+    device: str | torch.device = "cpu",
+    families_mix: Sequence[MixEntry] = ("relu",),
+    *,
+    threads: int | None = None,
+    memory_bytes: int | None = None,
+    memory_budget_bytes: int | None = None,
+) -> int:
+    """K for a (possibly mixed) population: what the device saturates, not trials per family.
+
+    ``families_mix``: the candidates the population will hold, as family names or
+    ``(family, act_params)`` pairs, in their expected proportions (e.g. one entry per
+    family of the search; duplicates weight a family). They must share one
+    :func:`models.populations.population_key`. The step's work is the mix's mean FLOPs
+    per candidate and its memory the mix's largest candidate (both from
+    :func:`estimate_candidate`: no network is built), with the rule of
+    :func:`auto_population_size`.
+    """
+    names = [e if isinstance(e, str) else e[0] for e in (families_mix or ("relu",))]
+    ests = {f: estimate_candidate(arch, f, n_inputs, n_outputs, batch_size) for f in set(names)}
+    flops = sum(ests[f].flops_per_row for f in names) / len(names)
+    per_candidate = max(e.training_bytes for e in ests.values())
+    return _saturating_k(arch, torch.device(device), flops, per_candidate, batch_size,
+                         n_outputs, threads, memory_bytes, memory_budget_bytes)
+
+
+def _saturating_k(arch: ArchSpec, dev: torch.device, flops_per_row: float, per_candidate: int,
+                  batch_size: int, n_outputs: int, threads: int | None,
+                  memory_bytes: int | None, memory_budget_bytes: int | None) -> int:
     if dev.type == "cuda" and torch.cuda.is_available():
         free, _total = torch.cuda.mem_get_info(dev)
         budget = memory_bytes if memory_bytes is not None else free
         widest = max([*arch.conv_channels, *arch.hidden, n_outputs])
-        k = _pow2_ceil(GPU_STEP_ELEMENTS / max(1, batch_size * widest))
-        k = min(k, GPU_MAX_K)
+        k = min(_pow2_ceil(GPU_STEP_ELEMENTS / max(1, batch_size * widest)), GPU_MAX_K)
     else:
         budget = memory_bytes if memory_bytes is not None else _available_ram()
         n_threads = threads if threads is not None else torch.get_num_threads()
-        step_flops = 3 * est.flops_per_row * batch_size
-        k = _pow2_ceil(CPU_STEP_FLOPS_PER_THREAD * n_threads / max(1, step_flops))
-        k = min(k, CPU_MAX_K)
+        step_flops = 3 * flops_per_row * batch_size
+        k = min(_pow2_ceil(CPU_STEP_FLOPS_PER_THREAD * n_threads / max(1.0, step_flops)),
+                CPU_MAX_K)
     room = 0.5 * budget
     if memory_budget_bytes is not None:
         room = min(room, float(memory_budget_bytes))

@@ -446,12 +446,17 @@ class Candidate:
         weight_decay: its weight decay (weights of linear/conv layers only).
         act_params: the family's parameters: a dict, or (``activation_scope="layer"``)
             a list of dicts, one per hidden layer.
+        family: this candidate's activation family (or, with ``activation_scope="layer"``,
+            one per hidden layer); ``None`` takes the population's family. Candidates of
+            different families share a population when :func:`models.populations.population_key`
+            says they have the same shape.
     """
 
     seed: int
     lr: float
     weight_decay: float = 0.0
     act_params: dict[str, Any] | list[dict[str, Any]] = field(default_factory=dict)
+    family: str | list[str] | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Candidate:
@@ -469,6 +474,14 @@ class Candidate:
             raise InvalidInput(f"lr must be a finite number >= 0, got {self.lr!r}")
         if not (math.isfinite(float(self.weight_decay)) and float(self.weight_decay) >= 0):
             raise InvalidInput(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+        if self.family is not None and not (
+            isinstance(self.family, str)
+            or (isinstance(self.family, list) and all(isinstance(f, str) for f in self.family))
+        ):
+            raise InvalidInput(
+                f"family must be a family name (or a list of names, one per hidden layer), "
+                f"got {self.family!r}"
+            )
         if not isinstance(self.act_params, (dict, list)):
             raise InvalidInput(
                 f"act_params must be a dict (or a list of dicts, one per layer), "

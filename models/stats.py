@@ -188,30 +188,32 @@ def sample_curves(
     stats: list[list[dict[str, Any]]],
     positions: Sequence[int],
     curve_points: int = 201,
-) -> list[list[dict[str, Any]]]:
+) -> list[list[dict[str, Any] | None]]:
     """Sample each layer's activation of each candidate over its observed range: ``[layer][j]``.
 
     ``stats`` is :func:`preact_stats`'s output for the same ``positions``. Each dict:
     x float32 ``(G,)``, y float32 ``(U', G)`` (U' = 1 for fixed/per-layer families, U for
-    per-unit ones) and params. Layers whose family has no 1-D curve (``curve()``
-    returns None, e.g. maxout) give an empty list.
+    per-unit ones) and params. A candidate whose family has no 1-D curve (``curve()``
+    returns None, e.g. maxout) gets None; a layer where no candidate has one, an
+    empty list.
     """
-    out: list[list[dict[str, Any]]] = []
+    out: list[list[dict[str, Any] | None]] = []
     for layer, act in enumerate(net.acts):
         assert isinstance(act, Activation)
-        rows: list[dict[str, Any]] = []
+        rows: list[dict[str, Any] | None] = []
         for j, pos in enumerate(positions):
             q = stats[layer][j]["quantiles"]
             lo, hi = curve_range(q[_quantile_key(QUANTILES[0])], q[_quantile_key(QUANTILES[-1])])
             grid = torch.linspace(lo, hi, curve_points, dtype=torch.float32)  # (G,)
-            y = act.curve(grid)  # (K, U', G) or None
+            leaf, local = act.locate(pos)  # a mixed layer: the candidate's own family
+            y = leaf.candidate_curve(grid, local)  # (U', G) or None
             if y is None:
-                rows = []
-                break
+                rows.append(None)
+                continue
             rows.append({
                 "x": grid.numpy().astype(np.float32),
-                "y": y[pos].detach().cpu().numpy().astype(np.float32),
-                "params": activation_params(act, pos),
+                "y": y.detach().cpu().numpy().astype(np.float32),
+                "params": activation_params(leaf, local),
             })
-        out.append(rows)
+        out.append(rows if any(r is not None for r in rows) else [])
     return out

@@ -21,16 +21,14 @@ from torch import nn
 
 from core.errors import InvalidInput
 
-from .activations import Activation
 from .attention import BatchedSelfAttention
-from .blocks import hidden_width, init_family_weight_
+from .blocks import init_family_weight_
 from .layers import BatchedLinear, BatchedNorm, apply_dropout, dropout_masks, init_weight_
 from .network import (
     ActParams,
     LayerInfo,
     PopulationNet,
-    _make_activation,
-    _structural,
+    _layer_activation,
     register_architecture,
     resolve_layers,
 )
@@ -48,14 +46,17 @@ class TransformerNet(PopulationNet):
 
     input_dtype = torch.long  # what an exported program takes
 
-    def __init__(self, arch: ArchSpec, family: str | Sequence[str], act_params: Sequence[ActParams],
-                 n_inputs: int, n_outputs: int, seeds: Sequence[int] | None = None):
+    def __init__(self, arch: ArchSpec, family: str | Sequence[str] | None,
+                 act_params: Sequence[ActParams], n_inputs: int, n_outputs: int,
+                 seeds: Sequence[int] | None = None,
+                 families: Sequence[str | Sequence[str] | None] | None = None):
         nn.Module.__init__(self)
         self._setup(arch, act_params, n_inputs, n_outputs, seeds)
         assert arch.vocab_size is not None
         k, d, t = self.k, arch.d_model, self.n_inputs
-        classes, per_layer = resolve_layers(arch, family, act_params)
-        self.families = [c.name for c in classes]
+        classes, per_layer = resolve_layers(arch, family, act_params, families)
+        self.candidate_families = [[classes[layer][c].name for layer in range(len(classes))]
+                                   for c in range(k)]
         gens = [torch.Generator().manual_seed(s) for s in self.seeds]
         self.tok_emb = nn.Parameter(torch.empty(k, arch.vocab_size, d))  # (K, V, d)
         self.pos_emb = nn.Parameter(torch.empty(k, t, d))  # (K, T, d)
@@ -68,16 +69,13 @@ class TransformerNet(PopulationNet):
         self.acts = nn.ModuleList()
         self.layers: list[LayerInfo] = []
         for layer in range(arch.n_layers):
-            cls, params = classes[layer], per_layer[layer]
-            st = _structural(cls, params[0])
-            width = hidden_width(cls, arch.mlp_width(), arch.param_match)
-            pre = cls.pre_units(width, st)
-            post = cls.post_units(pre, st)
+            act, pre, post = _layer_activation(classes[layer], per_layer[layer], arch.mlp_width(),
+                                               "mlp", self.seeds, layer, arch.param_match)
             attn = BatchedSelfAttention(k, d, arch.heads)
             init_weight_(attn.qkv, "default", gens)
             init_weight_(attn.proj, "default", gens)
             fc1 = BatchedLinear(k, d, pre)
-            init_family_weight_(fc1, cls, params, gens)
+            init_family_weight_(fc1, classes[layer], per_layer[layer], gens)
             fc2 = BatchedLinear(k, post, d)
             init_weight_(fc2, "default", gens)
             self.attn_norms.append(BatchedNorm(k, d, "layer", "mlp"))
@@ -85,8 +83,9 @@ class TransformerNet(PopulationNet):
             self.mlp_norms.append(BatchedNorm(k, d, "layer", "mlp"))
             self.fc1.append(fc1)
             self.fc2.append(fc2)
-            self.acts.append(_make_activation(cls, params, pre, "mlp", self.seeds, layer))
-            self.layers.append(LayerInfo(layer, "dense", cls.name, d, pre, post, None, True))
+            self.acts.append(act)
+            self.layers.append(LayerInfo(layer, "dense", self._layer_family(layer), d, pre, post,
+                                         None, True))
         self.final_norm = BatchedNorm(k, d, "layer", "mlp")
         self.out = BatchedLinear(k, d, self.n_outputs)
         init_weight_(self.out, "default", gens)
@@ -105,7 +104,9 @@ class TransformerNet(PopulationNet):
             raise InvalidInput(f"{len(seeds)} seeds for {k} candidates")
         self.arch, self.k, self.seeds = arch, k, seeds
         self.n_inputs, self.n_outputs = int(n_inputs), int(n_outputs)
-        self.dropout_kinds: list[str] = []
+        # per dense layer, each candidate's dropout kind (SELU-like families: alpha)
+        self.dropout_kinds: list[list[str]] = []
+        self._alpha_masks: dict[int, torch.Tensor] = {}
         self._drop_gens: list[torch.Generator] | None = None
 
     def _dropout(self, a: torch.Tensor) -> torch.Tensor:
@@ -139,15 +140,15 @@ class TransformerNet(PopulationNet):
         return self.out.forward_outputs_first(pooled).transpose(1, 2)  # (K, B, C)
 
     # ----- size -----------------------------------------------------------------------
-    def count_flops(self) -> int:
-        """FLOPs of one sequence for one candidate: attention (projections, T x T scores
+    def count_flops(self, i: int = 0) -> int:
+        """FLOPs of one sequence for candidate ``i``: attention (projections, T x T scores
         and mix), the MLPs with their activations, residual adds and the head; embedding
         lookups, norms, the mean and dropout are not counted."""
         t, d = self.n_inputs, self.arch.d_model
         flops = 0
         for info, act, attn in zip(self.layers, self.acts, self.attns, strict=True):
-            assert isinstance(act, Activation)
-            act_cost = type(act).element_flops(act.structural)
+            leaf, _ = act.locate(i)  # candidate i's own family slice
+            act_cost = type(leaf).element_flops(leaf.structural)
             flops += t * attn.flops_per_token(t)
             flops += t * (info.pre * (2 * d + 1 + act_cost) + d * (2 * info.post + 1))
             flops += 2 * t * d  # two residual adds

@@ -261,6 +261,21 @@ class Activation(nn.Module):
             self.units, self.layout = saved_units, saved_layout
         return y.transpose(1, 2).contiguous()
 
+    def candidate_curve(self, x: torch.Tensor, pos: int) -> torch.Tensor | None:
+        """Candidate ``pos``'s curve ``(U', G)`` on the grid ``x`` (None: no 1-D curve)."""
+        y = self.curve(x)
+        return None if y is None else y[pos]
+
+    def leaves(self) -> list[Activation]:
+        """The single-family modules behind this one (itself; a mixed layer: its slices)."""
+        return [self]
+
+    def locate(self, pos: int) -> tuple[Activation, int]:
+        """The single-family module holding candidate ``pos``, and its position there."""
+        if not 0 <= pos < self.k:
+            raise IndexError(f"candidate position {pos} out of range for K={self.k}")
+        return self, pos
+
     def _probe_device(self) -> torch.device:
         for t in list(self.parameters()) + list(self.buffers()):
             return t.device

