@@ -72,13 +72,6 @@ def _bearer_key(home: Path) -> str:
     return raw
 
 
-def _auth_supported() -> bool:
-    from core.settings import AuthSettings  # noqa: F401  (added with API keys)
-    from store import repo
-
-    return hasattr(repo, "create_api_key")
-
-
 @pytest.fixture(scope="module")
 def server_off(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     home = tmp_path_factory.mktemp("fuzz-auth-off")
@@ -88,12 +81,6 @@ def server_off(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]
 
 @pytest.fixture(scope="module")
 def server_on(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, str]]:
-    try:
-        supported = _auth_supported()
-    except ImportError:
-        supported = False
-    if not supported:
-        pytest.skip("this build has no API keys (ACTSEARCH_AUTH__ENABLED)")
     home = tmp_path_factory.mktemp("fuzz-auth-on")
     key = _bearer_key(home)
     with live_server(home, {**TINY_ENV, "ACTSEARCH_AUTH__ENABLED": "true"}) as server:

@@ -20,9 +20,8 @@ from models.spec import ArchSpec, Candidate, TrainConfig
 FAMILIES = ["relu", "leaky_relu", "prelu", "selu", "maxout", "crelu"]
 
 
-def family_or_skip(name: str) -> str:
-    if name not in REGISTRY:
-        pytest.skip(f"activation family {name!r} is not registered yet")
+def registered(name: str) -> str:
+    assert name in REGISTRY, f"activation family {name!r} is not registered"
     return name
 
 
@@ -91,7 +90,7 @@ def test_validate_limits_and_inputs() -> None:
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
 @pytest.mark.parametrize("n_out", [4, 1])
 def test_output_shapes(family: str, kind: str, n_out: int) -> None:
-    family_or_skip(family)
+    registered(family)
     arch = ArchSpec.parse("mlp:6,6", residual=True) if kind == "mlp" else cnn_arch(residual=True)
     net = build_network(arch, family, [{}] * 3, 72, n_out, seeds=[1, 2, 3])
     x = torch.randn(5, 72)
@@ -148,8 +147,6 @@ def test_flops_by_hand() -> None:
 
 
 def test_width_bookkeeping_follows_the_family() -> None:
-    if "maxout" not in REGISTRY:
-        pytest.skip("maxout not registered yet")
     fam = get_activation("maxout")
     st = {s.name: s.default for s in fam.space() if s.structural}
     net = build_network(ArchSpec.parse("mlp:6"), "maxout", [{}], 4, 2)
@@ -161,7 +158,7 @@ def test_width_bookkeeping_follows_the_family() -> None:
 @pytest.mark.parametrize("family", sorted(set(FAMILIES) | set(REGISTRY)))
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
 def test_candidate_state_reproduces_candidate(family: str, kind: str) -> None:
-    family_or_skip(family)
+    registered(family)
     arch = ArchSpec.parse("mlp:6,6", norm="batch") if kind == "mlp" else cnn_arch(norm="batch")
     net = build_network(arch, family, [{}] * 3, 72, 4, seeds=[7, 8, 9])
     with torch.no_grad():  # move every tensor off its init so the load is really tested
