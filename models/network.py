@@ -263,17 +263,8 @@ class PopulationNet(nn.Module):
         families: Sequence[FamilySpec | None] | None = None,
     ):
         super().__init__()
-        arch.validate(n_inputs=n_inputs)
-        k = len(act_params)
-        if k == 0:
-            raise InvalidInput("a population needs at least one candidate")
-        if n_outputs < 1:
-            raise InvalidInput(f"n_outputs must be >= 1, got {n_outputs}")
-        seeds = list(range(k)) if seeds is None else [int(s) for s in seeds]
-        if len(seeds) != k:
-            raise InvalidInput(f"{len(seeds)} seeds for {k} candidates")
-        self.arch, self.k, self.seeds = arch, k, seeds
-        self.n_inputs, self.n_outputs = int(n_inputs), int(n_outputs)
+        self._setup(arch, act_params, n_inputs, n_outputs, seeds)
+        k, seeds = self.k, self.seeds
         classes, per_layer = resolve_layers(arch, family, act_params, families)
         # candidate_families[c][layer]: each candidate's family per hidden layer
         self.candidate_families = [[classes[layer][c].name for layer in range(len(classes))]
@@ -285,9 +276,6 @@ class PopulationNet(nn.Module):
         self.norms = nn.ModuleList()
         self.acts = nn.ModuleList()
         self.layers: list[LayerInfo] = []
-        # per dense layer, each candidate's dropout kind (SELU-like families: alpha)
-        self.dropout_kinds: list[list[str]] = []
-        self._alpha_masks: dict[int, torch.Tensor] = {}
 
         def inits(layer: int) -> list[str]:  # each candidate's weight init for this layer
             return [cls.weight_init for cls in classes[layer]]
@@ -329,6 +317,24 @@ class PopulationNet(nn.Module):
         self.out = BatchedLinear(k, n_in, self.n_outputs, shared_input=shared)
         # The output layer follows the init of the last hidden layer's family (per candidate).
         init_weight_(self.out, inits(len(classes) - 1) if classes else "default", gens)
+
+    def _setup(self, arch: ArchSpec, act_params: Sequence[ActParams], n_inputs: int,
+               n_outputs: int, seeds: Sequence[int] | None) -> None:
+        """What every population net checks and records, whatever its architecture."""
+        arch.validate(n_inputs=n_inputs)
+        k = len(act_params)
+        if k == 0:
+            raise InvalidInput("a population needs at least one candidate")
+        if n_outputs < 1:
+            raise InvalidInput(f"n_outputs must be >= 1, got {n_outputs}")
+        seeds = list(range(k)) if seeds is None else [int(s) for s in seeds]
+        if len(seeds) != k:
+            raise InvalidInput(f"{len(seeds)} seeds for {k} candidates")
+        self.arch, self.k, self.seeds = arch, k, seeds
+        self.n_inputs, self.n_outputs = int(n_inputs), int(n_outputs)
+        # per dense layer, each candidate's dropout kind (SELU-like families: alpha)
+        self.dropout_kinds: list[list[str]] = []
+        self._alpha_masks: dict[int, torch.Tensor] = {}
         self._drop_gens: list[torch.Generator] | None = None
 
     @property

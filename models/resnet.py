@@ -42,7 +42,6 @@ from .network import (
     resolve_layers,
 )
 from .spec import ArchSpec
-from .transformer import TransformerNet
 
 
 class StridedConv2d(BatchedConv2d):
@@ -64,7 +63,6 @@ class StridedConv2d(BatchedConv2d):
 class ResNetNet(PopulationNet):
     """K residual CNNs; forward ``(B, C*H*W)`` (or ``(B, C, H, W)``) -> ``(K, B, n_outputs)``."""
 
-    _setup = TransformerNet._setup
 
     def __init__(self, arch: ArchSpec, family: str | Sequence[str] | None,
                  act_params: Sequence[ActParams], n_inputs: int, n_outputs: int,

@@ -19,8 +19,6 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from core.errors import InvalidInput
-
 from .attention import BatchedSelfAttention
 from .blocks import init_family_weight_
 from .layers import BatchedLinear, BatchedNorm, apply_dropout, dropout_masks, init_weight_
@@ -89,25 +87,6 @@ class TransformerNet(PopulationNet):
         self.final_norm = BatchedNorm(k, d, "layer", "mlp")
         self.out = BatchedLinear(k, d, self.n_outputs)
         init_weight_(self.out, "default", gens)
-
-    def _setup(self, arch: ArchSpec, act_params: Sequence[ActParams], n_inputs: int,
-               n_outputs: int, seeds: Sequence[int] | None) -> None:
-        """What every population net records (the MLP builder's bookkeeping)."""
-        arch.validate(n_inputs=n_inputs)
-        k = len(act_params)
-        if k == 0:
-            raise InvalidInput("a population needs at least one candidate")
-        if n_outputs < 1:
-            raise InvalidInput(f"n_outputs must be >= 1, got {n_outputs}")
-        seeds = list(range(k)) if seeds is None else [int(s) for s in seeds]
-        if len(seeds) != k:
-            raise InvalidInput(f"{len(seeds)} seeds for {k} candidates")
-        self.arch, self.k, self.seeds = arch, k, seeds
-        self.n_inputs, self.n_outputs = int(n_inputs), int(n_outputs)
-        # per dense layer, each candidate's dropout kind (SELU-like families: alpha)
-        self.dropout_kinds: list[list[str]] = []
-        self._alpha_masks: dict[int, torch.Tensor] = {}
-        self._drop_gens: list[torch.Generator] | None = None
 
     def _dropout(self, a: torch.Tensor) -> torch.Tensor:
         p = float(self.arch.dropout)
