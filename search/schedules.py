@@ -346,8 +346,8 @@ def _rerun_spec(sessions: sessionmaker[Session], template: Mapping[str, Any],
     """
     spec = parse_spec(dict(template["spec"]))
     with sessions() as session:
-        validate_search_spec(spec, shape=_rerun_shape(session, spec, owner), limits=limits,
-                             training=training)
+        shape, checked = _rerun_shape(session, spec, owner)
+        validate_search_spec(checked, shape=shape, limits=limits, training=training)
     with sessions.begin() as session:
         try:
             row = repo.latest_dataset(session, name=spec.dataset, owner=owner)

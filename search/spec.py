@@ -32,6 +32,8 @@ MAX_ARCH_CHARS = 1000
 
 
 _WIDTH = re.compile(r"[+-]?[0-9]+")  # a sign is left to ArchSpec's "positive integer"
+_DECIMAL = re.compile(r"[0-9]*\.[0-9]+")  # an option's fraction (dropout=0.1)
+_OPTION = re.compile(r"[a-z_]+")
 
 
 def _ascii_widths(text: str) -> None:
@@ -40,6 +42,13 @@ def _ascii_widths(text: str) -> None:
     _, _, rest = text.partition(":")
     for part in re.split(r"[,/]", rest):
         part = part.strip()
+        if "=" in part:  # transformer:d=64,dropout=0.1,param_match=false
+            key, _, part = part.partition("=")
+            if not _OPTION.fullmatch(key.strip()):
+                raise ValueError(f"option {key.strip()!r} is not a plain name (in {text[:60]!r})")
+            part = part.strip()
+            if _DECIMAL.fullmatch(part) or part.lower() in ("true", "false"):
+                continue
         if part and not _WIDTH.fullmatch(part):
             raise ValueError(f"width {part!r} is not a whole number written in ASCII digits "
                              f"0-9 (in {text[:60]!r}); write widths like 'mlp:64,64'")
