@@ -1,0 +1,656 @@
+"""Training the user's own ``nn.Module`` with each candidate activation in its ``act()`` slots.
+
+``actsearch.search_module(build, data)`` calls ``build(act)`` once per candidate;
+the user's code calls ``act()`` (or ``act(width)``) wherever an activation goes
+and gets a :class:`SlotActivation`: the candidate's family (K=1) adapted to the
+user's tensors, ``(B, U)`` or ``(B, C, *spatial)`` with units on dim 1.
+
+A population's K candidates share a family and its structural parameters, so
+their modules usually have identical structure: they train **fused**, the K
+modules' tensors stacked (``torch.func.stack_module_state``) and one
+``vmap(functional_call)`` step updating all K at once. Modules that differ in
+structure (a ``build`` that branches on something else), or whose forward
+cannot run under ``vmap`` (data-dependent control flow, in-place updates of
+unbatched state), train **one by one** in the same epoch loop. Either way every
+candidate sees the same batches (common random numbers), is reported after each
+epoch (pruning) and is recorded like the engine's: per-epoch metrics,
+pre-activation statistics and learned curves per slot.
+
+User code runs in this (the user's) process only. This module imports torch,
+numpy and ``core`` only.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from core.errors import InvalidInput
+
+from .activations import get_activation
+from .engine import CandidateResult, EpochReport, PopulationResult, TensorData, record_schedule
+from .optim import schedule_multiplier
+from .spec import Candidate, TrainConfig
+from .stats import QUANTILES, _LayerAccumulator, _quantile_key, activation_params, curve_range
+
+Build = Callable[[Callable[..., nn.Module]], nn.Module]
+
+
+# --------------------------------------------------------------------------- slots
+class SlotActivation(nn.Module):
+    """One ``act()`` slot: a K=1 family activation on the user's ``(B, U, *spatial)`` tensors."""
+
+    def __init__(self, family: str, params: dict[str, Any], units: int) -> None:
+        super().__init__()
+        self.family = family
+        self.units = int(units)
+        self.inner = get_activation(family)([params], units=self.units, layout="mlp")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 2 or x.shape[1] != self.units:
+            raise InvalidInput(f"act() slot of width {self.units} got a tensor of shape "
+                               f"{tuple(x.shape)}; units must be on dim 1, (batch, {self.units}, ...)")
+        if x.dim() == 2:
+            return self.inner(x.unsqueeze(0)).squeeze(0)  # (1, B, U) layout "mlp"
+        self.inner.layout = "conv"
+        self.inner._n_spatial = x.dim() - 2
+        try:
+            return self.inner(x.unsqueeze(1)).squeeze(1)  # (B, 1, C, *spatial) layout "conv"
+        finally:
+            self.inner.layout = "mlp"
+
+    def extra_repr(self) -> str:
+        return f"{self.family}, units={self.units}"
+
+
+class _ProbeSlot(nn.Module):
+    """What ``act()`` returns while the module is probed: identity, recording the units it sees."""
+
+    def __init__(self, width: int | None) -> None:
+        super().__init__()
+        self.width = width
+        self.seen: int | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 2:
+            raise InvalidInput(f"an act() slot got a tensor of shape {tuple(x.shape)}; it needs "
+                               "(batch, units, ...)")
+        self.seen = int(x.shape[1])
+        return x
+
+
+@dataclass
+class ModuleShape:
+    """What probing the user's module found: its class name and each slot's width."""
+
+    name: str
+    slots: list[int]
+    n_outputs: int
+
+
+def check_shape_preserving(family: str) -> None:
+    cls = get_activation(family)
+    structural = {p.name: p.default for p in cls.space() if p.structural}
+    if not cls.pointwise or cls.post_units(8, structural) != 8 or cls.pre_units(8, structural) != 8:
+        raise InvalidInput(f"family {family!r} changes or mixes the units of a layer, so it cannot "
+                           "stand in for an activation of your own module; drop it from families")
+
+
+def probe_module(build: Build, x_sample: torch.Tensor) -> ModuleShape:
+    """Build the module once with identity slots and run ``x_sample`` through it.
+
+    Finds each slot's width (a declared ``act(width)`` must match what reaches
+    it) and the output width; refuses a ``build`` that never calls ``act`` or
+    creates slots its forward never uses.
+    """
+    probes: list[_ProbeSlot] = []
+
+    def act(width: int | None = None) -> nn.Module:
+        if width is not None and (not isinstance(width, int) or width < 1):
+            raise InvalidInput(f"act(width): width must be a positive int, got {width!r}")
+        probes.append(_ProbeSlot(width))
+        return probes[-1]
+
+    module = build(act)
+    if not isinstance(module, nn.Module):
+        raise InvalidInput(f"build(act) must return an nn.Module, got {type(module).__name__}")
+    if not probes:
+        raise InvalidInput(
+            f"build(act) returned a {type(module).__name__} without calling act(): call act() "
+            "(or act(width)) wherever an activation goes, e.g. nn.Sequential(nn.Linear(8, 32), "
+            "act(), nn.Linear(32, 2))")
+    module.eval()
+    with torch.no_grad():
+        out = module(x_sample)
+    unused = [i for i, p in enumerate(probes) if p.seen is None]
+    if unused:
+        raise InvalidInput(f"act() slot(s) {unused} of {len(probes)} were created but never used "
+                           "in forward: create exactly one act() per activation the forward applies")
+    widths = []
+    for i, p in enumerate(probes):
+        assert p.seen is not None
+        if p.width is not None and p.width != p.seen:
+            raise InvalidInput(f"act({p.width}) (slot {i}) receives tensors with {p.seen} units "
+                               "on dim 1; give the width the slot sees, or act() to infer it")
+        widths.append(p.seen)
+    if not isinstance(out, torch.Tensor):
+        raise InvalidInput(f"the module's forward must return a tensor, got {type(out).__name__}")
+    n_out = 1 if out.dim() == 1 else int(out.reshape(out.shape[0], -1).shape[1])
+    return ModuleShape(type(module).__name__, widths, n_out)
+
+
+def replacing_build(model: nn.Module, replace: Sequence[type[nn.Module]]) -> Build:
+    """A ``build`` that deep-copies ``model`` and puts ``act()`` in place of each ``replace`` module.
+
+    Raises InvalidInput when the model holds none of those types (activations
+    called as functions, ``F.relu(x)``, cannot be replaced).
+    """
+    types = tuple(replace)
+    if not types or not all(isinstance(t, type) and issubclass(t, nn.Module) for t in types):
+        raise InvalidInput("replace= takes nn.Module classes, e.g. replace=(nn.ReLU, nn.GELU)")
+    names = ", ".join(t.__name__ for t in types)
+    found = [n for n, m in model.named_modules() if isinstance(m, types) and n]
+    if not found:
+        raise InvalidInput(
+            f"{type(model).__name__} holds no {names} module to replace: activations called as "
+            "functions (F.relu(x), torch.tanh(x)) cannot be replaced. Write a "
+            "build(act) function that calls act() where each activation goes, and pass it to "
+            "search_module instead")
+
+    def build(act: Callable[..., nn.Module]) -> nn.Module:
+        copy_ = copy.deepcopy(model)
+        for name in found:
+            parent_name, _, attr = name.rpartition(".")
+            parent = copy_.get_submodule(parent_name) if parent_name else copy_
+            setattr(parent, attr, act())
+        return copy_
+
+    return build
+
+
+def build_candidate(build: Build, family: str, act_params: dict[str, Any], slots: Sequence[int],
+                    seed: int) -> nn.Module:
+    """The user's module for one candidate: its weights seeded, each slot the candidate's family."""
+    torch.manual_seed(seed)
+    made: list[SlotActivation] = []
+
+    def act(width: int | None = None) -> nn.Module:
+        i = len(made)
+        if i >= len(slots):
+            raise InvalidInput(f"build(act) called act() {i + 1} times, but {len(slots)} times "
+                               "when probed; build must create the same slots every time")
+        made.append(SlotActivation(family, dict(act_params), slots[i]))
+        return made[-1]
+
+    module = build(act)
+    if len(made) != len(slots):
+        raise InvalidInput(f"build(act) called act() {len(made)} times, but {len(slots)} times "
+                           "when probed; build must create the same slots every time")
+    return module
+
+
+def _slots(module: nn.Module) -> list[SlotActivation]:
+    return [m for m in module.modules() if isinstance(m, SlotActivation)]
+
+
+# --------------------------------------------------------------------------- candidate groups
+def _reshape(x: torch.Tensor, input_shape: Sequence[int] | None) -> torch.Tensor:
+    return x if not input_shape else x.reshape(x.shape[0], *input_shape)
+
+
+def _outputs(out: torch.Tensor, task: str) -> torch.Tensor:
+    """``(..., B, C)`` logits or ``(..., B)`` values from what the module returned."""
+    if task == "classification":
+        return out
+    return out.reshape(*out.shape[:-1]) if out.shape[-1] == 1 else out
+
+
+def _loss(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
+    """Mean loss per candidate ``(K,)`` of outputs ``(K, B, C)`` or ``(K, B)``."""
+    if task == "classification":
+        k, b, _ = out.shape
+        return F.cross_entropy(out.transpose(1, 2), y.expand(k, b), reduction="none").mean(1)
+    return (out - y).square().mean(1)
+
+
+def _act_names(module: nn.Module) -> set[str]:
+    """Names of the activations' own tensors (no weight decay on them)."""
+    prefixes = [n + "." for n, m in module.named_modules() if isinstance(m, SlotActivation)]
+    return {n for n, _ in module.named_parameters() if any(n.startswith(p) for p in prefixes)}
+
+
+class _StackedOptimizer:
+    """Adam, AdamW or SGD over stacked ``(K, ...)`` tensors, with per-candidate lr and decay."""
+
+    def __init__(self, params: dict[str, torch.Tensor], lrs: Sequence[float],
+                 wds: Sequence[float], kind: str, momentum: float, no_decay: set[str]) -> None:
+        self.params = params
+        self.kind = kind
+        self.momentum = momentum
+        self.no_decay = no_decay
+        self.lr = torch.tensor(list(lrs), dtype=torch.float32)
+        self.wd = torch.tensor(list(wds), dtype=torch.float32)
+        self.m = {n: torch.zeros_like(p) for n, p in params.items()}
+        self.v = {n: torch.zeros_like(p) for n, p in params.items()}
+        self.steps = 0
+
+    def _per(self, t: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        return t.to(p.device).reshape(-1, *([1] * (p.dim() - 1)))
+
+    @torch.no_grad()
+    def step(self, mult: float) -> None:
+        self.steps += 1
+        b1, b2, eps = 0.9, 0.999, 1e-8
+        for n, p in self.params.items():
+            if p.grad is None:
+                continue
+            g = p.grad
+            p.grad = None
+            lr = self._per(self.lr, p) * mult
+            wd = self._per(self.wd, p) * (0.0 if n in self.no_decay else 1.0)
+            if self.kind == "adamw":
+                p.mul_(1 - lr * wd)
+            else:
+                g = g + wd * p
+            if self.kind == "sgd":
+                self.m[n].mul_(self.momentum).add_(g)
+                p.sub_(lr * self.m[n])
+                continue
+            self.m[n].mul_(b1).add_(g, alpha=1 - b1)
+            self.v[n].mul_(b2).addcmul_(g, g, value=1 - b2)
+            mhat = self.m[n] / (1 - b1**self.steps)
+            vhat = self.v[n] / (1 - b2**self.steps)
+            p.sub_(lr * mhat / (vhat.sqrt() + eps))
+
+    def keep(self, index: torch.Tensor) -> None:
+        self.lr, self.wd = self.lr[index], self.wd[index]
+        for store in (self.m, self.v):
+            for n in store:
+                store[n] = store[n].index_select(0, index.to(store[n].device))
+
+
+class _Fused:
+    """K modules of identical structure trained as one: stacked tensors, ``vmap`` over K."""
+
+    mode = "fused"
+
+    def __init__(self, modules: list[nn.Module], candidates: Sequence[Candidate],
+                 config: TrainConfig) -> None:
+        from torch.func import functional_call, stack_module_state, vmap
+
+        self.base = copy.deepcopy(modules[0])
+        params, buffers = stack_module_state(modules)
+        self.params = {n: p.detach().clone().requires_grad_(True) for n, p in params.items()}
+        self.buffers = {n: b.detach().clone() for n, b in buffers.items()}
+        self.opt = _StackedOptimizer(self.params, [c.lr for c in candidates],
+                                     [c.weight_decay for c in candidates], config.optimizer,
+                                     config.momentum, _act_names(self.base))
+
+        def one(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor],
+                x: torch.Tensor) -> torch.Tensor:
+            return functional_call(self.base, (p, b), (x,))
+
+        self._forward = vmap(one, in_dims=(0, 0, None), randomness="different")
+
+    @property
+    def k(self) -> int:
+        return next(iter(self.params.values())).shape[0]
+
+    def forward(self, x: torch.Tensor, train: bool) -> torch.Tensor:
+        self.base.train(train)
+        return self._forward(self.params, self.buffers, x)  # (K, B, ...)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, task: str, mult: float) -> torch.Tensor:
+        loss = _loss(_outputs(self.forward(x, True), task), y, task)  # (K,)
+        loss.sum().backward()
+        self.opt.step(mult)
+        return loss.detach()
+
+    def keep(self, positions: list[int]) -> None:
+        index = torch.tensor(positions, dtype=torch.long)
+        for store in (self.params, self.buffers):
+            for n in list(store):
+                t = store[n].detach().index_select(0, index.to(store[n].device))
+                store[n] = t.requires_grad_(True) if store is self.params else t
+        self.opt.params = self.params
+        self.opt.keep(index)
+
+    def module(self, pos: int) -> nn.Module:
+        m = copy.deepcopy(self.base)
+        state = {n: t[pos].detach() for n, t in {**self.params, **self.buffers}.items()}
+        m.load_state_dict(state)
+        return m
+
+
+class _OneByOne:
+    """K modules trained in turn on the same batches, each with its own torch optimizer."""
+
+    mode = "one by one"
+
+    def __init__(self, modules: list[nn.Module], candidates: Sequence[Candidate],
+                 config: TrainConfig) -> None:
+        self.modules = modules
+        self.opts = []
+        for m, c in zip(modules, candidates, strict=True):
+            act = _act_names(m)
+            named = dict(m.named_parameters())
+            groups = [{"params": [p for n, p in named.items() if n not in act],
+                       "weight_decay": c.weight_decay},
+                      {"params": [p for n, p in named.items() if n in act], "weight_decay": 0.0}]
+            groups = [g for g in groups if g["params"]]
+            if config.optimizer == "sgd":
+                opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=c.lr,
+                                                             momentum=config.momentum)
+            elif config.optimizer == "adamw":
+                opt = torch.optim.AdamW(groups, lr=c.lr)
+            else:
+                opt = torch.optim.Adam(groups, lr=c.lr)
+            for g in opt.param_groups:
+                g["base_lr"] = c.lr
+            self.opts.append(opt)
+
+    @property
+    def k(self) -> int:
+        return len(self.modules)
+
+    def forward(self, x: torch.Tensor, train: bool) -> torch.Tensor:
+        outs = []
+        for m in self.modules:
+            m.train(train)
+            outs.append(m(x))
+        return torch.stack(outs)  # (K, B, ...)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, task: str, mult: float) -> torch.Tensor:
+        losses = []
+        for m, opt in zip(self.modules, self.opts, strict=True):
+            m.train(True)
+            for g in opt.param_groups:
+                g["lr"] = g["base_lr"] * mult
+            loss = _loss(_outputs(m(x).unsqueeze(0), task), y, task)[0]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.detach())
+        return torch.stack(losses)
+
+    def keep(self, positions: list[int]) -> None:
+        self.modules = [self.modules[p] for p in positions]
+        self.opts = [self.opts[p] for p in positions]
+
+    def module(self, pos: int) -> nn.Module:
+        return self.modules[pos]
+
+
+def _signature(m: nn.Module) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
+    return [(n, tuple(t.shape), t.dtype) for n, t in [*m.named_parameters(), *m.named_buffers()]]
+
+
+def make_group(modules: list[nn.Module], candidates: Sequence[Candidate], config: TrainConfig,
+               x_probe: torch.Tensor, task: str, fused: bool | None = None
+               ) -> tuple[_Fused | _OneByOne, str]:
+    """Fused when the modules share their structure and run under ``vmap``; else one by one.
+
+    ``fused`` forces a mode (the bench measures both). Returns the group and why
+    that mode was chosen.
+    """
+    if fused is False or len(modules) == 1:
+        return _OneByOne(modules, candidates, config), "one candidate" if len(modules) == 1 \
+            else "asked for"
+    sig = _signature(modules[0])
+    if any(_signature(m) != sig for m in modules[1:]):
+        if fused:
+            raise InvalidInput("fused training needs modules of identical structure")
+        return _OneByOne(modules, candidates, config), "structures differ"
+    try:
+        group = _Fused(modules, candidates, config)
+        with torch.no_grad():
+            group.forward(x_probe, False)
+        return group, "identical structure"
+    except Exception as exc:  # noqa: BLE001 - vmap cannot run every forward: train in turn
+        if fused:
+            raise
+        return _OneByOne(modules, candidates, config), f"vmap failed: {type(exc).__name__}"
+
+
+# --------------------------------------------------------------------------- recording
+@torch.no_grad()
+def record_module(module: nn.Module, x: torch.Tensor, *, hist_bins: int, curve_points: int
+                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Pre-activation statistics and learned curves of each slot of one trained module."""
+    slots = _slots(module)
+    seen: list[list[torch.Tensor]] = [[] for _ in slots]
+    hooks = [s.register_forward_pre_hook(lambda _m, args, i=i: seen[i].append(args[0]))
+             for i, s in enumerate(slots)]
+    was = module.training
+    module.eval()
+    try:
+        module(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        module.train(was)
+    stats, curves = [], []
+    for layer, (slot, zs) in enumerate(zip(slots, seen, strict=True)):
+        z = torch.cat([t.detach().float() for t in zs], 0)
+        z = z.movedim(1, -1).reshape(1, -1, slot.units)  # (1, rows x positions, U)
+        acc = _LayerAccumulator(x.shape[0])
+        acc.add(z, x.shape[0])
+        s = acc.finish([0], hist_bins)[0]
+        stats.append({"layer": layer, **s})
+        q = s["quantiles"]
+        lo, hi = curve_range(q[_quantile_key(QUANTILES[0])], q[_quantile_key(QUANTILES[-1])])
+        grid = torch.linspace(lo, hi, curve_points, dtype=torch.float32)
+        y = slot.inner.curve(grid)  # (1, U', G) or None
+        if y is not None:
+            curves.append({"layer": layer, "x": grid.numpy().astype(np.float32),
+                           "y": y[0].detach().cpu().numpy().astype(np.float32),
+                           "params": activation_params(slot.inner, 0)})
+    return stats, curves
+
+
+# --------------------------------------------------------------------------- training
+@dataclass
+class ModuleData:
+    """The prepared splits plus the row shape the user's module expects."""
+
+    data: TensorData
+    input_shape: tuple[int, ...] | None = None
+    slots: list[int] = field(default_factory=list)
+
+
+@torch.no_grad()
+def _metrics(group: _Fused | _OneByOne, x: torch.Tensor, y: torch.Tensor, task: str,
+             chunk: int = 4096) -> tuple[list[float], list[float]]:
+    """``(loss, metric)`` per candidate on (x, y): accuracy, or R^2 as the engine computes it."""
+    loss_sum = torch.zeros(group.k, dtype=torch.float64)
+    score = torch.zeros(group.k, dtype=torch.float64)
+    for i in range(0, x.shape[0], chunk):
+        out = _outputs(group.forward(x[i:i + chunk], False), task)
+        yb = y[i:i + chunk]
+        loss_sum += _loss(out, yb, task).double() * yb.shape[0]
+        if task == "classification":
+            score += (out.argmax(-1) == yb).double().sum(1)
+    n = x.shape[0]
+    if task == "classification":
+        return (loss_sum / n).tolist(), (score / n).tolist()
+    sst = float((y.double() - y.double().mean()).square().sum())
+    r2 = (1.0 - loss_sum * n / sst) if sst > 0 else (loss_sum == 0).double()
+    return (loss_sum / n).tolist(), r2.tolist()
+
+
+def train_module_population(
+    build: Build, family: str, candidates: list[Candidate], mdata: ModuleData,
+    config: TrainConfig, on_epoch: Callable[[EpochReport], Iterable[int] | None] | None = None,
+    *, fused: bool | None = None,
+) -> PopulationResult:
+    """Train K candidates of the user's module (one family) and return one result per candidate.
+
+    Same contract as :func:`models.engine.train_population`: ``on_epoch`` answers
+    which candidates to prune; diverged candidates fail alone; ``config.deadline_s``
+    stops all with status "deadline". ``PopulationResult.device`` names the mode,
+    e.g. ``"cpu, fused x4"`` or ``"cpu, one by one x4 (structures differ)"``.
+    """
+    t0 = time.perf_counter()
+    if not candidates:
+        raise InvalidInput("a population needs at least one candidate")
+    check_shape_preserving(family)
+    device = torch.device(config.device)
+    data = mdata.data
+    task = data.task
+    x_tr = _reshape(torch.as_tensor(np.asarray(data.X_train), dtype=torch.float32),
+                    mdata.input_shape).to(device)
+    x_va = _reshape(torch.as_tensor(np.asarray(data.X_val), dtype=torch.float32),
+                    mdata.input_shape).to(device)
+    ydt = torch.long if task == "classification" else torch.float32
+    y_tr = torch.as_tensor(np.asarray(data.y_train), dtype=ydt).to(device)
+    y_va = torch.as_tensor(np.asarray(data.y_val), dtype=ydt).to(device)
+    modules = [build_candidate(build, family, dict(c.act_params), mdata.slots, c.seed).to(device)
+               for c in candidates]  # type: ignore[arg-type]
+    n_params = sum(p.numel() for p in modules[0].parameters())
+    flops = _flops(modules[0], x_va[:1])
+    group, why = make_group(modules, candidates, config, x_tr[: min(2, len(x_tr))], task, fused)
+    mode = f"{group.mode} x{group.k}" + ("" if group.mode == "fused" else f" ({why})")
+
+    g = torch.Generator().manual_seed(config.data_seed)
+    n_val = x_va.shape[0]
+    rows = torch.randperm(n_val, generator=g)[: config.stats_sample].sort().values
+    x_stats = x_va.index_select(0, rows.to(device))
+    results = [CandidateResult(index=i) for i in range(len(candidates))]
+    active = list(range(len(candidates)))
+    schedule = set(record_schedule(config.epochs, config.record_epochs))
+
+    def record(positions: Iterable[int], epoch: int) -> None:
+        for p in positions:
+            stats, curves = record_module(group.module(p), x_stats, hist_bins=config.hist_bins,
+                                          curve_points=config.curve_points)
+            res = results[active[p]]
+            res.preact_stats += [{**s, "epoch": epoch} for s in stats]
+            res.curves += [{**c, "epoch": epoch} for c in curves]
+
+    if 0 in schedule:
+        record(range(group.k), 0)
+    n_train, bs = x_tr.shape[0], config.batch_size
+    starts = list(range(0, n_train, bs))
+    total_steps = config.epochs * len(starts)
+    data_gen = torch.Generator().manual_seed(config.data_seed)
+    step, candidate_epochs = 0, 0
+    for epoch in range(1, config.epochs + 1):
+        perm = torch.randperm(n_train, generator=data_gen).to(device)
+        loss_sum = torch.zeros(group.k, dtype=torch.float64)
+        seen, partial = 0, False
+        for start in starts:
+            idx = perm[start:start + bs]
+            mult = schedule_multiplier(config.schedule, step=step, total_steps=total_steps,
+                                       epoch=epoch - 1, epochs=config.epochs)
+            loss_sum += group.step(x_tr[idx], y_tr[idx], task, mult).double().cpu() * len(idx)
+            step += 1
+            seen += len(idx)
+            if config.deadline_s is not None and time.perf_counter() - t0 > config.deadline_s:
+                partial = seen < n_train
+                break
+        candidate_epochs += group.k
+        train_loss = (loss_sum / max(seen, 1)).tolist()
+        val_loss, val_metric = _metrics(group, x_va, y_va, task)
+        elapsed = time.perf_counter() - t0
+        ok = [p for p in range(group.k)
+              if math.isfinite(train_loss[p]) and math.isfinite(val_loss[p])]
+        for p in set(range(group.k)) - set(ok):
+            res = results[active[p]]
+            res.status = "failed"
+            res.error = (f"training diverged at epoch {epoch}: train loss {train_loss[p]}, val "
+                         f"loss {val_loss[p]}; lower the learning rate "
+                         f"(was {candidates[active[p]].lr:g})")
+        for p in ok:
+            entry = {"epoch": epoch, "train_loss": train_loss[p], "val_loss": val_loss[p],
+                     "val_metric": val_metric[p], "elapsed_s": elapsed}
+            if partial:
+                entry["partial"] = True
+            results[active[p]].history.append(entry)
+        stopping: dict[int, str] = {}
+        if on_epoch is not None and ok and not partial:
+            report = EpochReport(epoch, [active[p] for p in ok], [train_loss[p] for p in ok],
+                                 [val_loss[p] for p in ok], [val_metric[p] for p in ok], elapsed)
+            stop = {int(i) for i in (on_epoch(report) or ())}
+            stopping = {p: "pruned" for p in ok if active[p] in stop}
+        deadline = config.deadline_s is not None and time.perf_counter() - t0 > config.deadline_s
+        if epoch == config.epochs and not partial:
+            stopping = {p: stopping.get(p, "complete") for p in ok}
+        elif deadline or partial:
+            stopping = {p: stopping.get(p, "deadline") for p in ok}
+        if config.record_epochs > 0:
+            record(ok if epoch in schedule else sorted(stopping), epoch)
+        for p, status in stopping.items():
+            res = results[active[p]]
+            res.status = status  # type: ignore[assignment]
+            res.state_dict = {n: t.detach().cpu().numpy().copy()
+                              for n, t in group.module(p).state_dict().items()}
+        survivors = [p for p in ok if p not in stopping]
+        if not survivors:
+            break
+        if len(survivors) < group.k:
+            group.keep(survivors)
+            active = [active[p] for p in survivors]
+    for res in results:
+        metrics = [h["val_metric"] for h in res.history]
+        if metrics:
+            res.val_metric, res.best_val_metric = metrics[-1], max(metrics)
+    return PopulationResult(candidates=results, n_params=n_params, flops=flops,
+                            device=f"{device.type}, {mode}", wall_s=time.perf_counter() - t0,
+                            candidate_epochs=candidate_epochs)
+
+
+def _flops(module: nn.Module, x: torch.Tensor) -> int:
+    """Forward FLOPs of one row (torch's counter; 0 if it cannot count this module)."""
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            module.eval()(x)
+        return int(counter.get_total_flops())
+    except Exception:  # noqa: BLE001 - a missing FLOPs figure must not fail training
+        return 0
+
+
+# --------------------------------------------------------------------------- inference
+def load_candidate(build: Build, family: str, act_params: dict[str, Any], slots: Sequence[int],
+                   state_dict: dict[str, np.ndarray]) -> nn.Module:
+    """A trained candidate rebuilt from its stored weights, in eval mode."""
+    module = build_candidate(build, family, act_params, slots, seed=0)
+    module.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in state_dict.items()})
+    return module.eval()
+
+
+@torch.no_grad()
+def module_outputs(module: nn.Module, X: np.ndarray, input_shape: Sequence[int] | None,
+                   task: str, chunk: int = 4096) -> np.ndarray:
+    """Class probabilities ``(N, C)`` or values ``(N,)`` for standardised rows ``X`` ``(N, D)``."""
+    module.eval()
+    device = next((p.device for p in module.parameters()), torch.device("cpu"))
+    x = _reshape(torch.as_tensor(np.asarray(X), dtype=torch.float32), input_shape)
+    outs = []
+    for i in range(0, x.shape[0], chunk):
+        out = _outputs(module(x[i:i + chunk].to(device)), task)
+        outs.append(out.softmax(-1) if task == "classification" else out)
+    return torch.cat(outs).cpu().numpy()
+
+
+def evaluate_module(module: nn.Module, X: np.ndarray, y: np.ndarray,
+                    input_shape: Sequence[int] | None, task: str) -> float:
+    """Accuracy, or R^2, of a trained module on standardised rows (the test score)."""
+    out = module_outputs(module, X, input_shape, task)
+    y = np.asarray(y)
+    if task == "classification":
+        return float((out.argmax(1) == y).mean())
+    sst = float(((y - y.mean()) ** 2).sum())
+    sse = float(((out - y) ** 2).sum())
+    return 1.0 - sse / sst if sst > 0 else float(sse == 0)
