@@ -287,6 +287,8 @@ class _Fused:
                  config: TrainConfig) -> None:
         from torch.func import functional_call, stack_module_state, vmap
 
+        for m in modules:
+            m.train()  # stack_module_state wants one mode; forward() sets it per call
         self.base = copy.deepcopy(modules[0])
         params, buffers = stack_module_state(modules)
         self.params = {n: p.detach().clone().requires_grad_(True) for n, p in params.items()}
@@ -614,8 +616,10 @@ def _flops(module: nn.Module, x: torch.Tensor) -> int:
         from torch.utils.flop_counter import FlopCounterMode
 
         counter = FlopCounterMode(display=False)
+        was = module.training
         with torch.no_grad(), counter:
             module.eval()(x)
+        module.train(was)
         return int(counter.get_total_flops())
     except Exception:  # noqa: BLE001 - a missing FLOPs figure must not fail training
         return 0
