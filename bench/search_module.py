@@ -84,6 +84,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     data = digits()
+    for build, slots in MODELS.values():  # warm-up: first-call costs (allocator, vmap tracing)
+        run(build, slots, "relu", 2, True, data, 1, 1)
+        run(build, slots, "relu", 2, False, data, 1, 1)
     print(f"digits {len(data.X_train)} train rows, batch 64, {args.epochs} epochs, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")
     print(f"{'model':<26}{'family':<10}{'K':>4}{'fused ce/s':>12}{'1-by-1 ce/s':>13}{'ratio':>8}")
