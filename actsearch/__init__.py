@@ -5,7 +5,7 @@ The library (``import actsearch``)::
     result = actsearch.search((X, y), arch="mlp:64,64", trials=32, epochs=20)
     result = actsearch.search_module(build, (X, y))   # build(act) -> your nn.Module
     result.leaderboard; result.trials; result.best_model(); result.predict(X)
-    actsearch.load(search_id)
+    actsearch.load(search_id); actsearch.resume(search_id, build=build)
 
 The product's packages sit beside this one (``models``, ``search``, ``store``); this
 package is the top: the CLI, the HTTP client and the library. Importing it loads
@@ -21,7 +21,7 @@ from core.errors import (
     UnknownActivation,
 )
 
-from .library import load, search, search_module
+from .library import load, resume, search, search_module
 from .result import SearchResult
 
 __version__ = "0.1.0"
@@ -36,6 +36,7 @@ __all__ = [
     "UnknownActivation",
     "__version__",
     "load",
+    "resume",
     "search",
     "search_module",
 ]

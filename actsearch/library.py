@@ -302,6 +302,54 @@ def _store(ds: Any) -> tuple[dict[str, Any], Any]:
         return {"dataset": row.name, "dataset_version": row.version}, ds
 
 
+def resume(search_id: int, *, build: Any = None, workers: int = 1,
+           progress: bool = True) -> SearchResult:
+    """Resume a search whose process stopped (Ctrl-C in a notebook, a crash) where it stopped.
+
+    A ``search_module`` search needs its ``build`` again (or the model given then):
+    only this process can build it. Finished trials are kept; a complete search is
+    returned as it is.
+    """
+    from core.settings import get_settings
+    from models.user_module import replacing_build
+    from store import repo
+
+    url, sessions = _db()
+    with sessions() as session:
+        row = repo.get_search(session, search_id=search_id)
+        state = row.state
+    result = SearchResult(search_id, sessions=sessions, url=url, build=build)
+    if state in ("complete", "failed", "cancelled"):
+        return result
+    spec = result.spec
+    bar = _Bar(progress, f"search {search_id} (resumed)")
+    undo = _interruptible()
+    try:
+        if spec.is_module:
+            from torch import nn
+
+            from search.module_search import ModuleTrainer, run_module_search
+
+            if build is None:
+                raise InvalidInput(f"search {search_id} trains your own module "
+                                   f"({spec.module_arch().name}); pass build= to resume it")
+            if isinstance(build, nn.Module):
+                build = replacing_build(build, tuple(getattr(nn, n) for n in DEFAULT_REPLACE))
+                result = SearchResult(search_id, sessions=sessions, url=url, build=build)
+            run_module_search(sessions=sessions, storage_url=url, search_id=search_id,
+                              trainer=ModuleTrainer(build, spec.module_arch().slots),
+                              home=get_settings().home, progress=bar)
+        else:
+            from search.coordinator import EmbeddedCoordinator
+
+            EmbeddedCoordinator(sessions=sessions, storage_url=url, search_id=search_id,
+                                workers=workers, progress=bar).run()
+    finally:
+        undo()
+        bar.close()
+    return result
+
+
 def load(search_id: int, *, build: Any = None) -> SearchResult:
     """A stored search from the embedded database (``build``: a ``search_module`` search's)."""
     from store import repo

@@ -152,6 +152,8 @@ def warm_start_trials(session: Session, spec: SearchSpec,
 
 
 def _default_name(spec: SearchSpec) -> str:
+    if spec.is_module:
+        return f"{spec.dataset} {spec.module_arch().name}"
     arch = spec.architecture if isinstance(spec.architecture, str) else spec.arch_spec().kind
     return f"{spec.dataset} {arch}"
 

@@ -170,3 +170,44 @@ def test_pruned_candidates_leave_the_fused_group() -> None:
     assert len(result.candidates[1].history) == 1 and len(result.candidates[0].history) == 3
     assert result.candidates[1].state_dict is not None
     assert result.candidate_epochs == 3 + 2 + 2
+
+
+def test_interrupted_module_search_resumes(home: Path) -> None:
+    """Ctrl-C mid-search leaves it interrupted; resume(build=) trains exactly the rest."""
+    from actsearch.library import _db
+    from core.settings import get_settings
+    from search.datasets.memory import from_arrays
+    from search.module_search import ModuleTrainer, run_module_search
+    from search.service import create_search, register_dataset
+    from search.spec import parse_spec
+
+    url, sessions = _db()
+    X, y = blobs(seed=5)
+    with sessions.begin() as session:
+        ds = register_dataset(session, dataset=from_arrays(X, y, name="resume-me"))
+        spec = parse_spec({"dataset": ds.name, "dataset_version": ds.version, "trials": 4,
+                           "epochs": 2, "finalist_seeds": 2, "families": ["relu", "gelu"],
+                           "population_size": 1,
+                           "architecture": {"kind": "module", "name": "Sequential",
+                                            "slots": [16, 8]}})
+        search_id = create_search(session=session, spec=spec, storage_url=url,
+                                  run_here=True).id
+    seen = []
+
+    def stop_after_two(p: Any) -> None:
+        seen.append(p.done)
+        if p.done >= 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_module_search(sessions=sessions, storage_url=url, search_id=search_id,
+                          trainer=ModuleTrainer(two_slot_build, [16, 8]),
+                          home=get_settings().home, progress=stop_after_two)
+    assert actsearch.load(search_id).state == "interrupted"
+    with pytest.raises(InvalidInput, match="pass build= to resume"):
+        actsearch.resume(search_id, progress=False)
+    r = actsearch.resume(search_id, build=two_slot_build, progress=False)
+    assert r.state == "complete", r.error
+    trials = r.trials
+    assert (trials["phase"] == "search").sum() == 4  # exactly the budget, none twice
+    assert sorted(trials[trials["phase"] == "search"]["trial_number"]) == [0, 1, 2, 3]

@@ -130,6 +130,8 @@ export function archText(arch) {
   const hidden = (arch.hidden || []).join(",");
   if (arch.kind === "cnn") return `cnn:${(arch.conv_channels || []).join(",")}/${hidden}`;
   if (arch.kind === "mlp") return `mlp:${hidden}`;
+  // a user's own nn.Module (actsearch.search_module): its class name and act() slot widths
+  if (arch.kind === "module") return `module ${arch.name} (act slots ${(arch.slots || []).join(",")})`;
   return JSON.stringify(arch);
 }
 
