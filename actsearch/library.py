@@ -34,7 +34,13 @@ def _db() -> tuple[str, Any]:
 
     url = get_settings().resolved_database_url
     if url not in _DB:
+        from search.coordinator import clear_caches
         from store.db import init_db, make_engine, session_factory
+
+        if _DB:
+            # Another database in this process (ACTSEARCH_HOME changed): the per-process
+            # caches of prepared splits are keyed by dataset id, which the two share.
+            clear_caches()
 
         init_db(url)
         _DB[url] = session_factory(make_engine(url))
@@ -59,12 +65,31 @@ def _dataset_from(data: Any, label: str | None, task: str | None, name: str | No
     if isinstance(data, pd.DataFrame):
         return from_frame(data, label=label, name=name or "dataframe", task=task)  # type: ignore[arg-type]
     if isinstance(data, str | Path):
-        ds = resolve_dataset(data, label=label, task=task)  # type: ignore[arg-type]
+        stored = _stored_dataset(str(data)) if not Path(data).is_file() else None
+        ds = stored or resolve_dataset(data, label=label, task=task)  # type: ignore[arg-type]
         if name:
             ds.name = name
         return ds
     raise InvalidDataset(f"data must be (X, y) arrays, a pandas DataFrame, a file path or a "
                          f"built-in name, not {type(data).__name__}")
+
+
+def _stored_dataset(name: str) -> Any:
+    """The latest stored dataset called ``name`` (a built-in name always means the built-in)."""
+    from core.errors import NotFound
+    from search.datasets import BUILTINS, Dataset
+    from store import repo
+    from store.artifacts import get_artifact_bytes
+
+    if name in BUILTINS:
+        return None
+    _, sessions = _db()
+    with sessions() as session:
+        try:
+            row = repo.latest_dataset(session, name=name)
+        except NotFound:
+            return None
+        return Dataset.from_npz_bytes(get_artifact_bytes(session, row.artifact_id))
 
 
 def _register(data: Any, label: str | None, task: str | None, name: str | None
@@ -179,8 +204,11 @@ def search(data: Any, label: str | None = None, arch: str | dict[str, Any] = "ml
     # Check the spec before storing anything (a bad option leaves no dataset behind).
     parse_spec(_options({"dataset": "digits"}, arch, families, trials, epochs,
                         {k: v for k, v in spec.items() if k != "task"}))
-    if isinstance(data, str) and not Path(data).is_file() and "dataset_version" in spec:
-        keys: dict[str, Any] = {"dataset": data}  # a stored dataset by name and version
+    if isinstance(data, str | Path):
+        # A built-in, a file or a stored dataset's name: resolved as `actsearch search` does.
+        keys: dict[str, Any] = {"dataset": str(data)}
+        if label is not None:
+            keys["label"] = label
     else:
         keys, _ = _register(data, label, task, name)
     options = _options(keys, arch, families, trials, epochs, spec)

@@ -134,11 +134,12 @@ class SearchResult:
 
     def _prepared(self) -> Any:
         if "prepared" not in self._cache:
-            from search.coordinator import prepared_data
+            from search.service import prepare_data
 
             row = self._row()
-            self._cache["prepared"] = prepared_data(self._sessions, dataset_id=row.dataset_id,
-                                                    spec=self.spec)
+            with self._sessions() as session:
+                self._cache["prepared"] = prepare_data(session, dataset_id=row.dataset_id,
+                                                       spec=self.spec)
         return self._cache["prepared"]
 
     def best_model(self) -> nn.Module:

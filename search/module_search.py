@@ -21,13 +21,8 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.user_module import (
-    Build,
-    ModuleData,
-    evaluate_module,
-    load_candidate,
-    train_module_population,
-)
+from models.user_module import Build, evaluate_module, load_candidate
+from models.user_training import ModuleData, train_module_population
 from store import repo
 
 from .coordinator import fail_search, interrupt, search_lock

@@ -91,3 +91,18 @@ def test_api_shows_a_search_module_search(home: Path) -> None:
         refused = client.post("/searches", json=spec)
         assert refused.status_code == 422, refused.text
         assert "never runs user code" in refused.text
+
+
+def test_builtin_name_and_stored_name(home: Path) -> None:
+    """A built-in name resolves as in `actsearch search`; search_module takes it too."""
+    r = actsearch.search("iris", arch="mlp:8", families=["relu"], trials=2, epochs=1,
+                         finalist_seeds=1, progress=False, population_size=2)
+    assert r.state == "complete", r.error
+
+    def build(act: Any) -> nn.Module:
+        return nn.Sequential(nn.Linear(4, 8), act(), nn.Linear(8, 3))
+
+    m = actsearch.search_module(build, "iris", families=["relu"], trials=2, epochs=1,
+                                finalist_seeds=1, progress=False)
+    assert m.state == "complete", m.error
+    assert m.spec.dataset == "iris"

@@ -15,7 +15,7 @@ import actsearch
 from core.errors import InvalidDataset, InvalidInput
 from models.engine import TensorData
 from models.spec import Candidate, TrainConfig
-from models.user_module import ModuleData, train_module_population
+from models.user_training import ModuleData, train_module_population
 
 TINY: dict[str, Any] = {"trials": 4, "epochs": 2, "finalist_seeds": 2, "progress": False,
                         "batch_size": 64}
@@ -211,3 +211,51 @@ def test_interrupted_module_search_resumes(home: Path) -> None:
     trials = r.trials
     assert (trials["phase"] == "search").sum() == 4  # exactly the budget, none twice
     assert sorted(trials[trials["phase"] == "search"]["trial_number"]) == [0, 1, 2, 3]
+
+
+def _small_data(slots: list[int], task: str = "classification") -> ModuleData:
+    X, y = blobs(n=161)  # 129 training rows: a last batch of one row is dropped
+    if task == "regression":
+        y = X[:, 0].copy()
+    return ModuleData(TensorData(X[:129], y[:129], X[129:], y[129:], task,
+                                 3 if task == "classification" else 1), None, slots)
+
+
+def test_batch_norm_and_dropout_train_fused() -> None:
+    def build(act: Any) -> nn.Module:
+        return nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), act(), nn.Dropout(0.1),
+                             nn.Linear(16, 3))
+
+    cands = [Candidate(seed=s, lr=3e-3) for s in range(2)]
+    r = train_module_population(build, "elu", cands, _small_data([16]),
+                                TrainConfig(epochs=1, batch_size=32, record_epochs=2))
+    assert "fused x2" in r.device
+    assert [c.status for c in r.candidates] == ["complete", "complete"]
+
+
+def test_forward_that_cannot_vmap_trains_one_by_one() -> None:
+    class Branchy(nn.Module):
+        def __init__(self, act: Any) -> None:
+            super().__init__()
+            self.a, self.act, self.b = nn.Linear(6, 8), act(), nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.act(self.a(x))
+            return self.b(h) if h.sum() > 0 else self.b(-h)  # data-dependent control flow
+
+    cands = [Candidate(seed=s, lr=3e-3) for s in range(2)]
+    r = train_module_population(Branchy, "relu", cands, _small_data([8]),
+                                TrainConfig(epochs=1, batch_size=32, record_epochs=2))
+    assert "one by one x2 (vmap failed" in r.device
+    assert all(c.status == "complete" and c.curves for c in r.candidates)
+
+
+def test_regression_module_returning_one_value_per_row() -> None:
+    def build(act: Any) -> nn.Module:
+        return nn.Sequential(nn.Linear(6, 8), act(), nn.Linear(8, 1), nn.Flatten(0))  # (B,)
+
+    cands = [Candidate(seed=s, lr=1e-2) for s in range(2)]
+    r = train_module_population(build, "silu", cands, _small_data([8], "regression"),
+                                TrainConfig(epochs=3, batch_size=32, record_epochs=0))
+    assert "fused x2" in r.device
+    assert all(c.status == "complete" and c.val_metric is not None for c in r.candidates)
