@@ -206,6 +206,14 @@ def test_interrupted_module_search_resumes(home: Path) -> None:
     assert actsearch.load(search_id).state == "interrupted"
     with pytest.raises(InvalidInput, match="pass build= to resume"):
         actsearch.resume(search_id, progress=False)
+    # `actsearch serve` and `actsearch resume` cannot train it: they leave it resumable here.
+    from search.coordinator import EmbeddedCoordinator
+    from search.runner import orphaned_searches
+
+    assert search_id not in orphaned_searches(sessions, get_settings().home)
+    with pytest.raises(InvalidInput, match=rf"actsearch.resume\({search_id}, build=build\)"):
+        EmbeddedCoordinator(sessions=sessions, storage_url=url, search_id=search_id)
+    assert actsearch.load(search_id).state == "interrupted"
     r = actsearch.resume(search_id, build=two_slot_build, progress=False)
     assert r.state == "complete", r.error
     trials = r.trials
