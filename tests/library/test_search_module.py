@@ -267,3 +267,23 @@ def test_regression_module_returning_one_value_per_row() -> None:
                                 TrainConfig(epochs=3, batch_size=32, record_epochs=0))
     assert "fused x2" in r.device
     assert all(c.status == "complete" and c.val_metric is not None for c in r.candidates)
+
+
+def test_module_architecture_marker_is_validated() -> None:
+    from search.spec import parse_spec
+
+    ok = parse_spec({"dataset": "iris", "trials": 6,
+                     "architecture": {"kind": "module", "name": "Net", "slots": [16, 8]}})
+    assert ok.is_module and ok.activation_widths() == [16, 8]
+    assert ok.population_size == 1  # trials per family (6 over 8 families), at most 8
+    with pytest.raises(InvalidInput, match="slot widths must be positive"):
+        parse_spec({"dataset": "iris",
+                    "architecture": {"kind": "module", "name": "Net", "slots": [0]}})
+    with pytest.raises(InvalidInput, match="Extra inputs are not permitted"):
+        parse_spec({"dataset": "iris", "architecture": {"kind": "module", "name": "Net",
+                                                        "slots": [4], "code": "import os"}})
+    with pytest.raises(InvalidInput, match="groupsort needs a group that divides every layer"):
+        parse_spec({"dataset": "iris", "families": ["groupsort"],
+                    "architecture": {"kind": "module", "name": "Net", "slots": [7]}})
+    with pytest.raises(InvalidInput, match="never runs user code"):
+        ok.arch_spec()
