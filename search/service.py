@@ -68,6 +68,8 @@ def spec_for_dataset(spec: SearchSpec, row: Any) -> SearchSpec:
     Raises InvalidInput (422) where the architecture cannot read these rows: an image or
     sequence architecture on tabular data, a tabular one on token ids.
     """
+    if spec.is_module:
+        return spec  # the user's module reads its rows itself
     schema = row.schema if isinstance(row.schema, dict) else {}
     modality = schema.get("modality") or "tabular"
     return spec.with_inputs(modality=modality, input_shape=row.input_shape,
@@ -169,6 +171,8 @@ def warm_start_trials(session: Session, spec: SearchSpec,
 
 
 def _default_name(spec: SearchSpec) -> str:
+    if spec.is_module:
+        return f"{spec.dataset} {spec.module_arch().name}"
     arch = spec.architecture if isinstance(spec.architecture, str) else spec.arch_spec().short()
     return f"{spec.dataset} {arch}"
 

@@ -88,6 +88,35 @@ class DataInputs(BaseModel):
     vocab_size: int | None = Field(default=None, ge=1)
 
 
+class ModuleArchitecture(BaseModel):
+    """The user's own ``nn.Module`` (``actsearch.search_module``): a marker, never code.
+
+    ``name`` is the module's class name and ``slots`` the unit width of each ``act()``
+    slot, so the dashboard and ``actsearch show`` can display the search and families
+    whose parameters must divide a width are offered only choices that do. The module
+    itself stays in the user's Python process: only that process can train it.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    kind: Literal["module"]
+    name: str = Field(min_length=1, max_length=200)
+    slots: list[int] = Field(min_length=1, max_length=1024)
+    input_shape: list[int] | None = Field(default=None, max_length=8)
+
+    @field_validator("slots")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if any(w < 1 for w in value):
+            raise ValueError(f"slot widths must be positive, got {value}")
+        return value
+
+
+#: Candidates of a user-module population when the spec does not say (no engine sizing:
+#: the module's cost is unknown until it is built).
+MODULE_POPULATION_SIZE = 8
+
+
 class SearchSpec(BaseModel):
     """Everything a search needs. Defaults give a sensible search on a small tabular set."""
 
@@ -167,7 +196,9 @@ class SearchSpec(BaseModel):
     @field_validator("architecture")
     @classmethod
     def _arch_types(cls, value: str | dict[str, Any]) -> str | dict[str, Any]:
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value.get("kind") == "module":
+            ModuleArchitecture.model_validate(value)
+        elif isinstance(value, dict):
             # Wrong types ({"hidden": 8}) get pydantic's messages, not a TypeError deep inside.
             ArchitectureObject.model_validate(value)
         elif len(value) > MAX_ARCH_CHARS:
@@ -179,6 +210,11 @@ class SearchSpec(BaseModel):
 
     @model_validator(mode="after")
     def _arch(self) -> SearchSpec:
+        if self.is_module:
+            self._check_widths(self.activation_widths())
+            if self.population_size is None:
+                self.population_size = min(MODULE_POPULATION_SIZE, self.trials_per_family())
+            return self
         arch = self.arch_spec()  # raises InvalidInput on a malformed architecture
         if arch.kind == "cnn" and arch.input_shape is not None:
             # With "same" padding a wider kernel only ever covers padding (and costs k^2).
@@ -188,7 +224,10 @@ class SearchSpec(BaseModel):
                     f"kernel {arch.kernel} is larger than the input ({arch.input_shape[1]}x"
                     f"{arch.input_shape[2]}) can use; use a kernel of at most {most}"
                 )
-        widths = self.activation_widths()
+        self._check_widths(self.activation_widths())
+        return self
+
+    def _check_widths(self, widths: list[int]) -> None:
         for family in self.families:
             for param in get_activation(family).space():
                 if param.divides_width and widths and not param.choices_for(widths):
@@ -198,11 +237,19 @@ class SearchSpec(BaseModel):
                         f"all of {', '.join(map(str, widths))}; use widths that are multiples "
                         f"of {min(param.choices or (2,))} or drop {family}"
                     )
-        return self
 
     @property
     def multi_objective(self) -> bool:
         return self.objective != "metric"
+
+    @property
+    def is_module(self) -> bool:
+        """A search of the user's own module (``actsearch.search_module``)."""
+        return isinstance(self.architecture, dict) and self.architecture.get("kind") == "module"
+
+    def module_arch(self) -> ModuleArchitecture:
+        """The user-module marker (only for :attr:`is_module` specs)."""
+        return ModuleArchitecture.model_validate(self.architecture)
 
     def arch_spec(self) -> ArchSpec:
         """The architecture as the models package's dataclass, completed from ``inputs``.
@@ -211,6 +258,12 @@ class SearchSpec(BaseModel):
         (``inputs``) unless the architecture gives them; before the dataset is known
         (``inputs`` None) those may be missing.
         """
+        if self.is_module:
+            raise InvalidInput(
+                f"architecture: kind 'module' ({self.module_arch().name}) is the user's own "
+                "nn.Module; only actsearch.search_module, in the user's Python process, can "
+                "train it (the service never runs user code); give a built-in architecture "
+                "such as 'mlp:64,64' or 'cnn:16,32/64'")
         if isinstance(self.architecture, str):
             arch = ArchSpec.parse(self.architecture)
         else:
@@ -235,6 +288,8 @@ class SearchSpec(BaseModel):
 
     def activation_widths(self) -> list[int]:
         """The widths of the layers the searched activations are applied to."""
+        if self.is_module:
+            return list(self.module_arch().slots)
         return self.arch_spec().activation_widths()
 
     def trials_per_family(self) -> int:

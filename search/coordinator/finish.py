@@ -8,7 +8,7 @@ the reconciler for searches nobody advanced). Split from :mod:`.steps` only for 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,8 +34,15 @@ def unfinished(pops: Sequence[PopulationRow], phase: str | None = None) -> list[
             and (phase is None or p.phase == phase)]
 
 
+#: Scores the final choice's finalists on test in place of the built-in network's
+#: evaluation: ``(session, search_id, data, family)``. A user-module search
+#: (``actsearch.search_module``) passes one, since only its process can build the module.
+TestScorer = Callable[[Session, int, PreparedData, str], None]
+
+
 def advance_search(sessions: Sessions, *, search_id: int,
-                   storage_url: str | None = None) -> list[int]:
+                   storage_url: str | None = None,
+                   test_scorer: TestScorer | None = None) -> list[int]:
     """Move a search on when its current phase is finished; returns populations to train.
 
     Holds the search row lock, so when two workers finish the last two
@@ -71,7 +78,7 @@ def advance_search(sessions: Sessions, *, search_id: int,
         dataset_id = search.dataset_id
     # Every finalist is finished (or there were none): score and complete.
     try:
-        _finish(sessions, search_id, dataset_id, spec)
+        _finish(sessions, search_id, dataset_id, spec, test_scorer)
     except Exception as exc:
         if is_transient(exc):
             raise
@@ -100,7 +107,8 @@ def _plan_finalists(session: Session, search_id: int, spec: SearchSpec) -> list[
     return ids
 
 
-def _finish(sessions: Sessions, search_id: int, dataset_id: int, spec: SearchSpec) -> None:
+def _finish(sessions: Sessions, search_id: int, dataset_id: int, spec: SearchSpec,
+            test_scorer: TestScorer | None = None) -> None:
     """The test score of the final choice only, the leaderboard, then ``complete`` with best.
 
     The data (and torch, for the test evaluation) load before the row lock is
@@ -114,7 +122,11 @@ def _finish(sessions: Sessions, search_id: int, dataset_id: int, spec: SearchSpe
             return  # another worker finished it while we loaded the data
         trials = repo.list_trials(session, search_id=search_id, limit=None)
         board = build_leaderboard(trials, metric)
-        if board.winner is not None:
+        if board.winner is not None and test_scorer is not None:
+            test_scorer(session, search_id, data, board.winner.family)
+            trials = repo.list_trials(session, search_id=search_id, limit=None)
+            board = build_leaderboard(trials, metric)
+        elif board.winner is not None:
             _score_test(session, search_id, spec, data, board.winner.family)
             analyse_finalist_networks(session, search_id=search_id, arch=spec.arch_spec(),
                                       data=data.splits, n_outputs=data.n_outputs,

@@ -26,7 +26,7 @@ from typing import Any
 import optuna
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.errors import Conflict
+from core.errors import Conflict, InvalidInput
 from core.settings import TrainingSettings, get_settings
 from models.engine import PopulationResult
 from store import repo
@@ -241,6 +241,10 @@ class EmbeddedCoordinator:
             search = repo.get_search(session, search_id=search_id)
             self.spec = SearchSpec.model_validate(search.spec)
             self.study_name = search.study_name
+        if self.spec.is_module:  # refused before anything runs: the search stays resumable
+            raise InvalidInput(
+                f"search {search_id} trains your own module ({self.spec.module_arch().name}); "
+                f"only your Python process can: actsearch.resume({search_id}, build=build)")
         self.progress = Progress(total=self.spec.trials_per_family() * len(self.spec.families))
         self.children: list[_Child] = []
         self._stats = _Stats()

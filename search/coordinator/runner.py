@@ -106,7 +106,8 @@ def orphaned_searches(sessions: sessionmaker[Session], home: Path) -> list[int]:
 
     with sessions() as session:
         rows = [(r.id, r.state) for state in RESUMABLE_STATES
-                for r in repo.list_searches(session, state=state, limit=None)]
+                for r in repo.list_searches(session, state=state, limit=None)
+                if not _user_module(r.spec)]
     out = []
     for search_id, state in sorted(rows):
         if state != "interrupted" and not lock_path(home, search_id).exists():
@@ -114,6 +115,12 @@ def orphaned_searches(sessions: sessionmaker[Session], home: Path) -> list[int]:
         if lock_holder(home, search_id) is None:
             out.append(search_id)
     return out
+
+
+def _user_module(spec: Any) -> bool:
+    """A ``search_module`` search: only the user's process can train it (``actsearch.resume``)."""
+    arch = spec.get("architecture") if isinstance(spec, dict) else None
+    return isinstance(arch, dict) and arch.get("kind") == "module"
 
 
 def interrupt_orphans(sessions: sessionmaker[Session], home: Path) -> list[int]:

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from search.embedded import EmbeddedCoordinator
 
 from core.settings import Settings
+from search.coordinator import EmbeddedCoordinator
 from store.db import make_engine, session_factory
 from tests.api.conftest import RecordingClient, assert_error
 

@@ -134,6 +134,8 @@ export function archText(arch) {
     return `transformer:d=${arch.d_model ?? 64},layers=${arch.n_layers ?? 2},heads=${arch.heads ?? 4}`;
   }
   if (arch.kind === "mlp") return `mlp:${hidden}`;
+  // a user's own nn.Module (actsearch.search_module): its class name and act() slot widths
+  if (arch.kind === "module") return `module ${arch.name} (act slots ${(arch.slots || []).join(",")})`;
   return JSON.stringify(arch);
 }
 
