@@ -130,7 +130,7 @@ def _give_up(sessions: Sessions, pop_id: int, storage_url: str, stale_after_s: f
 
 def _sweep_orphans(sessions: Sessions, search_id: int, storage_url: str, stale_after_s: float,
                    report: ReconcileReport) -> None:
-    """Close what no running population owns: Optuna trials RUNNING or without our row.
+    """Close what no pending or running population owns: Optuna trials RUNNING or without our row.
 
     RUNNING trials older than the limit come from a worker that died between
     asking and storing the trial numbers, or from a reconciler pass that died
@@ -143,7 +143,10 @@ def _sweep_orphans(sessions: Sessions, search_id: int, storage_url: str, stale_a
         search = repo.get_search(session, search_id=search_id)
         spec = SearchSpec.model_validate(search.spec)
         pops = repo.list_populations(session, search_id=search_id)
-        owned = {n for p in pops if p.state == "running" for n in (p.trial_numbers or [])}
+        # A pending population may own trials too: one handed back after a database
+        # outage (``release_claim``) re-trains the trials it asked.
+        owned = {n for p in pops if p.state in ("pending", "running")
+                 for n in (p.trial_numbers or [])}
         study_name = search.study_name
     study = open_study(spec, study_name, storage_url)
     running = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))

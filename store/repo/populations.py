@@ -175,6 +175,30 @@ def heartbeat_owned_population(session: Session, *, population_id: int, worker: 
     return _won(session.execute(stmt))
 
 
+def release_population(session: Session, *, population_id: int, worker: str, attempt: int
+                       ) -> bool:
+    """running -> pending, if still claimed by ``worker`` at ``attempt``; False otherwise.
+
+    For a claim whose try was cut short (the database went away): the attempt is
+    not counted, the asked ``trial_numbers`` stay, so the next claim re-trains them.
+    """
+    stmt = (
+        update(PopulationRow)
+        .where(
+            PopulationRow.id == population_id,
+            PopulationRow.state == "running",
+            PopulationRow.worker == worker,
+            PopulationRow.attempts == attempt,
+        )
+        .values(state="pending", worker=None, heartbeat_at=None, started_at=None,
+                attempts=PopulationRow.attempts - 1)
+        .execution_options(synchronize_session=False)
+    )
+    won = _won(session.execute(stmt))
+    session.expire_all()
+    return won
+
+
 def record_asked_trials(
     session: Session,
     *,
