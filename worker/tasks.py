@@ -22,9 +22,11 @@ from typing import Any, NoReturn
 import kombu.exceptions
 import redis.exceptions
 import sqlalchemy.exc
+from billiard.exceptions import WorkerLostError
 from celery import Task, shared_task
 from celery.signals import worker_process_init
 from celery.utils.time import get_exponential_backoff_interval
+from celery.worker.request import Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import WorkerSettings, get_settings
@@ -199,7 +201,60 @@ def _worker_name(task: Task) -> str:
     return f"{task.request.hostname or 'worker'}:{os.getpid()}"
 
 
-@shared_task(name=RUN_POPULATION, bind=True, **RETRY)
+class PopulationRequest(Request):
+    """A population task as the worker's *parent* process sees it: it notices a dead child.
+
+    When the prefork child training a population dies (the OOM killer, a segfault in
+    native code, a SIGKILL of that process), billiard reports ``WorkerLostError`` here
+    at once. The population's row still says ``running`` under that child's name;
+    rather than wait ``stale_after_s`` for its heartbeat to go stale, the parent
+    marks it for the reconciler and sends a reconciler pass now, which fails its
+    trials and queues a fresh population. Celery requeues the message itself
+    (``task_reject_on_worker_lost``); that redelivery finds the population taken and
+    does nothing. A whole worker killed (parent included) is left to ``stale_after_s``.
+    """
+
+    def on_failure(self, exc_info: Any, send_failed_event: bool = True,
+                   return_ok: bool = False) -> Any:
+        exc = getattr(exc_info.exception, "exc", exc_info.exception)  # ExceptionWithTraceback
+        if isinstance(exc, WorkerLostError) and self.worker_pid:
+            child_lost(f"{self.hostname}:{self.worker_pid}", f"{type(exc).__name__}: {exc}")
+        return super().on_failure(exc_info, send_failed_event=send_failed_event,
+                                  return_ok=return_ok)
+
+
+def child_lost(worker: str, reason: str) -> list[int]:
+    """In the worker's parent: mark a dead child's populations and send a reconciler pass.
+
+    A short-lived engine (no pool left behind for the next forked child to inherit),
+    a short connect timeout (this runs on the parent's event loop). Never raises:
+    the reconciler's staleness limit still covers what this could not mark.
+    """
+    from store import repo
+    from store.db import make_engine, session_factory
+
+    url = get_settings().resolved_database_url
+    extra: dict[str, Any] = {}
+    if url.startswith("postgresql"):
+        extra["connect_args"] = {"connect_timeout": 5}
+    engine = make_engine(url, **extra)
+    try:
+        with session_factory(engine).begin() as session:
+            ids = repo.expire_worker_populations(
+                session, worker=worker, error=f"worker {worker} lost: its process died ({reason})")
+        if ids:
+            log.warning("worker process %s died training populations %s: reconciling now",
+                        worker, ids)
+            get_app().send_task(RECONCILE)
+        return ids
+    except Exception as exc:  # noqa: BLE001 - the staleness limit is the fallback
+        log.warning("could not mark the populations of dead process %s: %s", worker, exc)
+        return []
+    finally:
+        engine.dispose()
+
+
+@shared_task(name=RUN_POPULATION, bind=True, Request=PopulationRequest, **RETRY)
 def run_population_task(self: Task, population_id: int, release: dict[str, Any] | None = None,
                         transient_since: float | None = None) -> dict[str, Any]:
     """Train one population, then advance its search and enqueue what that planned.

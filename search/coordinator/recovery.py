@@ -108,7 +108,9 @@ def _give_up(sessions: Sessions, pop_id: int, storage_url: str, stale_after_s: f
     with sessions.begin() as session:
         pop = repo.get_population(session, population_id=pop_id)
         worker, beat = pop.worker, pop.heartbeat_at
-        error = f"worker {worker} lost: no heartbeat since {beat.isoformat() if beat else '-'}"
+        # A worker's parent that saw its child die says so on the row (expire_worker_populations).
+        error = pop.error or (
+            f"worker {worker} lost: no heartbeat since {beat.isoformat() if beat else '-'}")
         if not repo.fail_stale_population(session, population_id=pop_id,
                                           older_than_s=stale_after_s, error=error):
             return  # it heartbeated (or finished) meanwhile

@@ -9,7 +9,7 @@ worker and the reconciler can never all act on one population.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import select, update
@@ -142,6 +142,7 @@ def claim_population(
         "started_at": now,
         "heartbeat_at": now,
         "finished_at": None,
+        "error": None,
     }
     if task_id is not None:
         values["task_id"] = task_id
@@ -197,6 +198,27 @@ def release_population(session: Session, *, population_id: int, worker: str, att
     won = _won(session.execute(stmt))
     session.expire_all()
     return won
+
+
+LONG_AGO = datetime(2000, 1, 1, tzinfo=timezone.utc)
+
+
+def expire_worker_populations(session: Session, *, worker: str, error: str) -> list[int]:
+    """Mark the running populations of a worker process known dead for the reconciler.
+
+    Their heartbeat is set far in the past (so the next reconciler pass gives them up,
+    whatever ``stale_after_s``) and ``error`` says what happened; returns their ids.
+    """
+    stmt = (
+        update(PopulationRow)
+        .where(PopulationRow.state == "running", PopulationRow.worker == worker)
+        .values(heartbeat_at=LONG_AGO, error=error)
+        .returning(PopulationRow.id)
+        .execution_options(synchronize_session=False)
+    )
+    ids = [int(i) for i in session.scalars(stmt)]
+    session.expire_all()
+    return ids
 
 
 def record_asked_trials(
