@@ -184,8 +184,7 @@ def test_optuna_storage_error_is_transient_only_when_it_wraps_a_connection_error
     import optuna
     import sqlalchemy.exc
 
-    from search.coordinator.steps import ClaimInterrupted, ClaimToken, is_transient, root_cause
-    from worker.tasks import is_transient_error
+    from search.coordinator.steps import is_transient
 
     storage_error = optuna.exceptions.StorageInternalError
     outage = _raised_from(storage_error("An exception is raised during the commit. This "
@@ -194,12 +193,28 @@ def test_optuna_storage_error_is_transient_only_when_it_wraps_a_connection_error
     too_long = _raised_from(storage_error("... e.g. exceeding max length."),
                             sqlalchemy.exc.DataError("INSERT", {}, Exception("value too long")))
     bare = storage_error("no cause")
-    assert is_transient(outage) and is_transient_error(outage)
-    assert not is_transient(too_long) and not is_transient_error(too_long)
+    assert is_transient(outage)
+    assert not is_transient(too_long)
     assert not is_transient(bare) and not is_transient(ValueError("x"))
+
+
+def test_the_task_side_check_sees_wrapped_outages_and_names_their_cause() -> None:
+    import optuna
+    import sqlalchemy.exc
+
+    from search.coordinator.steps import ClaimInterrupted, ClaimToken, root_cause
+    from worker.tasks import is_transient_error
+
+    outage = _raised_from(optuna.exceptions.StorageInternalError("e.g. exceeding max length"),
+                          _refused())
+    assert is_transient_error(outage)
     assert isinstance(root_cause(outage), sqlalchemy.exc.OperationalError)
     interrupted = _raised_from(ClaimInterrupted(ClaimToken(1, "w", 1)), outage)
-    assert is_transient(interrupted) and is_transient_error(interrupted)
+    assert is_transient_error(interrupted)
+    assert isinstance(root_cause(interrupted), sqlalchemy.exc.OperationalError)
+    too_long = _raised_from(optuna.exceptions.StorageInternalError("x"),
+                            sqlalchemy.exc.DataError("INSERT", {}, Exception("value too long")))
+    assert not is_transient_error(too_long)
 
 
 def test_publish_retries_span_the_transient_retry_budget() -> None:
