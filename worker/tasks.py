@@ -29,6 +29,7 @@ from celery.utils.time import get_exponential_backoff_interval
 from celery.worker.request import Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.errors import Unreachable
 from core.settings import WorkerSettings, get_settings
 from worker.app import RECONCILE, RUN_POPULATION, START, get_app
 
@@ -48,10 +49,6 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 # backoff helper), bounded by a time budget rather than a count: a count of jittered
 # retries says nothing about how long an outage they cover.
 RETRY: dict[str, Any] = {"max_retries": None}
-
-
-class Unreachable(Exception):
-    """The database or the broker stayed unreachable for the whole retry budget."""
 
 
 def is_transient_error(exc: BaseException) -> bool:

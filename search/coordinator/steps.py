@@ -15,6 +15,9 @@ A search is the same sequence of calls in embedded and distributed mode:
   coordinator (:mod:`.local`) or the Celery task's own process (:mod:`.inline`).
 * :func:`commit_result` tells Optuna and writes the rows under the population's row
   lock; :func:`fail_owned` records a population whose training raised.
+* A transient error (:func:`is_transient`: the database went away, also under Optuna's
+  ``StorageInternalError``) after the claim becomes :class:`ClaimInterrupted`; the
+  task's retry hands the population back with :func:`release_claim` and claims it again.
 * :func:`advance_search` moves the search on when its phase is finished: plans the
   finalists, then scores the final choice on test and completes the search.
 

@@ -3,6 +3,9 @@ of every search is accounted for.
 
 * Redis restarted mid-search (no persistence: its queues are lost as in a crash).
 * PostgreSQL restarted mid-search (``pg_ctl stop -m fast`` semantics), with the API up.
+* PostgreSQL stopped for ~12 s with populations queued and training, the staleness limit
+  far longer: no queued population is lost, the interrupted ones are handed back by their
+  own retries, and work resumes within seconds of the database's return (printed).
 * A population whose work raises (its dataset's stored bytes damaged after the search
   was accepted: the sha256 check refuses them; the search ends failed, saying so), one that
   runs out of memory (``ACTSEARCH_TRAINING__MEMORY_LIMIT_MB`` and a model too big
