@@ -80,6 +80,11 @@ class ServiceBusy(ActsearchError):
     status_code = 503
 
 
+class Unreachable(ServiceBusy):
+    """The database or the broker stayed unreachable for a worker's whole retry budget
+    (``ACTSEARCH_WORKER__TRANSIENT_RETRY_BUDGET_S``); the message says which and how long."""
+
+
 _TRACEBACK = "Traceback (most recent call last):"
 _SOURCE_PATH = re.compile(r"(?:[A-Za-z]:)?[/\\](?:[\w.@+~-]+[/\\])+([\w.@+~-]+\.(?:pyc?|so|cpp|cu|h|c))\b")
 

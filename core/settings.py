@@ -131,6 +131,13 @@ class WorkerSettings(BaseModel):
         task_deadline_s: the engine's deadline for one population task. Celery's
             time limits are not used: the solo pool ignores them, and a hard kill
             would lose the epochs trained; the engine stops cleanly and keeps them.
+        transient_retry_budget_s: how long a task keeps retrying while the database
+            (or the broker) is unreachable, counted from its first failed try; past it
+            the task fails saying what was unreachable and for how long. Its queued
+            work is not lost then either: the reconciler re-sends pending populations.
+        transient_retry_max_backoff_s: the cap of the exponential backoff (1, 2, 4, ...
+            seconds, full jitter) between those retries; once the database is back, a
+            waiting task starts within this many seconds at most.
         device: ``auto`` (CUDA when the worker's GPU is visible, else CPU), ``cpu``
             or ``cuda:0``.
         queue: where population tasks go.
@@ -143,6 +150,8 @@ class WorkerSettings(BaseModel):
     stale_after_s: float = Field(default=120.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
     task_deadline_s: float = Field(default=6 * 3600.0, gt=0)
+    transient_retry_budget_s: float = Field(default=300.0, ge=0)
+    transient_retry_max_backoff_s: float = Field(default=30.0, ge=1.0)
     device: str = "auto"
     queue: str = "actsearch"
     control_queue: str = "actsearch.control"

@@ -3,10 +3,13 @@
 Choices and why:
 
 * ``task_acks_late`` + ``task_reject_on_worker_lost``: a task's message is
-  acknowledged only once it has finished, so a worker killed mid-population
-  does not lose it. A redelivery is harmless: the population is no longer
-  ``pending`` and the task does nothing (the reconciler re-queues lost work as a
-  fresh population instead).
+  acknowledged only once it has finished, so a message is not lost with a worker
+  that took it. That is not what recovers a killed worker's population: Redis
+  redelivers an unacknowledged message only after the visibility timeout (hours,
+  below), and a redelivery finds the population no longer ``pending`` and does
+  nothing. The reconciler re-queues lost work as a fresh population after
+  ``stale_after_s``; a prefork child that dies under a live parent is noticed at
+  once (``worker.tasks.PopulationRequest``).
 * ``worker_prefetch_multiplier=1`` and ``worker_disable_prefetch``: a busy
   worker (concurrency 1 per GPU) holds no waiting message, so the populations
   of one search spread over every free worker.

@@ -19,7 +19,7 @@ from typing import Any
 
 from celery import Task, shared_task
 
-from worker.tasks import RETRY, resources
+from worker.tasks import resources
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,13 @@ def beat_entry(interval_s: float = DEFAULT_TICK_S, queue: str | None = None) -> 
     return {"task": TICK, "schedule": interval_s, "options": options}
 
 
-@shared_task(name=TICK, bind=True, **RETRY)
+@shared_task(name=TICK, bind=True)
 def tick_schedules_task(self: Task) -> dict[str, Any]:
-    """Fire due schedules (commit), then enqueue the searches they created."""
+    """Fire due schedules (commit), then enqueue the searches they created.
+
+    Not retried when the database is unreachable: beat sends the next tick soon, and
+    a due schedule is still due then.
+    """
     from search.schedules import tick
     from worker.enqueue import submit_search
 

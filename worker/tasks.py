@@ -14,36 +14,100 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, NoReturn
 
 import kombu.exceptions
 import redis.exceptions
 import sqlalchemy.exc
+from billiard.exceptions import WorkerLostError
 from celery import Task, shared_task
 from celery.signals import worker_process_init
+from celery.utils.time import get_exponential_backoff_interval
+from celery.worker.request import Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.errors import Unreachable
 from core.settings import WorkerSettings, get_settings
 from worker.app import RECONCILE, RUN_POPULATION, START, get_app
 
 log = logging.getLogger(__name__)
 
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
+BROKER_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     kombu.exceptions.OperationalError,
 )
-RETRY = {
-    "autoretry_for": TRANSIENT_ERRORS,
-    "retry_backoff": 2,
-    "retry_backoff_max": 60,
-    "retry_jitter": True,
-    "max_retries": 3,
-}
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    *BROKER_ERRORS,
+)
+# Transient errors are retried by hand (_retry_transient, with Celery's retry and
+# backoff helper), bounded by a time budget rather than a count: a count of jittered
+# retries says nothing about how long an outage they cover.
+RETRY: dict[str, Any] = {"max_retries": None}
+
+
+def is_transient_error(exc: BaseException) -> bool:
+    """The database or the broker unreachable, also when wrapped (Optuna, an interrupted claim)."""
+    if isinstance(exc, BROKER_ERRORS):
+        return True
+    from search.coordinator.steps import is_transient
+
+    return is_transient(exc)
+
+
+def publish_retry_policy(ws: WorkerSettings) -> dict[str, float | int]:
+    """kombu's publish retries (0, 1, 2, ... s, capped) spanning the transient retry budget.
+
+    A task that cannot reach the broker to enqueue its follow-ups (or its own
+    retry) keeps trying for about as long as it would retry a database outage.
+    """
+    cap = ws.transient_retry_max_backoff_s
+    waited, tries = 0.0, 0
+    while waited < ws.transient_retry_budget_s:
+        waited += min(float(tries), cap)
+        tries += 1
+    return {"max_retries": max(tries, 3), "interval_start": 0, "interval_step": 1,
+            "interval_max": cap}
+
+
+def _retry_transient(task: Task, exc: BaseException, *, since: float | None,
+                     **carry: Any) -> NoReturn:
+    """Retry ``task`` after a transient error, with capped exponential backoff and full jitter.
+
+    ``since`` is when the first try of this outage failed (it travels with the
+    retries as the ``transient_since`` keyword); once ``transient_retry_budget_s``
+    has passed the task fails with :class:`Unreachable`, naming what was
+    unreachable and for how long (not Optuna's "e.g. exceeding max length").
+    ``carry``: further keywords for the retry (the interrupted claim to release).
+    """
+    from search.coordinator.steps import root_cause
+
+    ws = get_settings().worker
+    now = time.time()
+    since = now if since is None else since
+    down_s = now - since
+    cause = root_cause(exc)
+    what = "broker" if isinstance(cause, BROKER_ERRORS) else "database"
+    detail = f"{type(cause).__name__}: {str(cause).strip().splitlines()[0] if str(cause) else ''}"
+    if down_s >= ws.transient_retry_budget_s:
+        raise Unreachable(
+            f"the {what} was unreachable for {down_s:.0f} s ({task.request.retries} retries "
+            f"over ACTSEARCH_WORKER__TRANSIENT_RETRY_BUDGET_S={ws.transient_retry_budget_s:g}): "
+            f"{detail}") from exc
+    countdown = get_exponential_backoff_interval(
+        factor=1, retries=task.request.retries,
+        maximum=int(ws.transient_retry_max_backoff_s), full_jitter=True)
+    log.warning("%s[%s]: the %s is unreachable (%s); retry %d in %d s (%.0f of %g s spent)",
+                task.name, task.request.id, what, detail, task.request.retries + 1, countdown,
+                down_s, ws.transient_retry_budget_s)
+    kwargs = {**(task.request.kwargs or {}), **carry, "transient_since": since}
+    raise task.retry(args=task.request.args, kwargs=kwargs, exc=exc, countdown=countdown,
+                     retry_policy=publish_retry_policy(ws))
 
 
 @dataclass
@@ -124,7 +188,9 @@ def enqueue_populations(population_ids: Iterable[int],
     # By name on this process's app (not the task proxy's "current app"), so the
     # broker is always the configured one.
     app = get_app()
-    return [str(app.send_task(RUN_POPULATION, args=[pid], task_id=task_id).id)
+    policy = publish_retry_policy(get_settings().worker)
+    return [str(app.send_task(RUN_POPULATION, args=[pid], task_id=task_id,
+                              retry=True, retry_policy=policy).id)
             for pid, task_id in zip(ids, task_ids, strict=True)]
 
 
@@ -132,9 +198,84 @@ def _worker_name(task: Task) -> str:
     return f"{task.request.hostname or 'worker'}:{os.getpid()}"
 
 
-@shared_task(name=RUN_POPULATION, bind=True, **RETRY)
-def run_population_task(self: Task, population_id: int) -> dict[str, Any]:
-    """Train one population, then advance its search and enqueue what that planned."""
+class PopulationRequest(Request):
+    """A population task as the worker's *parent* process sees it: it notices a dead child.
+
+    When the prefork child training a population dies (the OOM killer, a segfault in
+    native code, a SIGKILL of that process), billiard reports ``WorkerLostError`` here
+    at once. The population's row still says ``running`` under that child's name;
+    rather than wait ``stale_after_s`` for its heartbeat to go stale, the parent
+    marks it for the reconciler and sends a reconciler pass now, which fails its
+    trials and queues a fresh population. Celery requeues the message itself
+    (``task_reject_on_worker_lost``); that redelivery finds the population taken and
+    does nothing. A whole worker killed (parent included) is left to ``stale_after_s``.
+    """
+
+    def on_failure(self, exc_info: Any, send_failed_event: bool = True,
+                   return_ok: bool = False) -> Any:
+        exc = getattr(exc_info.exception, "exc", exc_info.exception)  # ExceptionWithTraceback
+        if isinstance(exc, WorkerLostError) and self.worker_pid:
+            child_lost(f"{self.hostname}:{self.worker_pid}", f"{type(exc).__name__}: {exc}")
+        return super().on_failure(exc_info, send_failed_event=send_failed_event,
+                                  return_ok=return_ok)
+
+
+def child_lost(worker: str, reason: str) -> list[int]:
+    """In the worker's parent: mark a dead child's populations and send a reconciler pass.
+
+    A short-lived engine (no pool left behind for the next forked child to inherit),
+    a short connect timeout (this runs on the parent's event loop). Never raises:
+    the reconciler's staleness limit still covers what this could not mark.
+    """
+    from store import repo
+    from store.db import make_engine, session_factory
+
+    url = get_settings().resolved_database_url
+    extra: dict[str, Any] = {}
+    if url.startswith("postgresql"):
+        extra["connect_args"] = {"connect_timeout": 5}
+    engine = make_engine(url, **extra)
+    try:
+        with session_factory(engine).begin() as session:
+            ids = repo.expire_worker_populations(
+                session, worker=worker, error=f"worker {worker} lost: its process died ({reason})")
+        if ids:
+            log.warning("worker process %s died training populations %s: reconciling now",
+                        worker, ids)
+            get_app().send_task(RECONCILE)
+        return ids
+    except Exception as exc:  # noqa: BLE001 - the staleness limit is the fallback
+        log.warning("could not mark the populations of dead process %s: %s", worker, exc)
+        return []
+    finally:
+        engine.dispose()
+
+
+@shared_task(name=RUN_POPULATION, bind=True, Request=PopulationRequest, **RETRY)
+def run_population_task(self: Task, population_id: int, release: dict[str, Any] | None = None,
+                        transient_since: float | None = None) -> dict[str, Any]:
+    """Train one population, then advance its search and enqueue what that planned.
+
+    A database (or broker) outage is retried for ``transient_retry_budget_s``. A try
+    cut short after its claim passes the claim on (``release``): the retry, on any
+    worker, hands the population back and trains it again as soon as the database
+    answers, instead of leaving it ``running`` until the reconciler's staleness limit.
+    """
+    from search.coordinator.steps import ClaimInterrupted, ClaimToken
+
+    token = ClaimToken(**release) if release else None
+    try:
+        return _run_population(self, population_id, token)
+    except Exception as exc:
+        if not is_transient_error(exc):
+            raise
+        if isinstance(exc, ClaimInterrupted):
+            token = exc.token
+        carry = {"release": asdict(token)} if token is not None else {}
+        _retry_transient(self, exc, since=transient_since, **carry)
+
+
+def _run_population(task: Task, population_id: int, release: Any) -> dict[str, Any]:
     res = resources()
     device = _prepare_torch(res)
     from search.coordinator import advance_search, run_population
@@ -144,11 +285,11 @@ def run_population_task(self: Task, population_id: int) -> dict[str, Any]:
     cap_population_memory(training.memory_limit_mb)
     outcome = run_population(
         res.sessions, population_id=population_id, storage_url=res.database_url,
-        worker_name=_worker_name(self), task_id=self.request.id,
+        worker_name=_worker_name(task), task_id=task.request.id,
         heartbeat_interval_s=res.worker.heartbeat_interval_s,
         max_task_s=res.worker.task_deadline_s, device=device,
         time_limit_s=training.population_time_limit_s,
-        memory_limit_mb=training.memory_limit_mb,
+        memory_limit_mb=training.memory_limit_mb, release=release,
     )
     if outcome.status == "failed":
         release_memory()
@@ -162,7 +303,18 @@ def run_population_task(self: Task, population_id: int) -> dict[str, Any]:
 
 
 @shared_task(name=START, bind=True, **RETRY)
-def start_search_task(self: Task, search_id: int) -> dict[str, Any]:
+def start_search_task(self: Task, search_id: int, transient_since: float | None = None
+                      ) -> dict[str, Any]:
+    """:func:`_start_search`, retrying a database or broker outage for the retry budget."""
+    try:
+        return _start_search(self, search_id)
+    except Exception as exc:
+        if not is_transient_error(exc):
+            raise
+        _retry_transient(self, exc, since=transient_since)
+
+
+def _start_search(self: Task, search_id: int) -> dict[str, Any]:
     """Plan a pending search's populations (commit), then enqueue them.
 
     A redelivered start plans nothing (the search is no longer pending). A
@@ -196,8 +348,23 @@ def _queue_is_empty(app: Any, queue: str) -> bool:
         return getattr(exc, "reply_code", None) == 404 or "NOT_FOUND" in str(exc)
 
 
-@shared_task(name=RECONCILE, bind=True, **RETRY)
+@shared_task(name=RECONCILE, bind=True)
 def reconcile_task(self: Task) -> dict[str, Any]:
+    """:func:`_reconcile`; not retried: beat sends the next pass in ``reconcile_interval_s``."""
+    try:
+        return _reconcile(self)
+    except Exception as exc:
+        if not is_transient_error(exc):
+            raise
+        from search.coordinator.steps import root_cause
+
+        cause = root_cause(exc)
+        log.warning("reconcile skipped, the database or broker is unreachable: %s: %s",
+                    type(cause).__name__, str(cause).strip().splitlines()[0] if str(cause) else "")
+        return {"skipped": type(cause).__name__}
+
+
+def _reconcile(self: Task) -> dict[str, Any]:
     """One reconciler pass (beat sends it every ``reconcile_interval_s``); see ``search.coordinator.reconcile``.
 
     Besides that pass: pending populations whose messages were lost (the queue

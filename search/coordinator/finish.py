@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from optuna.trial import TrialState
 from sqlalchemy.orm import Session
 
 from models.engine import evaluate
@@ -19,13 +20,16 @@ from store import repo
 from store.tables import POPULATION_FINISHED_STATES, PopulationRow
 
 from ..protocol import Leaderboard, best_per_family, build_leaderboard, task_metric
-from ..service import PreparedData
+from ..service import PreparedData, open_study
 from ..spec import SearchSpec
 from .data import prepared_data
 from .results import analyse_finalist_networks, nothing_completed_error
 from .steps import ACTIVE_SEARCH_STATES, Sessions, is_transient, new_task_id
 
 log = logging.getLogger(__name__)
+
+ORPHAN_AT_PHASE_END = ("orphaned: asked by a try cut short before it stored the trial "
+                       "numbers (e.g. the database went away); failed when the search phase ended")
 
 
 def unfinished(pops: Sequence[PopulationRow], phase: str | None = None) -> list[PopulationRow]:
@@ -49,12 +53,13 @@ def advance_search(sessions: Sessions, *, search_id: int,
     populations at once exactly one plans the finalists (the other then sees
     ``finalizing``). Before the finalists are planned, Optuna trials that
     finished without our row (their worker's write was lost to a database
-    outage) are recorded from ``storage_url``, so the search phase ends with one
-    row per Optuna trial. After the finalists: the winner's test score, then
+    outage) are recorded from ``storage_url``, and trials still RUNNING (asked by a
+    try that never stored their numbers) are failed and recorded, so the search
+    phase ends with one row per Optuna trial and none RUNNING. After the finalists: the winner's test score, then
     ``complete`` with ``best``. A cancelled search only has its pending
     populations marked cancelled. Finishing reads only our tables (no Optuna).
     """
-    from .recovery import record_unrecorded
+    from .recovery import fail_running_trials, record_unrecorded
 
     with sessions.begin() as session:
         search = repo.lock_search(session, search_id=search_id)
@@ -70,6 +75,14 @@ def advance_search(sessions: Sessions, *, search_id: int,
         spec = SearchSpec.model_validate(search.spec)
         if search.state == "running":
             if storage_url is not None:
+                # No population is pending or running, so no search trial can still be
+                # trained: one still RUNNING was asked by a try cut short before it
+                # stored the trial numbers (a database outage). Failed, then recorded.
+                study = open_study(spec, search.study_name, storage_url)
+                running = [t.number for t in study.get_trials(
+                    deepcopy=False, states=(TrialState.RUNNING,))]
+                if running:
+                    fail_running_trials(study, running, ORPHAN_AT_PHASE_END)
                 record_unrecorded(session, search, spec, pops, storage_url, cutoff=None)
             new_ids = _plan_finalists(session, search_id, spec)
             repo.set_search_state(session, search_id=search_id, state="finalizing")

@@ -21,14 +21,20 @@ from store import repo
 
 from .limits import PopulationTimeLimit, describe_failure, population_time_limit
 from .steps import (
+    Claimed,
+    ClaimInterrupted,
+    ClaimToken,
+    NothingToTrain,
     PopulationOutcome,
     Prepared,
     claim,
     commit_result,
+    complete_told,
     fail_owned,
     fail_prepared,
     is_transient,
     prepare,
+    release_claim,
 )
 
 log = logging.getLogger(__name__)
@@ -102,6 +108,7 @@ def run_population(
     device: str = "cpu",
     time_limit_s: float | None = None,
     memory_limit_mb: int | None = None,
+    release: ClaimToken | None = None,
 ) -> PopulationOutcome:
     """Claim, prepare, train, then commit (or fail) one population, in this process.
 
@@ -118,19 +125,48 @@ def run_population(
         device: torch device for training.
         time_limit_s: past it the population is stopped and failed with a "time limit" error.
         memory_limit_mb: the process's memory cap, named in an "out of memory" error.
+        release: the claim of an earlier try of this task that a transient error cut
+            short (:class:`~.steps.ClaimInterrupted`); handed back before claiming.
 
     Returns:
         What happened; the caller then calls :func:`~.steps.advance_search`.
+
+    Raises:
+        ClaimInterrupted: a transient (database) error after the claim, raised from it.
     """
+    if release is not None and release.population_id == population_id:
+        if release_claim(sessions, release):
+            log.info("population %s released from its interrupted %s", population_id, release)
     claimed, outcome = claim(sessions, population_id, worker_name, task_id)
     if claimed is None:
         assert outcome is not None
         return outcome
-    beat_fn = heartbeat or owned_heartbeat(sessions, population_id, worker_name)
+    try:
+        return _train_claimed(sessions, claimed, storage_url=storage_url,
+                              heartbeat=heartbeat or owned_heartbeat(sessions, population_id,
+                                                                     worker_name),
+                              heartbeat_interval_s=heartbeat_interval_s, max_task_s=max_task_s,
+                              device=device, time_limit_s=time_limit_s,
+                              memory_limit_mb=memory_limit_mb)
+    except Exception as exc:
+        if is_transient(exc):
+            # The database went away: nobody trains the population now, yet its row
+            # says running under this claim. The task's retry (on any worker) hands
+            # it back by this token and trains it again once the database answers.
+            raise ClaimInterrupted(claimed.token) from exc
+        raise
+
+
+def _train_claimed(sessions: sessionmaker[Session], claimed: Claimed, *, storage_url: str,
+                   heartbeat: Heartbeat, heartbeat_interval_s: float,
+                   max_task_s: float | None, device: str, time_limit_s: float | None,
+                   memory_limit_mb: int | None) -> PopulationOutcome:
+    """Prepare, train and commit (or fail) a claimed population; transient errors propagate."""
+    population_id = claimed.population_id
     job: Prepared | None = None
     # The heartbeat starts right after the claim: loading data and asking Optuna
     # count against the staleness limit too.
-    with HeartbeatThread(beat_fn, heartbeat_interval_s) as beats:
+    with HeartbeatThread(heartbeat, heartbeat_interval_s) as beats:
         try:
             job = prepare(sessions, claimed, storage_url, max_task_s=max_task_s, device=device)
             reporter = job.reporter
@@ -148,10 +184,11 @@ def run_population(
             if beats.lost.is_set():
                 return PopulationOutcome(population_id, "lost", claimed.search_id)
             return commit_result(sessions, job, result)
+        except NothingToTrain:
+            # told before an interruption cut our own write: Optuna has the results
+            return complete_told(sessions, claimed)
         except Exception as exc:
             if is_transient(exc):
-                # The database went away: leave the population running; its heartbeat
-                # goes stale and the reconciler re-queues it as a fresh attempt.
                 raise
             if isinstance(exc, PopulationTimeLimit):
                 error = str(exc)

@@ -108,7 +108,9 @@ def _give_up(sessions: Sessions, pop_id: int, storage_url: str, stale_after_s: f
     with sessions.begin() as session:
         pop = repo.get_population(session, population_id=pop_id)
         worker, beat = pop.worker, pop.heartbeat_at
-        error = f"worker {worker} lost: no heartbeat since {beat.isoformat() if beat else '-'}"
+        # A worker's parent that saw its child die says so on the row (expire_worker_populations).
+        error = pop.error or (
+            f"worker {worker} lost: no heartbeat since {beat.isoformat() if beat else '-'}")
         if not repo.fail_stale_population(session, population_id=pop_id,
                                           older_than_s=stale_after_s, error=error):
             return  # it heartbeated (or finished) meanwhile
@@ -130,7 +132,7 @@ def _give_up(sessions: Sessions, pop_id: int, storage_url: str, stale_after_s: f
 
 def _sweep_orphans(sessions: Sessions, search_id: int, storage_url: str, stale_after_s: float,
                    report: ReconcileReport) -> None:
-    """Close what no running population owns: Optuna trials RUNNING or without our row.
+    """Close what no pending or running population owns: Optuna trials RUNNING or without our row.
 
     RUNNING trials older than the limit come from a worker that died between
     asking and storing the trial numbers, or from a reconciler pass that died
@@ -143,30 +145,39 @@ def _sweep_orphans(sessions: Sessions, search_id: int, storage_url: str, stale_a
         search = repo.get_search(session, search_id=search_id)
         spec = SearchSpec.model_validate(search.spec)
         pops = repo.list_populations(session, search_id=search_id)
-        owned = {n for p in pops if p.state == "running" for n in (p.trial_numbers or [])}
+        # A pending population may own trials too: one handed back after a database
+        # outage (``release_claim``) re-trains the trials it asked.
+        owned = {n for p in pops if p.state in ("pending", "running")
+                 for n in (p.trial_numbers or [])}
         study_name = search.study_name
     study = open_study(spec, study_name, storage_url)
     running = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
                if t.number not in owned]
     cutoff = utcnow() - timedelta(seconds=stale_after_s)
+    failed: list[FrozenTrial] = []
     if running:
         failed = fail_running_trials(study, running, "orphaned: no running population owns this trial",
                               older_than=cutoff)
         report.failed_trials += len(failed)
     with sessions.begin() as session:
         search = repo.get_search(session, search_id=search_id)
+        # the trials failed just now get their rows now: the search may finish before
+        # the next pass, and finished searches are not swept
         report.recorded_trials += record_unrecorded(session, search, spec, pops, storage_url,
-                                                     cutoff=cutoff, owned=owned)
+                                                     cutoff=cutoff, owned=owned,
+                                                     now={t.number for t in failed})
 
 
 def record_unrecorded(session: Session, search: SearchRow, spec: SearchSpec,
                        pops: Sequence[PopulationRow], storage_url: str, *,
-                       cutoff: datetime | None, owned: set[int] | None = None) -> int:
+                       cutoff: datetime | None, owned: set[int] | None = None,
+                       now: set[int] | None = None) -> int:
     """Rows for finished Optuna trials that have none; returns how many were written.
 
     ``cutoff``: only trials finished before it (Optuna stamps naive local times),
     so a worker still committing its own row is left alone; ``None`` when no
-    population of the search is unfinished, so no worker can be.
+    population of the search is unfinished, so no worker can be. ``now``: trial
+    numbers recorded whatever the cutoff (the caller has just failed them itself).
     """
     recorded = {t.trial_number for t in repo.list_trials(session, search_id=search.id,
                                                           phase="search", limit=None)}
@@ -175,7 +186,8 @@ def record_unrecorded(session: Session, search: SearchRow, spec: SearchSpec,
     missing = [t for t in study.get_trials(deepcopy=False)
                if t.state in _ROW_STATES and t.number not in skip
                and t.datetime_complete is not None
-               and (cutoff is None or t.datetime_complete.astimezone() < cutoff)]
+               and (cutoff is None or t.number in (now or set())
+                    or t.datetime_complete.astimezone() < cutoff)]
     by_number = {n: p for p in pops for n in (p.trial_numbers or [])}
     for t in missing:
         _record_unrecorded_trial(session, search.id, search.study_name, spec, t,

@@ -15,6 +15,9 @@ A search is the same sequence of calls in embedded and distributed mode:
   coordinator (:mod:`.local`) or the Celery task's own process (:mod:`.inline`).
 * :func:`commit_result` tells Optuna and writes the rows under the population's row
   lock; :func:`fail_owned` records a population whose training raised.
+* A transient error (:func:`is_transient`: the database went away, also under Optuna's
+  ``StorageInternalError``) after the claim becomes :class:`ClaimInterrupted`; the
+  task's retry hands the population back with :func:`release_claim` and claims it again.
 * :func:`advance_search` moves the search on when its phase is finished: plans the
   finalists, then scores the final choice on test and completes the search.
 
@@ -67,11 +70,65 @@ Sessions = sessionmaker[Session]
 
 ACTIVE_SEARCH_STATES = ("running", "finalizing")
 TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError)
+# Exceptions that only wrap their cause: Optuna's RDB storage turns every SQLAlchemy
+# error of a commit into StorageInternalError ("... e.g. exceeding max length"), a
+# refused connection included; an interrupted claim carries the error that cut it.
+_WRAPPERS: tuple[type[BaseException], ...] = (optuna.exceptions.StorageInternalError,)
 
 
 def is_transient(exc: BaseException) -> bool:
-    """A database that went away (retry later), not a failure of the work itself."""
-    return isinstance(exc, TRANSIENT_DB_ERRORS)
+    """A database that went away (retry later), not a failure of the work itself.
+
+    Looks through wrappers to their ``__cause__``: an Optuna ``StorageInternalError``
+    raised *from* an ``OperationalError`` is a database outage, one raised from
+    anything else (a value too long for its column) is not.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, TRANSIENT_DB_ERRORS):
+            return True
+        if not isinstance(current, (*_WRAPPERS, ClaimInterrupted)):
+            return False
+        seen.add(id(current))
+        current = current.__cause__
+    return False
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The error under the wrappers :func:`is_transient` looks through (for messages)."""
+    current = exc
+    while isinstance(current, (*_WRAPPERS, ClaimInterrupted)) and current.__cause__ is not None:
+        current = current.__cause__
+    return current
+
+
+@dataclass(frozen=True)
+class ClaimToken:
+    """One claim of a population: who took it, at which attempt.
+
+    The pair identifies a single try: a later claim of the same population (by a
+    redelivered or re-sent message, even in the same process) counts a new attempt.
+    """
+
+    population_id: int
+    worker: str
+    attempt: int
+
+
+class ClaimInterrupted(Exception):
+    """A claimed population's try stopped on a transient error (raised ``from`` it).
+
+    The population is still ``running`` under :attr:`token`, but nobody trains
+    it: the task retries with the token, and the retry hands the population back
+    with :func:`release_claim` before claiming it again, instead of leaving it to
+    the reconciler's staleness limit.
+    """
+
+    def __init__(self, token: ClaimToken) -> None:
+        super().__init__(f"population {token.population_id} interrupted "
+                         f"(attempt {token.attempt} on {token.worker})")
+        self.token = token
 
 
 def population_seed(search_seed: int, population_id: int) -> int:
@@ -171,6 +228,25 @@ class Claimed:
     trial_numbers: list[int] | None
     search_started_at: datetime | None
     worker: str
+    attempt: int = 1
+
+    @property
+    def token(self) -> ClaimToken:
+        return ClaimToken(self.population_id, self.worker, self.attempt)
+
+
+def release_claim(sessions: Sessions, token: ClaimToken) -> bool:
+    """Hand an interrupted claim's population back (``running`` -> ``pending``); True if it was.
+
+    Only the exact claim of ``token`` is released (same worker and attempt, still
+    running): the try that made it has given it up, so no live worker is robbed.
+    The attempt it counted is taken back (a database outage is not the
+    population's failure) and its asked trials are kept: the next claim re-trains
+    those same trials.
+    """
+    with sessions.begin() as session:
+        return repo.release_population(session, population_id=token.population_id,
+                                       worker=token.worker, attempt=token.attempt)
 
 
 def claim(sessions: Sessions, population_id: int, worker: str, task_id: str | None = None
@@ -195,12 +271,13 @@ def claim(sessions: Sessions, population_id: int, worker: str, task_id: str | No
         if not repo.claim_population(session, population_id=population_id, worker=worker,
                                      task_id=task_id):
             return None, PopulationOutcome(population_id, "skipped", pop.search_id)
+        attempt = repo.get_population(session, population_id=population_id).attempts
         return Claimed(
             population_id=population_id, search_id=search.id, study_name=search.study_name,
             dataset_id=search.dataset_id, spec=spec, phase=pop.phase, family=pop.family,
             k=pop.k, source_trial_number=pop.source_trial_number,
             trial_numbers=list(pop.trial_numbers) if pop.trial_numbers else None,
-            search_started_at=search.started_at, worker=worker,
+            search_started_at=search.started_at, worker=worker, attempt=attempt,
         ), None
 
 
@@ -211,6 +288,29 @@ def next_pending(session: Session, *, search_id: int) -> int | None:
 
 
 # --------------------------------------------------------------------------- prepare
+
+
+class NothingToTrain(RuntimeError):
+    """Every trial the population asked is finished in Optuna: nothing is left to train.
+
+    After an interruption this means its results were told before the database
+    went away and only our own write was lost (see :func:`complete_told`).
+    """
+
+
+def complete_told(sessions: Sessions, claimed: Claimed) -> PopulationOutcome:
+    """Mark a population whose trials Optuna already holds as complete, if still ours.
+
+    Its trials' rows are written from Optuna's values by ``advance_search``
+    (``record_unrecorded``) before the finalists are planned.
+    """
+    pid = claimed.population_id
+    with sessions.begin() as session:
+        row = repo.lock_population(session, population_id=pid)
+        if row.state != "running" or row.worker != claimed.worker:
+            return PopulationOutcome(pid, "lost", claimed.search_id)
+        repo.set_population_state(session, population_id=pid, state="complete")
+    return PopulationOutcome(pid, "complete", claimed.search_id)
 
 
 @dataclass
@@ -290,7 +390,7 @@ def prepare(sessions: Sessions, claimed: Claimed, storage_url: str, *,
                 trial_numbers=[*(claimed.trial_numbers or []), *(a.number for a in asked[-missing:])],
                 structural=structural_params(claimed.family, asked[0].act_params))
     if not asked:
-        raise RuntimeError(f"population {claimed.population_id} has no running trial left")
+        raise NothingToTrain(f"population {claimed.population_id} has no running trial left")
     reporter = pruning_reporter(study, claimed.family, asked,
                                 multi_objective=claimed.spec.multi_objective)
     config = _train_config(claimed, asked[0].seed, max_task_s, device)

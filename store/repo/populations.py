@@ -9,7 +9,7 @@ worker and the reconciler can never all act on one population.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import select, update
@@ -142,6 +142,7 @@ def claim_population(
         "started_at": now,
         "heartbeat_at": now,
         "finished_at": None,
+        "error": None,
     }
     if task_id is not None:
         values["task_id"] = task_id
@@ -173,6 +174,51 @@ def heartbeat_owned_population(session: Session, *, population_id: int, worker: 
         .execution_options(synchronize_session=False)
     )
     return _won(session.execute(stmt))
+
+
+def release_population(session: Session, *, population_id: int, worker: str, attempt: int
+                       ) -> bool:
+    """running -> pending, if still claimed by ``worker`` at ``attempt``; False otherwise.
+
+    For a claim whose try was cut short (the database went away): the attempt is
+    not counted, the asked ``trial_numbers`` stay, so the next claim re-trains them.
+    """
+    stmt = (
+        update(PopulationRow)
+        .where(
+            PopulationRow.id == population_id,
+            PopulationRow.state == "running",
+            PopulationRow.worker == worker,
+            PopulationRow.attempts == attempt,
+        )
+        .values(state="pending", worker=None, heartbeat_at=None, started_at=None,
+                attempts=PopulationRow.attempts - 1)
+        .execution_options(synchronize_session=False)
+    )
+    won = _won(session.execute(stmt))
+    session.expire_all()
+    return won
+
+
+LONG_AGO = datetime(2000, 1, 1, tzinfo=timezone.utc)
+
+
+def expire_worker_populations(session: Session, *, worker: str, error: str) -> list[int]:
+    """Mark the running populations of a worker process known dead for the reconciler.
+
+    Their heartbeat is set far in the past (so the next reconciler pass gives them up,
+    whatever ``stale_after_s``) and ``error`` says what happened; returns their ids.
+    """
+    stmt = (
+        update(PopulationRow)
+        .where(PopulationRow.state == "running", PopulationRow.worker == worker)
+        .values(heartbeat_at=LONG_AGO, error=error)
+        .returning(PopulationRow.id)
+        .execution_options(synchronize_session=False)
+    )
+    ids = [int(i) for i in session.scalars(stmt)]
+    session.expire_all()
+    return ids
 
 
 def record_asked_trials(

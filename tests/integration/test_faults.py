@@ -3,6 +3,9 @@ of every search is accounted for.
 
 * Redis restarted mid-search (no persistence: its queues are lost as in a crash).
 * PostgreSQL restarted mid-search (``pg_ctl stop -m fast`` semantics), with the API up.
+* PostgreSQL stopped for ~12 s with populations queued and training, the staleness limit
+  far longer: no queued population is lost, the interrupted ones are handed back by their
+  own retries, and work resumes within seconds of the database's return (printed).
 * A population whose work raises (its dataset's stored bytes damaged after the search
   was accepted: the sha256 check refuses them; the search ends failed, saying so), one that
   runs out of memory (``ACTSEARCH_TRAINING__MEMORY_LIMIT_MB`` and a model too big
@@ -194,6 +197,60 @@ def test_postgres_restart_mid_search(
     search_pops = [p for p in pops if p.phase == "search"]
     assert sum(p.state == "complete" for p in search_pops) == 10
     assert all(p.state == "complete" or p.id in retried for p in search_pops)
+
+
+# A staleness limit far above the outage, so that only the tasks' own retries (not the
+# reconciler giving populations up) can bring the cluster back within seconds.
+OUTAGE_S = 12.0
+OUTAGE_STALE_AFTER_S = 90.0
+RESUME_BOUND_S = 30.0  # generous: measured a few seconds; before the fix, >= the staleness
+
+
+def _first_start_after(sessions: Sessions, search_id: int, since: float) -> float | None:
+    """When the first population claimed or finished after ``since`` did so (epoch seconds)."""
+    times = [t.timestamp() for p in populations(sessions, search_id)
+             for t in (p.started_at, p.finished_at) if t is not None and t.timestamp() > since]
+    return min(times) if times else None
+
+
+def test_postgres_outage_loses_no_queued_work_and_the_cluster_resumes_at_once(
+    cluster: Cluster, servers: Servers, sessions: Sessions, distributed_env: dict[str, str]
+) -> None:
+    """A ~12 s PostgreSQL stop with populations queued and training: every queued message
+    survives (its task retries with backoff), the interrupted ones are released by their own
+    retries, and work resumes within seconds of the database's return."""
+    url = distributed_env["ACTSEARCH_DATABASE_URL"]
+    cluster.env["ACTSEARCH_WORKER__STALE_AFTER_S"] = str(OUTAGE_STALE_AFTER_S)
+    cluster.start("w1", "w2")
+    search_id = new_search(sessions, url, dataset="digits", architecture="mlp:32",
+                           families=["relu", "tanh"], trials=12, epochs=8, batch_size=16,
+                           population_size=1, finalist_seeds=2, pruner="none")
+    submit(search_id)
+    assert wait_for(lambda: _progress_settled(sessions, search_id, 2), 120, 0.2), cluster.logs()
+
+    servers.postgres.halt()
+    time.sleep(OUTAGE_S)
+    servers.postgres.resume()
+    back = time.time()
+    assert wait_for(lambda: _first_start_after(sessions, search_id, back) is not None,
+                    OUTAGE_STALE_AFTER_S + 30, 0.2), cluster.logs()
+    first = _first_start_after(sessions, search_id, back)
+    assert first is not None
+    idle = first - back
+    print(f"idle after the database returned: {idle:.1f} s (outage {OUTAGE_S:.0f} s)")
+
+    wait_state(sessions, search_id, TERMINAL, 180, cluster.logs)
+    with sessions() as session:
+        search = repo.get_search(session, search_id=search_id)
+        assert search.state == "complete", (search.error, cluster.logs())
+    for proc in cluster.processes():
+        assert proc.alive, f"{proc.name} died:\n{proc.tail()}"
+    assert_accounted(sessions, search_id, url)
+    search_pops = [p for p in populations(sessions, search_id) if p.phase == "search"]
+    # no queued population lost and none given up: each planned one trained to completion
+    assert len(search_pops) == 12 and all(p.state == "complete" for p in search_pops), \
+        [(p.id, p.state, p.error) for p in search_pops]
+    assert idle < RESUME_BOUND_S, f"idle {idle:.1f} s after the database returned"
 
 
 # --------------------------------------------------------------------------- training faults

@@ -7,7 +7,10 @@ Searches are created with ``search.service.create_search`` and handed over with
 
 from __future__ import annotations
 
+import os
+import signal
 import time
+from typing import Any
 
 import pytest
 from optuna.trial import TrialState
@@ -95,7 +98,12 @@ def test_sigkilled_worker_is_reconciled_and_the_search_completes(
     assert wait_for(training, 120, 0.2), cluster.logs()
     killed = cluster.workers[str(victim["node"])]
     killed.kill()  # SIGKILL the whole process group: parent and prefork child, mid-population
+    killed_at = time.time()
     assert not killed.alive
+    assert wait_for(lambda: _state_of(sessions, search_id, int(victim["id"])) == "failed",  # type: ignore[call-overload]
+                    120, 0.2), cluster.logs()
+    print(f"SIGKILLed worker's population given up after {time.time() - killed_at:.1f} s "
+          f"(stale_after_s {distributed_env['ACTSEARCH_WORKER__STALE_AFTER_S']})")
     wait_state(sessions, search_id, ("complete", "failed"), 300, cluster.logs)
 
     assert search_state(sessions, search_id) == "complete"
@@ -114,6 +122,57 @@ def test_sigkilled_worker_is_reconciled_and_the_search_completes(
     assert not [t for t in rows if t.state == "running"]
     board = build_leaderboard(rows, "accuracy")
     assert board.winner is not None
+
+
+def _state_of(sessions: sessionmaker[Session], search_id: int, population_id: int) -> str:
+    return next(p.state for p in populations(sessions, search_id) if p.id == population_id)
+
+
+CHILD_STALE_AFTER_S = 60.0  # far above what the parent's notice takes
+
+
+def test_a_killed_training_child_is_noticed_by_its_parent_at_once(
+    cluster: Cluster, sessions: sessionmaker[Session], distributed_env: dict[str, str]
+) -> None:
+    """Only the prefork child dies (as under the OOM killer): the worker's parent sees it,
+    its population is given up and retried well before the staleness limit."""
+    url = distributed_env["ACTSEARCH_DATABASE_URL"]
+    cluster.env["ACTSEARCH_WORKER__STALE_AFTER_S"] = str(CHILD_STALE_AFTER_S)
+    cluster.start("w1")
+    search_id = new_search(sessions, url, dataset="digits", architecture="mlp:256,256",
+                           families=["relu", "tanh"], trials=2, epochs=20, batch_size=8,
+                           population_size=1, finalist_seeds=2, pruner="none")
+    submit(search_id)
+    victim: dict[str, Any] = {}
+
+    def training() -> bool:
+        for p in populations(sessions, search_id):
+            if p.state == "running" and p.trial_numbers and p.started_at is not None \
+                    and time.time() - p.started_at.timestamp() > 1.5:
+                victim.update(id=p.id, worker=p.worker, trials=list(p.trial_numbers))
+                return True
+        return False
+
+    assert wait_for(training, 120, 0.2), cluster.logs()
+    child = int(str(victim["worker"]).rsplit(":", 1)[1])  # "w1@host:PID" names the child
+    os.kill(child, signal.SIGKILL)
+    killed_at = time.time()
+    assert wait_for(lambda: _state_of(sessions, search_id, victim["id"]) == "failed",
+                    CHILD_STALE_AFTER_S + 30, 0.2), cluster.logs()
+    noticed = time.time() - killed_at
+    print(f"killed child's population given up after {noticed:.1f} s "
+          f"(stale_after_s {CHILD_STALE_AFTER_S:.0f})")
+    wait_state(sessions, search_id, ("complete", "failed"), 240, cluster.logs)
+    assert search_state(sessions, search_id) == "complete"
+    assert cluster.workers["w1"].alive, cluster.workers["w1"].tail()
+    pops = populations(sessions, search_id)
+    lost = next(p for p in pops if p.id == victim["id"])
+    assert "lost" in (lost.error or "") and "died" in (lost.error or ""), lost.error
+    assert [p.state for p in pops if p.retry_of == lost.id] == ["complete"]
+    states = optuna_states(sessions, search_id, url)
+    assert TrialState.RUNNING not in set(states.values())
+    assert all(states[n] == TrialState.FAIL for n in victim["trials"])
+    assert noticed < CHILD_STALE_AFTER_S / 3, f"given up after {noticed:.1f} s"
 
 
 def test_cancel_stops_new_populations(

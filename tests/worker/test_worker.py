@@ -156,3 +156,150 @@ def test_task_functions_run_a_search_through_their_follow_ups(memory_cluster: st
         assert search.state == "complete" and search.best["family"] == "relu"
     summary = reconcile_task()
     assert summary["stale"] == [] and summary["enqueued"] == []
+
+
+# --------------------------------------------------------------------------- transient errors
+
+
+def _raised_from(wrapper: BaseException, cause: BaseException) -> BaseException:
+    """``wrapper`` raised ``from cause``, as Optuna's storage raises it."""
+    try:
+        try:
+            raise cause
+        except BaseException as inner:
+            raise wrapper from inner
+    except BaseException as outer:
+        return outer
+
+
+def _refused() -> BaseException:
+    import sqlalchemy.exc
+
+    return sqlalchemy.exc.OperationalError(
+        "SELECT 1", {}, Exception('connection to server at "127.0.0.1", port 5432 failed: '
+                                  "Connection refused"))
+
+
+def test_optuna_storage_error_is_transient_only_when_it_wraps_a_connection_error() -> None:
+    import optuna
+    import sqlalchemy.exc
+
+    from search.coordinator.steps import is_transient
+
+    storage_error = optuna.exceptions.StorageInternalError
+    outage = _raised_from(storage_error("An exception is raised during the commit. This "
+                                        "typically happens due to invalid data in the "
+                                        "commit, e.g. exceeding max length."), _refused())
+    too_long = _raised_from(storage_error("... e.g. exceeding max length."),
+                            sqlalchemy.exc.DataError("INSERT", {}, Exception("value too long")))
+    bare = storage_error("no cause")
+    assert is_transient(outage)
+    assert not is_transient(too_long)
+    assert not is_transient(bare) and not is_transient(ValueError("x"))
+
+
+def test_the_task_side_check_sees_wrapped_outages_and_names_their_cause() -> None:
+    import optuna
+    import sqlalchemy.exc
+
+    from search.coordinator.steps import ClaimInterrupted, ClaimToken, root_cause
+    from worker.tasks import is_transient_error
+
+    outage = _raised_from(optuna.exceptions.StorageInternalError("e.g. exceeding max length"),
+                          _refused())
+    assert is_transient_error(outage)
+    assert isinstance(root_cause(outage), sqlalchemy.exc.OperationalError)
+    interrupted = _raised_from(ClaimInterrupted(ClaimToken(1, "w", 1)), outage)
+    assert is_transient_error(interrupted)
+    assert isinstance(root_cause(interrupted), sqlalchemy.exc.OperationalError)
+    too_long = _raised_from(optuna.exceptions.StorageInternalError("x"),
+                            sqlalchemy.exc.DataError("INSERT", {}, Exception("value too long")))
+    assert not is_transient_error(too_long)
+
+
+def test_publish_retries_span_the_transient_retry_budget() -> None:
+    from worker.tasks import publish_retry_policy
+
+    ws = WorkerSettings(transient_retry_budget_s=300, transient_retry_max_backoff_s=30)
+    policy = publish_retry_policy(ws)
+    waits = [min(float(i), 30.0) for i in range(int(policy["max_retries"]))]
+    assert sum(waits) >= 300 and sum(waits[:-1]) < 300 and policy["interval_max"] == 30
+
+
+def test_retries_exhausted_say_the_database_was_unreachable_and_for_how_long(
+    memory_cluster: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    import worker.tasks
+    from worker.tasks import Unreachable, run_population_task
+
+    port = _closed_port()
+    monkeypatch.setenv("ACTSEARCH_DATABASE_URL", f"postgresql+psycopg://x@127.0.0.1:{port}/x")
+    monkeypatch.setenv("ACTSEARCH_WORKER__TRANSIENT_RETRY_BUDGET_S", "60")
+    get_settings.cache_clear()
+    worker.tasks._resources = None
+    with pytest.raises(Unreachable, match=r"the database was unreachable for 9\d s") as info:
+        run_population_task(1, transient_since=time.time() - 90)
+    assert "max length" not in str(info.value) and "OperationalError" in str(info.value)
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_a_claim_cut_by_an_outage_is_released_by_its_retry_and_trained_once(
+    memory_cluster: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first try dies on Optuna's wrapped connection error after asking its trial; the
+    retry, given the claim, hands the population back and trains the same trial."""
+    import optuna
+
+    from search.coordinator import inline, run_population
+    from search.coordinator.steps import ClaimInterrupted
+    from search.service import create_search
+    from search.spec import SearchSpec
+    from store import repo
+    from worker.tasks import resources, start_search_task
+
+    sessions = resources().sessions
+    with sessions.begin() as session:
+        search_id = create_search(
+            session=session, storage_url=memory_cluster,
+            spec=SearchSpec(dataset="iris", architecture="mlp:8", families=["relu"], trials=1,
+                            epochs=2, population_size=1, finalist_seeds=2, batch_size=32),
+        ).id
+    (pid,) = start_search_task(search_id)["enqueued"]
+    real = inline.train_population
+
+    def outage(*args: object, **kwargs: object) -> object:
+        raise _raised_from(optuna.exceptions.StorageInternalError("e.g. exceeding max length"),
+                           _refused())
+
+    monkeypatch.setattr(inline, "train_population", outage)
+    run = {"sessions": sessions, "population_id": pid, "storage_url": memory_cluster}
+    with pytest.raises(ClaimInterrupted) as info:
+        run_population(**run, worker_name="w1:1")
+    token = info.value.token
+    with sessions() as session:
+        pop = repo.get_population(session, population_id=pid)
+        assert (pop.state, pop.worker, pop.attempts) == ("running", "w1:1", token.attempt)
+        asked = list(pop.trial_numbers)
+    assert len(asked) == 1
+    monkeypatch.setattr(inline, "train_population", real)
+    # a message without the token (a duplicate) must not take a running population
+    assert run_population(**run, worker_name="w2:2").status == "skipped"
+    # the wrong claim (another attempt) is not released either
+    wrong = type(token)(pid, token.worker, token.attempt + 1)
+    assert run_population(**run, worker_name="w2:2", release=wrong).status == "skipped"
+    outcome = run_population(**run, worker_name="w2:2", release=token)
+    assert outcome.status == "complete" and list(outcome.trials) == asked
+    with sessions() as session:
+        pop = repo.get_population(session, population_id=pid)
+        assert (pop.state, pop.attempts, list(pop.trial_numbers)) == ("complete", 1, asked)
+        rows = repo.list_trials(session, search_id=search_id, phase="search", limit=None)
+        assert [r.trial_number for r in rows] == asked
