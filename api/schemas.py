@@ -3,6 +3,10 @@
 Naming ladder per resource (full-stack-fastapi-template): ``XCreate`` is what a
 client sends, ``XPublic`` what it gets back for one object, ``XsPublic`` a page of
 them as ``{data, count}`` where ``count`` is the total before paging.
+
+One module of about 500 lines on purpose: the request/response models reference each
+other (a search's detail embeds its progress, trials and leaderboard rows), and OpenAPI
+is generated from them together; split per resource they would import each other.
 """
 
 from __future__ import annotations

@@ -6,6 +6,10 @@ device once, every candidate sees the same batches (a permutation from
 chose), and per-candidate results come back as plain Python/numpy values. The
 caller prunes through ``on_epoch``; pruned, diverged and finished candidates are
 compacted away so they stop costing compute.
+
+About 600 lines: one training loop (epochs, pruning and compaction, deadlines, the
+CUDA-graph and compiled paths, recording) whose parts share its local state; the
+statistics, optimizer, graphs and kernels it drives live in their own modules.
 """
 
 from __future__ import annotations

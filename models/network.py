@@ -5,6 +5,10 @@ as stacked tensors with a leading K axis, so one forward/backward trains the
 whole population; the loss summed over candidates gives each one its own gradient.
 K=1 is a plain network, and :meth:`PopulationNet.candidate_state` /
 :meth:`PopulationNet.load_candidate_state` move one candidate between populations.
+
+About 570 lines: the builder, the forward pass, compaction (``keep``), state moves and
+the size counts all walk the same per-layer lists; apart they would each re-derive them.
+The transformer and resnet live in their own modules and reuse this one's parts.
 """
 
 from __future__ import annotations

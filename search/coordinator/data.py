@@ -33,10 +33,12 @@ def prepared_data(sessions: sessionmaker[Session], *, dataset_id: int,
                   spec: SearchSpec) -> PreparedData:
     """The search's splits, from the dataset artifact in the database, cached per process.
 
-    Keyed by (dataset, seed, fractions): exactly what :func:`search.service.prepare_data`
-    depends on. The artifact comes from the database, never from the API's disk.
+    Keyed by (database, dataset, seed, fractions): exactly what
+    :func:`search.service.prepare_data` depends on. The artifact comes from the database, never from the API's disk.
     """
-    key = (dataset_id, spec.seed, spec.val_fraction, spec.test_fraction)
+    bind = sessions.kw.get("bind")
+    database = str(getattr(bind, "url", id(sessions)))  # ids repeat across databases
+    key = (database, dataset_id, spec.seed, spec.val_fraction, spec.test_fraction)
     with _cache_lock:
         hit = _data_cache.get(key)
         if hit is not None:

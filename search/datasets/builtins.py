@@ -244,6 +244,16 @@ def _spirals_shape(n: int, noise: float, seed: int) -> tuple[int, int, int, int]
     return n, 2, 2, 8 * n * 8
 
 
+def _modular_sum_shape(p: int, n: int, seed: int) -> tuple[int, int, int, int]:
+    rows = p * p if n == 0 else n
+    return rows, 2, p, 4 * rows * 2 * 8  # the meshgrid, its stack and the permuted copy
+
+
+def _max_position_shape(n: int, length: int, vocab: int, seed: int) -> tuple[int, int, int, int]:
+    # batches of 2n draws until n rows have a unique maximum (usually the first batch)
+    return n, length, length, 3 * 2 * n * length * 8
+
+
 def _fixed_shape(rows: int, features: int, classes: int) -> Callable[[], tuple[int, int, int, int]]:
     return lambda: (rows, features, classes, 2 * rows * features * 8)
 
@@ -383,6 +393,7 @@ BUILTINS: dict[str, BuiltinSpec] = {
             "classification",
             {},
             _digits_images,
+            shape=_fixed_shape(1797, 64, 10),
         ),
         BuiltinSpec(
             "modular_sum",
@@ -392,6 +403,7 @@ BUILTINS: dict[str, BuiltinSpec] = {
             {"p": 23, "n": 0, "seed": 0},
             _modular_sum,
             {"p": (2, 1000), "n": (0, 1_000_000)},
+            _modular_sum_shape,
         ),
         BuiltinSpec(
             "max_position",
@@ -401,6 +413,7 @@ BUILTINS: dict[str, BuiltinSpec] = {
             {"n": 2000, "length": 8, "vocab": 16, "seed": 0},
             _max_position,
             {"n": (MIN_ROWS, 1_000_000), "length": (2, 256), "vocab": (2, 10_000)},
+            _max_position_shape,
         ),
     )
 }

@@ -1,6 +1,10 @@
 """User files: CSV, Parquet or NPZ, recognised by content as well as by extension.
 
 Size-limited before anything is parsed, and never unpickled; pyarrow is imported lazily.
+
+About 550 lines in one module on purpose: the three readers share the sniffing, the
+limit checks before decompression and the column validation, and a hostile file must
+meet every check in the same order whichever reader it reaches.
 """
 
 from __future__ import annotations

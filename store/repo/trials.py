@@ -1,4 +1,8 @@
-"""Trials and their per-epoch data: metrics, pre-activation stats, curves and fits."""
+"""Trials and their per-epoch data: metrics, pre-activation stats, curves and fits.
+
+About 550 lines: every table here hangs off a trial row and is written with it in one
+transaction (``record_population``) and read by the same filters (trial, layer, epoch).
+"""
 
 from __future__ import annotations
 

@@ -458,3 +458,13 @@ def test_resolve_dataset_by_name_or_path(tmp_path: Path) -> None:
         resolve_dataset("no_such_thing")
     with pytest.raises(InvalidInput, match="regression"):
         resolve_dataset("iris", task="regression")
+
+
+@pytest.mark.parametrize("name", sorted(BUILTINS))
+def test_every_builtin_is_estimated_before_it_is_generated(name: str) -> None:
+    """The service checks a built-in's size from its options before generating it."""
+    from search.datasets.builtins import estimate_builtin
+
+    assert BUILTINS[name].shape is not None
+    est = estimate_builtin(name)
+    assert est.n_rows > 0 and est.n_features > 0

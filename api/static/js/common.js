@@ -97,7 +97,8 @@ export const fmt = {
   },
   signed(v, digits = 4) {
     if (v === null || v === undefined) return "–";
-    return (v > 0 ? "+" : v < 0 ? "−" : "±") + fmt.num(Math.abs(v), digits);
+    const a = Math.abs(v);  // a difference of exactly 0 keeps its decimals: "±0.0000"
+    return (v > 0 ? "+" : v < 0 ? "−" : "±") + (a === 0 ? a.toFixed(digits) : fmt.num(a, digits));
   },
   int(v) {
     return v === null || v === undefined ? "–" : Number(v).toLocaleString("en-US");

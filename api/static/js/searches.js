@@ -104,7 +104,8 @@ function rowCells(d) {
     h("td", {class: "num"}, fmt.num(best), best !== null && best !== undefined ? h("span", {class: "sub"}, kind) : null),
     h("td", {}, bestFamily || "–"),
     h("td", {class: "num"}, fmt.num(base)),
-    h("td", {class: `num ${delta > 0 ? "pos" : delta < 0 ? "neg" : ""}`}, fmt.signed(delta)),
+    h("td", {class: `num ${delta > 0 ? "pos" : delta < 0 ? "neg" : ""}`},
+      final && d.best.family === "relu" ? "baseline" : fmt.signed(delta)),
     h("td", {class: "small"}, fmt.date(d.created_at)),
   );
 }
