@@ -161,8 +161,10 @@ def test_candidate_state_reloads_into_a_single_net(make_arch: Any, make_data: An
 def test_attention_paths_match_torch_multihead_attention(t: int) -> None:
     from models.attention import BatchedSelfAttention
 
+    torch.manual_seed(t)
     attn = BatchedSelfAttention(2, 16, 4)
-    torch.nn.init.normal_(attn.qkv.weight, std=0.3)
+    for p in attn.parameters():  # every tensor set: torch.empty leaves memory garbage (NaN)
+        torch.nn.init.normal_(p, std=0.3)
     x = torch.randn(2, 3, t, 16)
     ref = torch.nn.MultiheadAttention(16, 4, batch_first=True)
     for c in range(2):  # candidate c's weights in torch's own module
