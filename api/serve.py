@@ -128,7 +128,7 @@ def serve_command(
     import uvicorn
 
     from api.main import create_app
-    from api.timeouts import TimedH11Protocol
+    from api.timeouts import timed_protocol
     from core.settings import get_settings
     from store.db import init_db
 
@@ -137,8 +137,9 @@ def serve_command(
     os.environ["ACTSEARCH_HTTP__BOUND_HOST"] = host
     get_settings.cache_clear()
     settings = get_settings()
-    TimedH11Protocol.read_timeout_s = settings.http.request_read_timeout_s
-    server_options = {"http": TimedH11Protocol,
+    protocol = timed_protocol()
+    protocol.read_timeout_s = settings.http.request_read_timeout_s
+    server_options = {"http": protocol,
                       "timeout_keep_alive": settings.http.timeout_keep_alive_s}
     url = settings.resolved_database_url
     init_db(url)

@@ -11,8 +11,9 @@ holds memory and a slot, and enough of them exhaust the server (slowloris). Here
 * while a body is read, no gap between its chunks may exceed that timeout;
 * while the application works on a complete request there is no timer.
 
-A connection that misses either is closed. (uvicorn is run with ``http="h11"``
-behaviour; this subclasses its h11 protocol, the one installed.)
+A connection that misses either is closed. Both of uvicorn's protocols get the same
+deadlines: httptools' (its C parser; about half the API's CPU per request, which the
+load test's p95 depends on) where installed, h11's otherwise.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 
-class TimedH11Protocol(H11Protocol):
-    """:class:`H11Protocol` plus the read deadlines described in the module docstring."""
+class _ReadDeadline:
+    """The timer both protocols share: armed while a request's bytes are awaited."""
 
     #: Set by ``actsearch serve``; None reads ``ACTSEARCH_HTTP__REQUEST_READ_TIMEOUT_S``
     #: (uvicorn's worker processes import this module afresh).
@@ -58,12 +59,21 @@ class TimedH11Protocol(H11Protocol):
             self.transport.close()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(transport)  # type: ignore[misc]
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]
+        if not self.transport.is_closing():
+            self._arm()  # the next request's headers have the same deadline
+
+
+class TimedH11Protocol(_ReadDeadline, H11Protocol):
+    """:class:`H11Protocol` plus the read deadlines described in the module docstring."""
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -74,7 +84,29 @@ class TimedH11Protocol(H11Protocol):
             self._disarm()  # the request is complete (or the connection is done)
         # IDLE: the headers are not complete yet; the deadline set earlier stands
 
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing():
-            self._arm()  # the next request's headers have the same deadline
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # httptools not installed: h11 only
+    HttpToolsProtocol = None  # type: ignore[assignment,misc]
+
+if HttpToolsProtocol is not None:
+    class TimedHttpToolsProtocol(_ReadDeadline, HttpToolsProtocol):  # type: ignore[misc,valid-type]
+        """:class:`HttpToolsProtocol` plus the same read deadlines."""
+
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            self._arm()  # a body may follow: the gap until its next chunk is timed
+
+        def on_body(self, body: bytes) -> None:
+            super().on_body(body)
+            self._arm()
+
+        def on_message_complete(self) -> None:
+            self._disarm()  # the application works without a timer
+            super().on_message_complete()
+
+
+def timed_protocol() -> type:
+    """The protocol class ``actsearch serve`` runs: httptools' where installed."""
+    return TimedHttpToolsProtocol if HttpToolsProtocol is not None else TimedH11Protocol
