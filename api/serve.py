@@ -128,7 +128,7 @@ def serve_command(
     import uvicorn
 
     from api.main import create_app
-    from api.timeouts import timed_protocol
+    from api.timeouts import TimedH11Protocol
     from core.settings import get_settings
     from store.db import init_db
 
@@ -137,10 +137,10 @@ def serve_command(
     os.environ["ACTSEARCH_HTTP__BOUND_HOST"] = host
     get_settings.cache_clear()
     settings = get_settings()
-    protocol = timed_protocol()
-    protocol.read_timeout_s = settings.http.request_read_timeout_s
-    server_options = {"http": protocol,
-                      "timeout_keep_alive": settings.http.timeout_keep_alive_s}
+    server_options: dict[str, object] = {"timeout_keep_alive": settings.http.timeout_keep_alive_s}
+    if settings.http.request_read_timeout_s is not None:  # opt-in: see HttpSettings
+        TimedH11Protocol.read_timeout_s = settings.http.request_read_timeout_s
+        server_options["http"] = TimedH11Protocol
     url = settings.resolved_database_url
     init_db(url)
     from search.storage import init_optuna_schema

@@ -11,9 +11,8 @@ holds memory and a slot, and enough of them exhaust the server (slowloris). Here
 * while a body is read, no gap between its chunks may exceed that timeout;
 * while the application works on a complete request there is no timer.
 
-A connection that misses either is closed. Both of uvicorn's protocols get the same
-deadlines: httptools' (its C parser; about half the API's CPU per request, which the
-load test's p95 depends on) where installed, h11's otherwise.
+A connection that misses either is closed. (uvicorn is run with ``http="h11"``
+behaviour; this subclasses its h11 protocol, the one installed.)
 """
 
 from __future__ import annotations
@@ -25,8 +24,8 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 
-class _ReadDeadline:
-    """The timer both protocols share: armed while a request's bytes are awaited."""
+class TimedH11Protocol(H11Protocol):
+    """:class:`H11Protocol` plus the read deadlines described in the module docstring."""
 
     #: Set by ``actsearch serve``; None reads ``ACTSEARCH_HTTP__REQUEST_READ_TIMEOUT_S``
     #: (uvicorn's worker processes import this module afresh).
@@ -41,7 +40,7 @@ class _ReadDeadline:
         if cls.read_timeout_s is None:
             from core.settings import get_settings
 
-            cls.read_timeout_s = get_settings().http.request_read_timeout_s
+            cls.read_timeout_s = get_settings().http.request_read_timeout_s or 30.0
         return cls.read_timeout_s
 
     def _arm(self) -> None:
@@ -59,21 +58,12 @@ class _ReadDeadline:
             self.transport.close()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)  # type: ignore[misc]
+        super().connection_made(transport)
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
-        super().connection_lost(exc)  # type: ignore[misc]
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()  # type: ignore[misc]
-        if not self.transport.is_closing():
-            self._arm()  # the next request's headers have the same deadline
-
-
-class TimedH11Protocol(_ReadDeadline, H11Protocol):
-    """:class:`H11Protocol` plus the read deadlines described in the module docstring."""
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -84,29 +74,7 @@ class TimedH11Protocol(_ReadDeadline, H11Protocol):
             self._disarm()  # the request is complete (or the connection is done)
         # IDLE: the headers are not complete yet; the deadline set earlier stands
 
-
-try:
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-except ImportError:  # httptools not installed: h11 only
-    HttpToolsProtocol = None  # type: ignore[assignment,misc]
-
-if HttpToolsProtocol is not None:
-    class TimedHttpToolsProtocol(_ReadDeadline, HttpToolsProtocol):  # type: ignore[misc,valid-type]
-        """:class:`HttpToolsProtocol` plus the same read deadlines."""
-
-        def on_headers_complete(self) -> None:
-            super().on_headers_complete()
-            self._arm()  # a body may follow: the gap until its next chunk is timed
-
-        def on_body(self, body: bytes) -> None:
-            super().on_body(body)
-            self._arm()
-
-        def on_message_complete(self) -> None:
-            self._disarm()  # the application works without a timer
-            super().on_message_complete()
-
-
-def timed_protocol() -> type:
-    """The protocol class ``actsearch serve`` runs: httptools' where installed."""
-    return TimedHttpToolsProtocol if HttpToolsProtocol is not None else TimedH11Protocol
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm()  # the next request's headers have the same deadline
