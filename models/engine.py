@@ -380,6 +380,38 @@ def population_order(arch: ArchSpec, family: FamilySpec | None,
     return sorted(range(len(candidates)), key=lambda i: (first[keys[i]], i))
 
 
+def record_epoch(epoch: int, train_loss: list[float], val_loss: list[float],
+                 val_metric: list[float], elapsed: float, partial: bool, active: list[int],
+                 results: list[CandidateResult], candidates: Sequence[Candidate],
+                 on_epoch: Callable[[EpochReport], Any] | None) -> tuple[list[int], dict[int, str]]:
+    """One epoch's bookkeeping, shared by the engine and user-module training.
+
+    Fails diverged candidates, appends the others' history, reports them through
+    ``on_epoch`` (pruning) and returns (finite positions, position -> "pruned").
+    """
+    ok = [p for p in range(len(active))
+          if math.isfinite(train_loss[p]) and math.isfinite(val_loss[p])]
+    for p in set(range(len(active))) - set(ok):
+        res = results[active[p]]
+        res.status = "failed"
+        res.error = (f"training diverged at epoch {epoch}: train loss {train_loss[p]}, val "
+                     f"loss {val_loss[p]}; lower the learning rate "
+                     f"(was {candidates[active[p]].lr:g})")
+    for p in ok:
+        entry = {"epoch": epoch, "train_loss": train_loss[p], "val_loss": val_loss[p],
+                 "val_metric": val_metric[p], "elapsed_s": elapsed}
+        if partial:
+            entry["partial"] = True
+        results[active[p]].history.append(entry)
+    stopping: dict[int, str] = {}
+    if on_epoch is not None and ok and not partial:
+        report = EpochReport(epoch, [active[p] for p in ok], [train_loss[p] for p in ok],
+                             [val_loss[p] for p in ok], [val_metric[p] for p in ok], elapsed)
+        stop = {int(i) for i in (on_epoch(report) or ())}
+        stopping = {p: "pruned" for p in ok if active[p] in stop}
+    return ok, stopping
+
+
 def train_population(
     arch: ArchSpec,
     family: FamilySpec | None,
@@ -536,30 +568,8 @@ def train_population(
             val_loss, val_metric = val_loss_t.tolist(), val_metric_t.tolist()
             elapsed = time.perf_counter() - t0
 
-            ok: list[int] = []
-            for p in range(net.k):
-                if math.isfinite(train_loss[p]) and math.isfinite(val_loss[p]):
-                    ok.append(p)
-                    continue
-                res = results[active[p]]
-                res.status = "failed"
-                res.error = (
-                    f"training diverged at epoch {epoch}: train loss {train_loss[p]}, val loss "
-                    f"{val_loss[p]}; lower the learning rate (was {candidates[active[p]].lr:g})"
-                )
-            for p in ok:
-                entry = {"epoch": epoch, "train_loss": train_loss[p], "val_loss": val_loss[p],
-                         "val_metric": val_metric[p], "elapsed_s": elapsed}
-                if partial:
-                    entry["partial"] = True
-                results[active[p]].history.append(entry)
-
-            stopping: dict[int, Status] = {}
-            if on_epoch is not None and ok and not partial:
-                report = EpochReport(epoch, [active[p] for p in ok], [train_loss[p] for p in ok],
-                                     [val_loss[p] for p in ok], [val_metric[p] for p in ok], elapsed)
-                stop = {int(i) for i in (on_epoch(report) or ())}
-                stopping = {p: "pruned" for p in ok if active[p] in stop}
+            ok, stopping = record_epoch(epoch, train_loss, val_loss, val_metric, elapsed,
+                                        partial, active, results, candidates, on_epoch)
             if epoch == config.epochs and not partial:
                 stopping = {p: stopping.get(p, "complete") for p in ok}
             elif deadline_hit or _past(deadline, t0):

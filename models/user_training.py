@@ -14,7 +14,6 @@ recorded like the engine's candidates. Imports torch, numpy and ``core`` only.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +24,14 @@ from torch import nn
 
 from core.errors import InvalidInput
 
-from .engine import CandidateResult, EpochReport, PopulationResult, TensorData, record_schedule
+from .engine import (
+    CandidateResult,
+    EpochReport,
+    PopulationResult,
+    TensorData,
+    record_epoch,
+    record_schedule,
+)
 from .optim import schedule_multiplier
 from .spec import Candidate, TrainConfig
 from .user_module import (
@@ -352,26 +358,8 @@ def train_module_population(
         train_loss = (loss_sum / max(seen, 1)).tolist()
         val_loss, val_metric = _metrics(group, x_va, y_va, task)
         elapsed = time.perf_counter() - t0
-        ok = [p for p in range(group.k)
-              if math.isfinite(train_loss[p]) and math.isfinite(val_loss[p])]
-        for p in set(range(group.k)) - set(ok):
-            res = results[active[p]]
-            res.status = "failed"
-            res.error = (f"training diverged at epoch {epoch}: train loss {train_loss[p]}, val "
-                         f"loss {val_loss[p]}; lower the learning rate "
-                         f"(was {candidates[active[p]].lr:g})")
-        for p in ok:
-            entry = {"epoch": epoch, "train_loss": train_loss[p], "val_loss": val_loss[p],
-                     "val_metric": val_metric[p], "elapsed_s": elapsed}
-            if partial:
-                entry["partial"] = True
-            results[active[p]].history.append(entry)
-        stopping: dict[int, str] = {}
-        if on_epoch is not None and ok and not partial:
-            report = EpochReport(epoch, [active[p] for p in ok], [train_loss[p] for p in ok],
-                                 [val_loss[p] for p in ok], [val_metric[p] for p in ok], elapsed)
-            stop = {int(i) for i in (on_epoch(report) or ())}
-            stopping = {p: "pruned" for p in ok if active[p] in stop}
+        ok, stopping = record_epoch(epoch, train_loss, val_loss, val_metric, elapsed, partial,
+                                    active, results, candidates, on_epoch)
         deadline = config.deadline_s is not None and time.perf_counter() - t0 > config.deadline_s
         if epoch == config.epochs and not partial:
             stopping = {p: stopping.get(p, "complete") for p in ok}
