@@ -180,6 +180,10 @@ class SearchRow(Base):
     schedule_id: Mapped[int | None] = mapped_column(
         ForeignKey("actsearch_schedules.id", ondelete="SET NULL"), nullable=True, index=True
     )
+    # Added in 0006: fits and distillation run after the leaderboard is stored
+    # (pending -> running -> done | failed; None: finished before 0006, or no analysis).
+    analysis_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    analysis_error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class PopulationRow(Base):
@@ -217,6 +221,17 @@ class PopulationRow(Base):
     trial_numbers: Mapped[Any | None] = mapped_column(_json_nullable(), nullable=True)
     source_trial_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
     retry_of: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Added in 0006. families: one per candidate slot of a mixed population (``family``
+    # is then "mixed"); source_trial_numbers: per slot, what a mixed finalist population
+    # re-trains; epochs: a raced rung's epochs (None: the spec's); rung: its race index.
+    families: Mapped[Any | None] = mapped_column(_json_nullable(), nullable=True)
+    source_trial_numbers: Mapped[Any | None] = mapped_column(_json_nullable(), nullable=True)
+    epochs: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    rung: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+    def slot_families(self) -> list[str]:
+        """The family of each candidate slot (a one-family population repeats it)."""
+        return list(self.families) if self.families else [self.family] * self.k
 
 
 class TrialRow(Base):
