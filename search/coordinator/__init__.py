@@ -76,4 +76,26 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "ACTIVE_SEARCH_STATES",
+    "EmbeddedCoordinator",
+    "HeartbeatThread",
+    "PopulationOutcome",
+    "Progress",
+    "ReconcileReport",
+    "TrainerPool",
+    "advance_search",
+    "best_summary",
+    "clear_caches",
+    "fail_search",
+    "finalist_seeds",
+    "interrupt",
+    "lock_holder",
+    "plan_search",
+    "population_seed",
+    "prepared_data",
+    "reconcile",
+    "release_interrupted",
+    "run_population",
+    "search_lock",
+]

@@ -189,9 +189,11 @@ class _Child:
         self.wait_ready()
 
     def kill(self) -> None:
+        """Kill the process now (it stays dead until :meth:`start`)."""
         self.process.kill()
         self.process.join(timeout=10)
         self.conn.close()
+        self.held = OrderedDict()
 
     def close(self) -> None:
         try:
@@ -234,11 +236,12 @@ class TrainerPool:
         return self
 
     def ensure(self) -> list[_Child]:
-        """The children, started and ready; a dead idle one is replaced first."""
+        """The children, started and ready; a dead one (killed while idle, or by
+        :meth:`release`) is replaced by a fresh process first."""
         self.start()
         for child in self.children:
-            if child.job is None and not child.alive():
-                child.kill()
+            if not child.alive():
+                child.kill()  # reaps it and closes its pipe
                 child.start()
         for child in self.children:  # started together, awaited in turn
             child.wait_ready()
@@ -249,11 +252,11 @@ class TrainerPool:
 
     def release(self) -> None:
         """After a search stopped early: kill the children still training for it (a fresh
-        process replaces each on next use); idle ones stay warm."""
+        process replaces each on next use, :meth:`ensure`); idle ones stay warm."""
         for child in self.children:
             if child.job is not None:
                 child.kill()
-                child.start()
+                child.job = None
 
     def close(self, *, kill: bool = False) -> None:
         """Stop every child (politely unless ``kill``)."""
