@@ -150,9 +150,10 @@ class EmbeddedCoordinator:
     started, for :attr:`timings` (default: this object's creation).
 
     ``timings`` (seconds from ``started_at``, also in :attr:`Progress.timings`):
-    ``trainers_ready_s`` (the training processes answered), ``first_population_s`` (the
-    first population was sent), ``first_epoch_s`` (its first epoch report arrived here),
-    ``total_s`` (the search ended).
+    ``first_population_prepared_s`` (its trials asked, its data loaded: this process is
+    ready to send it), ``trainers_ready_s`` (the training processes had answered),
+    ``first_population_s`` (it was sent), ``first_epoch_s`` (its first epoch report
+    arrived here), ``total_s`` (the search ended).
     """
 
     def __init__(self, *, sessions: sessionmaker[Session], storage_url: str, search_id: int,
@@ -272,6 +273,7 @@ class EmbeddedCoordinator:
         while True:
             job = self._next_job() if self._has_idle_child() else None
             while job is not None:
+                self._mark("first_population_prepared_s")
                 self._ensure_children()
                 idle = next(c for c in self.children if c.job is None)
                 idle.send(job)

@@ -196,6 +196,10 @@ class _Child:
         self.held = OrderedDict()
 
     def close(self) -> None:
+        """Ask the process to exit (one still starting, holding nothing, is killed)."""
+        if not self._ready:
+            self.kill()
+            return
         try:
             self.conn.send(("exit", None))
         except (BrokenPipeError, OSError):
