@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from core.errors import InvalidInput
-from models.activations import get_activation
+from models.catalogue import family_info  # no torch: the families' declarations only
 from models.spec import IMAGE_KINDS, SEQUENCE_KINDS, ArchSpec
 
 DEFAULT_FAMILIES = ["relu", "leaky_relu", "elu", "gelu", "silu", "prelu", "rational", "vaf"]
@@ -164,7 +164,7 @@ class SearchSpec(BaseModel):
     @field_validator("families")
     @classmethod
     def _known_families(cls, value: list[str]) -> list[str]:
-        names = [get_activation(v).name for v in value]  # raises UnknownActivation
+        names = [family_info(v).name for v in value]  # raises UnknownActivation
         if len(set(names)) != len(names):
             raise ValueError(f"families listed twice: {sorted({n for n in names if names.count(n) > 1})}")
         if "relu" not in names:
@@ -229,7 +229,7 @@ class SearchSpec(BaseModel):
 
     def _check_widths(self, widths: list[int]) -> None:
         for family in self.families:
-            for param in get_activation(family).space():
+            for param in family_info(family).space():
                 if param.divides_width and widths and not param.choices_for(widths):
                     raise InvalidInput(
                         f"families: {family} needs a {param.name} that divides every layer "
