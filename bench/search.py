@@ -663,6 +663,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--out", type=Path, default=None,
                    help="JSON result path (default bench/results/search-<timestamp>.json)")
     p.add_argument("--keep", action="store_true", help="keep each run's ACTSEARCH_HOME")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads of the loop and of actsearch's training (ACTSEARCH_THREADS); "
+                        "default: ACTSEARCH_THREADS if set, else os.cpu_count(), as actsearch")
     args = p.parse_args(argv)
 
     os.environ.setdefault("ACTSEARCH_LIMITS__MAX_UPLOAD_BYTES", UPLOAD_LIMIT)
@@ -681,8 +684,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         p.error(f"unknown workloads {unknown}; choose from {', '.join(WORKLOADS)}")
     if args.repeats < 1:
         p.error("--repeats must be at least 1")
-    # actsearch's training child uses os.cpu_count() torch threads: the loop does too.
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    # actsearch's training child takes os.cpu_count() torch threads, or ACTSEARCH_THREADS
+    # (read by the engine's tune_cpu): the loop gets the same.
+    if args.threads is not None:
+        if args.threads < 1:
+            p.error("--threads must be at least 1")
+        os.environ["ACTSEARCH_THREADS"] = str(args.threads)
+    env_threads = os.environ.get("ACTSEARCH_THREADS")
+    torch.set_num_threads(max(1, int(env_threads) if env_threads else (os.cpu_count() or 1)))
     load_start = [round(v, 2) for v in os.getloadavg()]
     peak = matmul_peak(device, torch.float32)
     workdir = Path(tempfile.mkdtemp(prefix="bench-search-"))
