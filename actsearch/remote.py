@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from actsearch.client import ActsearchClient
-from search.protocol import Leaderboard, LeaderboardRow
+from search.protocol import Leaderboard, LeaderboardRow, StoppedFamily
 
 _ROW_FIELDS = {f.name for f in fields(LeaderboardRow)}
 
@@ -19,7 +19,8 @@ _ROW_FIELDS = {f.name for f in fields(LeaderboardRow)}
 def leaderboard_from_api(data: dict[str, Any]) -> Leaderboard:
     """The API's leaderboard JSON as the same object the embedded mode prints."""
     rows = [LeaderboardRow(**{k: v for k, v in r.items() if k in _ROW_FIELDS}) for r in data["rows"]]
-    return Leaderboard(metric=data["metric"], rows=rows)
+    stopped = [StoppedFamily(**s) for s in data.get("stopped", [])]
+    return Leaderboard(metric=data["metric"], rows=rows, stopped=stopped)
 
 
 def remote_search(client: ActsearchClient, options: dict[str, Any], console: Console,

@@ -304,8 +304,12 @@ def leaderboard(session: Session, *, search_id: int, owner: str | None = None) -
         for key in ("ci95", "delta_vs_baseline", "test_mean", "test_ci95", "best_search_value"):
             r[key] = _finite(r[key])
         rows.append({"rank": rank, **r})
+    stopped = board.as_dict()["stopped"]
+    for s in stopped:
+        s["best_value"] = _finite(s["best_value"])
     return {"search_id": row.id, "state": row.state, "metric": board.metric,
-            "winner": board.winner.family if board.winner else None, "rows": rows}
+            "winner": board.winner.family if board.winner else None, "rows": rows,
+            "stopped": stopped}
 
 
 # --------------------------------------------------------------------------- trials

@@ -359,7 +359,8 @@ class EmbeddedCoordinator:
             if claimed is None:
                 continue  # cancelled (search cancelled, time spent) or taken: try the next
             try:
-                return prepare(self.sessions, claimed, self.storage_url)
+                return prepare(self.sessions, claimed, self.storage_url,
+                               device=get_settings().worker.device)
             except Exception as exc:  # noqa: BLE001 - fail this population, run the others
                 if is_transient(exc):
                     raise

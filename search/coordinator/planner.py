@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from ..spec import SearchSpec
 
-MAX_AUTO_K = 64
+MAX_AUTO_K = 64  # one-family populations (module searches, sampled widths)
 #: A budget of at least two such populations is split in two, so the sampler learns
 #: from the first half before it asks the second (one population asks every trial blind).
 MIN_SPLIT_K = 32
@@ -178,10 +178,16 @@ def engine_k(spec: SearchSpec, families: Sequence[str], *, n_inputs: int, n_outp
     from core.settings import get_settings
     from models.sizing import population_size
 
-    budget = get_settings().training.memory_budget_mb * 2**20
-    k = population_size(spec.arch_spec(), n_inputs, n_outputs, spec.batch_size,
+    settings = get_settings()
+    budget = settings.training.memory_budget_mb * 2**20
+    device = settings.worker.device
+    if device == "auto":
+        import torch
+
+        device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    k = population_size(spec.arch_spec(), n_inputs, n_outputs, spec.batch_size, device,
                         families_mix=list(families), memory_budget_bytes=budget)
-    return max(1, min(k, MAX_AUTO_K))
+    return max(1, k)
 
 
 def plan_trials(spec: SearchSpec, trials: dict[str, int], *, n_inputs: int, n_outputs: int,
