@@ -11,8 +11,6 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from search.race import describe_budget
-
 from .common import console, db, err_console, fail, fmt, print_board, remote, si
 
 app = typer.Typer()
@@ -72,6 +70,7 @@ def search(
             print_board(board, f"search {search_id} on {remote['client'].base_url}: leaderboard")
         return
 
+    from search.race import describe_budget
     from search.service import create_search
 
     url, sessions = db()
