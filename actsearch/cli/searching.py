@@ -59,9 +59,13 @@ def search(
 
         search_id, board = remote_search(remote["client"], options, err_console, quiet=as_json)
         if as_json:
-            print(json.dumps({"search_id": search_id, **board.as_dict()}))
+            print(json.dumps({"search_id": search_id, **board.as_dict()}), flush=True)
         else:
             print_board(board, f"search {search_id} on {remote['client'].base_url}: leaderboard")
+        analysis = remote["client"].search(search_id).get("analysis") or {}
+        if analysis.get("state") in ("pending", "running"):
+            err_console.print(f"analysis running on the service (fits, distillation); `actsearch "
+                              f"show {search_id}` says when it is done", soft_wrap=True)
         return
 
     from search.service import create_search

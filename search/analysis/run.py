@@ -199,15 +199,16 @@ def analyse_search(sessions: Sessions, search_id: int, *,
         if not held:
             report.state = "busy"
             return report
-        with sessions.begin() as session:
+        with sessions() as session:
             row = repo.get_search(session, search_id=search_id)
             report.state = row.analysis_state
             if row.state != "complete" or row.analysis_state not in UNFINISHED:
                 return report
-            repo.set_analysis_state(session, search_id=search_id, state="running")
-        report.ran = True
         t0 = time.perf_counter()
         try:
+            with sessions.begin() as session:
+                repo.set_analysis_state(session, search_id=search_id, state="running")
+            report.ran = True
             _fit_trials(sessions, search_id, report, on_step)
             _distil_finalists(sessions, search_id, report, on_step)
         except BaseException as exc:
