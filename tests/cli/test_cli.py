@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +12,17 @@ import pytest
 ACTSEARCH = str(Path(sys.executable).parent / "actsearch")
 
 
-def run(*args: str, home: Path, timeout: int = 120) -> subprocess.CompletedProcess[str]:
+def _env(home: Path) -> dict[str, str]:
+    """The CLI's environment; PYTHONPATH passes through (a worktree tested with another's venv)."""
     env = {"ACTSEARCH_HOME": str(home), "PATH": str(Path(sys.executable).parent),
            "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    if os.environ.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return env
+
+
+def run(*args: str, home: Path, timeout: int = 120) -> subprocess.CompletedProcess[str]:
+    env = _env(home)
     return subprocess.run([ACTSEARCH, *args], env=env, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -92,9 +101,7 @@ def test_search_show_and_curves(tmp_path: Path) -> None:
 
 
 def _popen(*args: str, home: Path) -> subprocess.Popen[str]:
-    env = {"ACTSEARCH_HOME": str(home), "PATH": str(Path(sys.executable).parent),
-           "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
-    return subprocess.Popen([ACTSEARCH, *args], env=env, stdout=subprocess.PIPE,
+    return subprocess.Popen([ACTSEARCH, *args], env=_env(home), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
 
