@@ -70,6 +70,13 @@ def remote_show(client: ActsearchClient, search_id: int, console: Console) -> Le
                   f"failed {p['failed']}, running {p['running']}")
     if detail.get("error"):
         console.print(f"[red]error:[/] {detail['error']}")
+    analysis = detail.get("analysis") or {}
+    if analysis.get("state") == "failed":
+        console.print(f"analysis: [red]failed[/]: {analysis.get('error')}", soft_wrap=True)
+    elif analysis.get("state") in ("pending", "running"):
+        console.print("analysis: [yellow]running[/] (fits, distillation)")
+    elif analysis.get("state") == "done":
+        console.print("analysis: done")
     return leaderboard_from_api(client.leaderboard(search_id))
 
 

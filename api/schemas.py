@@ -221,8 +221,21 @@ class SearchProgress(BaseModel):
     elapsed_s: float | None
 
 
+AnalysisState = Literal["pending", "running", "done", "failed"]
+
+
+class SearchAnalysis(BaseModel):
+    """The curve analysis (closed-form fits, distillation), run after the leaderboard is stored."""
+
+    state: AnalysisState | None = Field(
+        description="pending -> running -> done | failed; null: nothing to analyse (no "
+                    "complete trial of a trainable family, or the search is not complete)")
+    error: PublicError = Field(default=None, description="why the analysis failed")
+
+
 class SearchDetail(SearchPublic):
     progress: SearchProgress
+    analysis: SearchAnalysis
 
 
 class SearchesPublic(BaseModel):
@@ -400,6 +413,9 @@ class TrialActivations(BaseModel):
     network: NetworkAnalysisPublic | None = Field(
         None, description="finalists only (their weights are stored): the whole network with "
                           "distilled activations and with near-linear layers merged, measured",
+    )
+    analysis: SearchAnalysis | None = Field(
+        None, description="the search's curve analysis: fits and network appear once it is done",
     )
 
 

@@ -24,7 +24,7 @@ from core.settings import Settings
 from search import datasets as ds
 from search.datasets.generate import check_builtin_limits
 from search.datasets.generate import generate_builtin as generate_builtin_dataset
-from search.progress import search_leaderboard
+from search.progress import search_analysis, search_leaderboard
 from search.service import check_warm_start, create_search, register_dataset, spec_for_dataset
 from search.spec import SearchSpec
 from search.validation import DataShape, validate_search_spec
@@ -378,6 +378,7 @@ def trial_activations(
         "fits": [f for f in repo.trial_fits(session, trial_id=trial_id, layer=layer, epoch=epoch)
                  if f["kind"] != "network"],
         "network": _network_analysis(session, trial_id=trial_id),
+        "analysis": search_analysis(repo.get_search(session, search_id=row.search_id)),
     }
 
 

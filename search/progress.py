@@ -81,6 +81,16 @@ def _finalist_families(session: Session, search_id: int) -> tuple[int, int]:
     return len(state), sum(state.values())
 
 
+def search_analysis(row: SearchRow) -> dict[str, Any]:
+    """The curve analysis of a search (fits, distillation; :mod:`search.analysis.run`).
+
+    ``state``: ``pending``, ``running``, ``done``, ``failed`` (``error`` says why), or None
+    where there is nothing to analyse (no complete trainable trial, a search not
+    complete, or one finished before analysis ran apart from the search).
+    """
+    return {"state": row.analysis_state, "error": row.analysis_error}
+
+
 def _metric(session: Session, row: SearchRow) -> str:
     if row.best and row.best.get("metric"):
         return str(row.best["metric"])

@@ -54,6 +54,9 @@ POPULATION_STATES = ("pending", "running", "complete", "failed", "cancelled")
 POPULATION_FINISHED_STATES = ("complete", "failed", "cancelled")
 PHASES = ("search", "finalist")
 TRIAL_STATES = ("running", "complete", "pruned", "failed")
+# A complete search's curve analysis (fits, distillation: search.analysis.run), off the
+# critical path; NULL where there is nothing to analyse (or it finished before 0006).
+ANALYSIS_STATES = ("pending", "running", "done", "failed")
 
 # Deterministic constraint names: Alembic batch mode (SQLite) and PostgreSQL both
 # need names to drop or alter a constraint in a later migration.

@@ -65,9 +65,13 @@ def search(
 
         search_id, board = remote_search(remote["client"], options, err_console, quiet=as_json)
         if as_json:
-            print(json.dumps({"search_id": search_id, **board.as_dict()}))
+            print(json.dumps({"search_id": search_id, **board.as_dict()}), flush=True)
         else:
             print_board(board, f"search {search_id} on {remote['client'].base_url}: leaderboard")
+        analysis = remote["client"].search(search_id).get("analysis") or {}
+        if analysis.get("state") in ("pending", "running"):
+            err_console.print(f"analysis running on the service (fits, distillation); `actsearch "
+                              f"show {search_id}` says when it is done", soft_wrap=True)
         return
 
     from search.race import describe_budget
@@ -150,14 +154,60 @@ def _run_here(search_id: int, sessions: Any, url: str, *, workers: int, as_json:
         state, error, study_name = row.state, row.error, row.study_name
     if as_json:
         print(json.dumps({"search_id": search_id, "study_name": study_name, "state": state,
-                          **board.as_dict()}))
-        return
-    if error:
-        err_console.print(f"[red]search {search_id} {state}:[/] {error}", highlight=False)
-    print_board(board, f"search {search_id}: leaderboard ({spec.finalist_seeds} seeds per finalist)")
-    if spec.multi_objective:
-        _print_pareto(coordinator.study, spec.objective.split("+")[1])
-    console.print(f"database: {url}  (optuna-dashboard {url})")
+                          **board.as_dict()}), flush=True)
+    else:
+        if error:
+            err_console.print(f"[red]search {search_id} {state}:[/] {error}", highlight=False)
+        print_board(board, f"search {search_id}: leaderboard ({spec.finalist_seeds} seeds per "
+                           "finalist)")
+        if spec.multi_objective:
+            _print_pareto(coordinator.study, spec.objective.split("+")[1])
+        console.print(f"database: {url}  (optuna-dashboard {url})")
+        console.file.flush()
+    _analyse_here(search_id, sessions)
+
+
+def _analyse_here(search_id: int, sessions: Any) -> None:
+    """The search's curve analysis (fits, distillation), after its leaderboard is printed.
+
+    Status on stderr (stdout stays the leaderboard, or --json's one document). Ctrl-C
+    leaves the search complete and its analysis pending, for `actsearch resume` or
+    `actsearch serve` to finish.
+    """
+    import time
+
+    from search.analysis.run import UNFINISHED, analyse_search
+    from store import repo
+
+    with sessions() as session:
+        row = repo.get_search(session, search_id=search_id)
+        if row.state != "complete" or row.analysis_state not in UNFINISHED:
+            return
+    label = "analysis running (fits, distillation)…"
+    t0 = time.monotonic()
+    try:
+        if err_console.is_terminal:
+            with err_console.status(label) as status:
+                report = analyse_search(sessions, search_id, on_step=lambda step: status.update(
+                    f"analysis running ({step})…"))
+        else:
+            err_console.print(label)
+            report = analyse_search(sessions, search_id)
+    except KeyboardInterrupt:
+        err_console.print(f"analysis interrupted: search {search_id} is complete and kept; its "
+                          f"analysis is pending (`actsearch resume {search_id}` or `actsearch "
+                          "serve` finishes it)", soft_wrap=True)
+        raise typer.Exit(130) from None
+    took = time.monotonic() - t0
+    if report.state == "busy":
+        err_console.print(f"analysis of search {search_id} is running in another process; "
+                          f"`actsearch show {search_id}` says when it is done")
+    elif report.state == "failed":
+        err_console.print(f"[yellow]analysis failed[/] after {took:.1f} s (the leaderboard "
+                          f"stands): {report.error}", highlight=False, soft_wrap=True)
+    else:
+        err_console.print(f"analysis done in {took:.1f} s: {report.fitted} trials fitted, "
+                          f"{report.distilled} finalists distilled")
 
 
 def _stopped(search_id: int, state: str) -> bool:
@@ -170,6 +220,34 @@ def _stopped(search_id: int, state: str) -> bool:
         return False
     return (state == "interrupted" or lock_path(home, search_id).exists()) \
         and lock_holder(home, search_id) is None
+
+
+def _analysis_line(session: Any, row: Any) -> str | None:
+    """What ``actsearch show`` says of a search's curve analysis (None: nothing to analyse)."""
+    from search.analysis.run import orphaned
+    from search.progress import search_analysis
+
+    a = search_analysis(row)
+    state = a["state"]
+    if state is None:
+        return None
+    if state == "failed":
+        return f"analysis: [red]failed[/]: {a['error']}"
+    if state == "done":
+        return "analysis: done (fits and distillation: `actsearch curves`, the dashboard)"
+    sessions = sessionmaker_of(session)
+    if sessions is not None and orphaned(sessions, row.id):
+        return (f"analysis: [yellow]{state}[/], no process runs it: `actsearch resume {row.id}` "
+                "(or `actsearch serve`) finishes it")
+    return "analysis: [yellow]running[/] (fits, distillation)"
+
+
+def sessionmaker_of(session: Any) -> Any:
+    """A session factory on the session's engine (to try the analysis lock)."""
+    from sqlalchemy.orm import sessionmaker
+
+    bind = session.get_bind()
+    return sessionmaker(bind=bind) if bind is not None else None
 
 
 def _print_pareto(study: Any, second: str) -> None:
@@ -208,6 +286,9 @@ def show(search_id: int) -> None:
             console.print(f"[yellow]its process is gone: resume it with `actsearch resume "
                           f"{row.id}`[/] (or start `actsearch serve`)", soft_wrap=True)
         board = search_leaderboard(session, row=row)
+        analysis = _analysis_line(session, row)
+    if analysis:
+        console.print(analysis, soft_wrap=True)
     counts: dict[str, int] = {}
     for t in trials:
         counts[t.state] = counts.get(t.state, 0) + 1

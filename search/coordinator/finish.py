@@ -19,12 +19,13 @@ from models.engine import evaluate
 from store import repo
 from store.tables import POPULATION_FINISHED_STATES, PopulationRow
 
+from ..analysis.run import has_something_to_analyse
 from ..protocol import Leaderboard, best_per_family, build_leaderboard, task_metric
 from ..service import PreparedData, open_study
 from ..spec import SearchSpec
 from .data import prepared_data
 from .planner import MIXED, engine_k, plan_rung, sharing_groups
-from .results import analyse_finalist_networks, nothing_completed_error
+from .results import nothing_completed_error
 from .steps import ACTIVE_SEARCH_STATES, Sessions, add_planned, is_transient, new_task_id
 
 log = logging.getLogger(__name__)
@@ -194,7 +195,9 @@ def _finish(sessions: Sessions, search_id: int, dataset_id: int, spec: SearchSpe
             test_scorer: TestScorer | None = None) -> None:
     """The test score of the final choice only, the leaderboard, then ``complete`` with best.
 
-    The data (and torch, for the test evaluation) load before the row lock is
+    The curve analysis (fits, distillation) is not done here: ``analysis_state`` becomes
+    ``pending`` with ``complete`` (NULL when no complete trial has a trainable family)
+    and :func:`search.analysis.run.analyse_search` runs after this commit. The data (and torch, for the test evaluation) load before the row lock is
     taken, to keep the lock short.
     """
     data = prepared_data(sessions, dataset_id=dataset_id, spec=spec)
@@ -212,9 +215,6 @@ def _finish(sessions: Sessions, search_id: int, dataset_id: int, spec: SearchSpe
             board = build_leaderboard(trials, metric, budgets)
         elif board.winner is not None:
             _score_test(session, search_id, spec, data, board.winner.family)
-            analyse_finalist_networks(session, search_id=search_id, arch=spec.arch_spec(),
-                                      data=data.splits, n_outputs=data.n_outputs,
-                                      test_family=board.winner.family)
             trials = repo.list_trials(session, search_id=search_id, limit=None)
             board = build_leaderboard(trials, metric, budgets)
         error = nothing_completed_error(trials)
@@ -223,6 +223,8 @@ def _finish(sessions: Sessions, search_id: int, dataset_id: int, spec: SearchSpe
             return
         repo.set_search_state(session, search_id=search_id, state="complete",
                               best=best_summary(board))
+        # Fits and distillation run after this commit (search.analysis.run), never before it.
+        search.analysis_state = "pending" if has_something_to_analyse(trials) else None
 
 
 def best_summary(board: Leaderboard) -> dict[str, Any] | None:

@@ -10,7 +10,6 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from models.activations import is_trainable
 from models.engine import CandidateResult, PopulationResult
 from models.spec import Candidate
 from store import repo
@@ -38,42 +37,6 @@ def _state(result: CandidateResult, told: str | None) -> str:
     )
 
 
-def _record_fits(session: Session, trial_id: int, family: str, act_params: dict[str, Any],
-                 cand: CandidateResult) -> None:
-    """Analyse the final-epoch curves and store the fits; any error is logged and stores nothing."""
-    try:
-        from ..analysis import (
-            curves as analysis,  # scipy: imported only when a trainable trial is analysed
-        )
-
-        last = max(int(c["epoch"]) for c in cand.curves)
-        curves = [c for c in cand.curves if int(c["epoch"]) == last]
-        stats = [s for s in cand.preact_stats if int(s["epoch"]) == last]
-        rows = analysis.analyse_curves(family=family, family_params=act_params, curves=curves,
-                                       stats=stats)
-        repo.add_fits(session, trial_id=trial_id, rows=rows)
-    except Exception:
-        log.warning("curve analysis of trial %d (%s) failed; no fits stored", trial_id, family,
-                    exc_info=True)
-
-
-def analyse_finalist_networks(session: Session, *, search_id: int, arch: Any, data: Any,
-                              n_outputs: int, test_family: str | None) -> None:
-    """Network-level distillation and merging of the trainable finalists (those with weights).
-
-    Called when a search finishes, after the final choice's test scoring, so the
-    test split is used for that family only. Any error is logged and stores nothing.
-    """
-    try:
-        from ..analysis.distillation import analyse_finalists  # scipy: only once a search finishes
-
-        analyse_finalists(session, search_id=search_id, arch=arch, data=data,
-                          n_outputs=n_outputs, test_family=test_family)
-    except Exception:
-        log.warning("network analysis of search %d failed; nothing stored", search_id,
-                    exc_info=True)
-
-
 def record_population(
     session: Session, *, search_id: int, study_name: str, population_id: int | None,
     phase: str, identities: Sequence[TrialIdentity], result: PopulationResult,
@@ -81,6 +44,9 @@ def record_population(
     started_at: dt.datetime | None = None, family: str | None = None,
 ) -> list[Any]:
     """One trial row per candidate with its epochs, curves and pre-activation statistics.
+
+    No curve analysis here: fits and distillation run once the search is complete
+    (:mod:`search.analysis.run`), off the critical path.
 
     ``save_weights_with`` (scaler and label map) stores each candidate's weights too:
     done for finalists, whose models can be exported. ``started_at``: when the
@@ -107,8 +73,6 @@ def record_population(
         repo.add_epoch_metrics(session, trial_id=row.id, rows=cand.history)
         repo.add_curves(session, trial_id=row.id, rows=cand.curves)
         repo.add_preact_stats(session, trial_id=row.id, rows=cand.preact_stats)
-        if state == "complete" and cand.curves and is_trainable(cand_family):
-            _record_fits(session, row.id, cand_family, ident.act_params, cand)
         if save_weights_with is not None and cand.state_dict is not None:
             repo.save_weights(session, trial_id=row.id, state_dict=cand.state_dict,
                               scaler=save_weights_with["scaler"],

@@ -504,6 +504,13 @@ def trial_fits(
     ]
 
 
+def fitted_trial_ids(session: Session, *, search_id: int, kinds: Sequence[str]) -> set[int]:
+    """Ids of the search's trials holding at least one fit of one of ``kinds``."""
+    stmt = (select(FitRow.trial_id).join(TrialRow, TrialRow.id == FitRow.trial_id)
+            .where(TrialRow.search_id == search_id, FitRow.kind.in_(list(kinds))).distinct())
+    return set(session.scalars(stmt))
+
+
 def query_trials(
     session: Session,
     *,

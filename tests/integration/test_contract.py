@@ -2,7 +2,8 @@
 
 One spec runs embedded (SQLite, the coordinator's training children) and distributed
 (PostgreSQL, Redis, a real ``actsearch worker`` and ``actsearch beat``); each must
-give the same trial accounting, leaderboard shape, curves, statistics and fits.
+give the same trial accounting, leaderboard shape, curves, statistics and fits (the fits
+once the search's analysis, run after it completes, is done).
 The expectations are written once, from the spec, and checked against both.
 """
 
@@ -22,6 +23,7 @@ from search.protocol import build_leaderboard
 from search.service import create_search
 from search.spec import SearchSpec
 from store import repo
+from tests.utils.analysis import wait_analysis
 
 SPEC: dict[str, Any] = {"dataset": "wine", "architecture": "mlp:8", "families": ["relu", "rational"],
                         "trials": 4, "epochs": 4, "population_size": 2, "finalist_seeds": 2,
@@ -55,6 +57,7 @@ def _embedded(tmp_path: Path) -> Finished:
     search_id = _new_search(sessions, url)
     EmbeddedCoordinator(sessions=sessions, storage_url=url, search_id=search_id, workers=1,
                         threads=1, home=tmp_path).run()
+    wait_analysis(sessions, search_id, run_here=True)  # as `actsearch search` does next
     return Finished("embedded", sessions, url, search_id)
 
 
@@ -68,6 +71,7 @@ def _distributed(request: pytest.FixtureRequest) -> Finished:
     search_id = _new_search(sessions, url)
     submit(search_id)
     wait_state(sessions, search_id, ("complete", "failed"), 240, cluster.logs)
+    wait_analysis(sessions, search_id, timeout_s=240, describe=cluster.logs)  # search.analyse
     return Finished("distributed", sessions, url, search_id)
 
 

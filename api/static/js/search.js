@@ -95,10 +95,23 @@ function renderHead() {
       d.best ? ["Final choice", `${d.best.family}: ${fmt.num(d.best.mean)} ± ${fmt.num(d.best.ci95)} (${d.best.metric}); ` +
         `ReLU ${fmt.num(d.best.baseline_mean)}, Δ ${fmt.signed(d.best.delta_vs_baseline)}`] : null,
       ["Elapsed", fmt.dur(p.elapsed_s)],
+      analysisPair(d.analysis),
       ["Optuna study", d.study_name],
     ], "Search details"),
     d.error ? h("div", {class: "alert error", role: "alert"}, d.error) : null,
   );
+}
+
+// The curve analysis (closed-form fits, distillation) runs after the leaderboard is stored.
+const ANALYSING = new Set(["pending", "running"]);
+const analysing = (d) => d.state === "complete" && ANALYSING.has(d.analysis?.state);
+
+function analysisPair(a) {
+  if (!a || !a.state) return null;
+  const text = {pending: "running (fits, distillation)…", running: "running (fits, distillation)…",
+    done: "done: closed-form fits and distillation on each trial's page", failed: `failed: ${a.error || "no reason recorded"}`}[a.state];
+  return ["Analysis", h("span", {id: "analysis-state", "data-state": a.state,
+    class: a.state === "failed" ? "neg" : a.state === "done" ? "" : "muted"}, text)];
 }
 
 async function cancel(ev) {
@@ -440,7 +453,7 @@ async function main() {
   await loadAll();
   S.sig = signature(S.detail);
   loadImportance();
-  if (TERMINAL.has(S.detail.state)) return;
+  if (TERMINAL.has(S.detail.state) && !analysing(S.detail)) return;
   let lastComplete = S.detail.progress.complete;
   poll(async () => {
     S.detail = await api(`/searches/${id}`);
@@ -454,7 +467,8 @@ async function main() {
         await loadImportance();
       }
     }
-    return !TERMINAL.has(S.detail.state);
+    // a complete search is followed until its analysis is done (the header says so)
+    return !TERMINAL.has(S.detail.state) || analysing(S.detail);
   });
 }
 
