@@ -68,6 +68,9 @@ class TrainingSettings(BaseModel):
     responsive while it trains.
     ``MEMORY_BUDGET_MB``: the estimated training memory a population may need (see
     ``models.sizing.estimate_training_bytes``); checked before anything is built.
+    ``DATA_CACHE_MB``: prepared datasets a long-lived training process (a warm embedded
+    trainer, a Celery worker's child) keeps between populations and searches, least
+    recently used dropped first; one dataset in use is kept even when larger.
     """
 
     population_time_limit_s: float | None = Field(default=None, gt=0)
@@ -77,6 +80,7 @@ class TrainingSettings(BaseModel):
     # state, activations): a spec whose single candidate exceeds it is refused at
     # submission, and the K chooser stays within it. Default: half the physical RAM.
     memory_budget_mb: int = Field(default_factory=lambda: default_memory_budget_mb(), ge=64)
+    data_cache_mb: int = Field(default=1024, ge=0)
 
 
 def physical_memory_bytes() -> int:
@@ -193,6 +197,9 @@ class Settings(BaseSettings):
         default=None, description="redis://... : distributed mode (Celery workers); unset: embedded"
     )
     artifact_dir: Path | None = None
+    compile_cache_dir: Path | None = Field(
+        default=None, description="torch's on-disk compiled kernels (default: <home>/compile); "
+                                  "workers sharing one reuse each other's kernels")
     torch_threads: int = Field(default=0, ge=0)
     workers: int = Field(default=1, ge=1)
     schedule_tick_s: float = Field(
@@ -227,6 +234,11 @@ class Settings(BaseSettings):
         if self.auth.enabled is not None:
             return self.auth.enabled
         return self.distributed
+
+    @property
+    def compile_dir(self) -> Path:
+        """Where training processes keep torch's compiled kernels across processes."""
+        return self.compile_cache_dir or self.home / "compile"
 
     @property
     def resolved_database_url(self) -> str:

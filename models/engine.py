@@ -230,6 +230,14 @@ def _prepare(data: TensorData, device: torch.device) -> tuple[torch.Tensor, ...]
     return tuple(t.to(device) for t in (xtr, ytr, xva, yva))
 
 
+def tensors_on(data: TensorData, device: str | torch.device) -> TensorData:
+    """``data`` validated and moved to ``device`` once, for a process that trains many
+    populations on it (the engine's own move is then a no-op)."""
+    xtr, ytr, xva, yva = _prepare(data, _device(str(device)))
+    return TensorData(X_train=xtr, y_train=ytr, X_val=xva, y_val=yva, task=data.task,
+                      n_outputs=data.n_outputs)
+
+
 # ----- losses and metrics ---------------------------------------------------------------
 def _cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per-row cross-entropy ``(K, B)``; classes as dim 1 (``(K, C, B)``), which on CPU is

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -66,12 +67,31 @@ def configure_compile_cache(directory: str | os.PathLike[str]) -> Path:
     compile and only re-traces (dynamo), which is most of the saving (figures:
     bench/README.md). Call it before the first population of the process; an explicit
     ``TORCHINDUCTOR_CACHE_DIR`` in the environment wins. Returns the directory in use.
+
+    Cheap: it sets the environment only; the caches' switches are set on the first
+    compile (importing ``torch._inductor.config`` costs ~1 s, and most processes never
+    compile: a ReLU search's first epoch must not wait for it).
     """
-    global _cache_dir
+    global _cache_dir, _cache_switches_pending
     root = Path(directory).expanduser()
     inductor = Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or root / "inductor")
     inductor.mkdir(parents=True, exist_ok=True)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(inductor)
+    _cache_dir = root
+    root.mkdir(parents=True, exist_ok=True)
+    _cache_switches_pending = True
+    if "torch._inductor.config" in sys.modules:
+        _enable_cache_switches()
+    return inductor
+
+
+_cache_switches_pending = False
+
+
+def _enable_cache_switches() -> None:
+    """Inductor's FX-graph cache and AOTAutograd's cache on (torch 2.13's defaults, made sure)."""
+    global _cache_switches_pending
+    _cache_switches_pending = False
     try:
         import torch._functorch.config as functorch_config
         import torch._inductor.config as inductor_config
@@ -80,9 +100,6 @@ def configure_compile_cache(directory: str | os.PathLike[str]) -> Path:
         functorch_config.enable_autograd_cache = True
     except (ImportError, AttributeError):  # an older torch: the directory still applies
         pass
-    _cache_dir = root
-    root.mkdir(parents=True, exist_ok=True)
-    return inductor
 
 
 def _marker(family: str) -> Path | None:
@@ -219,6 +236,8 @@ def fused(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
             return fn(*args)
         compiled = _compiled.get(fn)
         if compiled is None:
+            if _cache_switches_pending:
+                _enable_cache_switches()
             _raise_recompile_limit()
             compiled = torch.compile(fn, dynamic=True, fullgraph=True)
             _compiled[fn] = compiled

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import warnings
 
-from optuna.exceptions import ExperimentalWarning
-
 # PartialFixedSampler and the multivariate/constant-liar TPE options are marked
-# experimental; they are the documented way to pin a family per population.
-warnings.filterwarnings("ignore", category=ExperimentalWarning)
+# experimental; they are the documented way to pin a family per population. Filtered
+# by optuna's message, not its ExperimentalWarning class: importing optuna here would
+# put it in front of every process that touches this package (a training child, whose
+# start is on the way to the first epoch, never needs optuna).
+warnings.filterwarnings("ignore", message=r".* is experimental \(supported from v")
+warnings.filterwarnings("ignore", message=r"Argument ``\w+`` is an experimental feature")

@@ -18,8 +18,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from scipy import stats
-
 BASELINE = "relu"
 
 
@@ -51,6 +49,8 @@ def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[fl
     if n == 1:
         return mean, 0.0
     var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    from scipy import stats  # ~0.5 s: loaded with the first interval, not with the module
+
     half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * math.sqrt(var / n)
     return mean, half
 

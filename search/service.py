@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -214,15 +214,40 @@ def create_search(*, session: Session, spec: SearchSpec, storage_url: str,
 
 @dataclass
 class PreparedData:
-    """The splits a search trains on, and what export needs to undo the preprocessing."""
+    """The splits a search trains on, and what export needs to undo the preprocessing.
+
+    ``key`` names what the tensors depend on (database, dataset, split parameters; set
+    by :func:`search.coordinator.data.prepared_data`): a warm training process that holds
+    a dataset under this key is not sent it again.
+    """
 
     dataset: Dataset
     splits: Splits
+    key: str = ""
+    _on_device: dict[str, TensorData] = field(default_factory=dict, repr=False, compare=False)
 
-    def tensor_data(self) -> TensorData:
+    def tensor_data(self, device: str | None = None) -> TensorData:
+        """The training and validation arrays; with an accelerator ``device``, torch tensors
+        already there, moved once and kept with this object (a long-lived worker's data
+        cache then saves the host-to-device copy of every later population)."""
         s = self.splits
-        return TensorData(X_train=s.X_train, y_train=s.y_train, X_val=s.X_val, y_val=s.y_val,
+        data = TensorData(X_train=s.X_train, y_train=s.y_train, X_val=s.X_val, y_val=s.y_val,
                           task=self.dataset.task, n_outputs=self.n_outputs)
+        if device is None or device == "cpu":
+            return data
+        held = self._on_device.get(device)
+        if held is None:
+            from models.engine import tensors_on
+
+            held = self._on_device[device] = tensors_on(data, device)
+        return held
+
+    @property
+    def nbytes(self) -> int:
+        """Host bytes of the arrays (what a data cache counts)."""
+        s = self.splits
+        return int(sum(a.nbytes for a in (s.X_train, s.y_train, s.X_val, s.y_val, s.X_test,
+                                          s.y_test)))
 
     @property
     def n_outputs(self) -> int:

@@ -155,16 +155,15 @@ def _prepare_torch(res: _Resources) -> str:
     import torch
 
     if not _torch_ready:
-        from search.coordinator.limits import apply_process_limits
+        from search.coordinator.child import configure_training_process
 
-        training = get_settings().training
-        apply_process_limits(nice=training.nice)  # this child trains; the parent does not
-        threads = get_settings().torch_threads or 1
-        torch.set_num_threads(threads)
-        try:
-            torch.set_num_interop_threads(1)
-        except RuntimeError:  # already set in this process
-            pass
+        settings = get_settings()
+        # This child trains (the parent does not): its priority drops; compiled kernels
+        # stay in the process across tasks, and on disk for the next process (a restarted
+        # worker, another worker sharing the directory).
+        configure_training_process(threads=settings.torch_threads or 1,
+                                   nice=settings.training.nice,
+                                   compile_dir=settings.compile_dir)
         _torch_ready = True
     if res.device != "auto":
         return res.device

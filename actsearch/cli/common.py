@@ -6,7 +6,9 @@ Every user mistake ends as one ``error: ...`` line and exit code 2, never a trac
 from __future__ import annotations
 
 import math
+import os
 import sys
+import time
 from typing import Any
 
 import typer
@@ -17,6 +19,19 @@ console = Console(width=None if sys.stdout.isatty() else 140)
 err_console = Console(stderr=True)
 # The --server client, set by the top-level callback; None: commands run embedded here.
 remote: dict[str, Any] = {"client": None}
+
+
+def process_started_at() -> float:
+    """The ``time.monotonic()`` at which this process started (Linux: from /proc, so the
+    interpreter's own start and every import count); elsewhere, now."""
+    now = time.monotonic()
+    try:
+        with open("/proc/self/stat") as fh:
+            fields = fh.read().rpartition(")")[2].split()
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return now
+    return now - age if 0.0 <= age < 600.0 else now
 
 
 def fail(message: str) -> None:

@@ -11,7 +11,17 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .common import console, db, err_console, fail, fmt, print_board, remote, si
+from .common import (
+    console,
+    db,
+    err_console,
+    fail,
+    fmt,
+    print_board,
+    process_started_at,
+    remote,
+    si,
+)
 
 app = typer.Typer()
 
@@ -47,6 +57,31 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="print the leaderboard as JSON")] = False,
 ) -> None:
     """Run an activation search and print the leaderboard (here, or on --server's service)."""
+    started = process_started_at()
+    # Embedded: the training processes start first, so torch imports there while this
+    # process imports the rest, prepares the database and asks the first population.
+    pool = _start_trainers(workers) if remote["client"] is None else None
+    try:
+        _search(dataset=dataset, arch=arch, trials=trials, epochs=epochs, families=families,
+                label=label, spec=spec, sampler=sampler, pruner=pruner, time_budget=time_budget,
+                population_size=population_size, objective=objective, seed=seed,
+                as_json=as_json, pool=pool, started=started)
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def _start_trainers(workers: int) -> Any:
+    from search.coordinator.trainers import TrainerPool
+
+    return TrainerPool(workers).start()
+
+
+def _search(*, dataset: str | None, arch: str | None, trials: int | None, epochs: int | None,
+            families: str | None, label: str | None, spec: Path | None, sampler: str | None,
+            pruner: str | None, time_budget: float | None, population_size: int | None,
+            objective: str | None, seed: int | None, as_json: bool, pool: Any,
+            started: float) -> None:
     from search.spec import load_spec_file, parse_spec
 
     options: dict[str, Any] = load_spec_file(spec) if spec else {}
@@ -84,7 +119,7 @@ def search(
     # --json keeps stdout for the one JSON document: everything else goes to stderr.
     err_console.print(f"search [bold]{search_id}[/] (study {study_name}) on {search_spec.dataset}: "
                       f"{describe_budget(len(search_spec.families), search_spec.trials, search_spec.epochs, search_spec.allocation)}")
-    _run_here(search_id, sessions, url, workers=workers, as_json=as_json)
+    _run_here(search_id, sessions, url, pool=pool, as_json=as_json, started=started)
 
 
 @app.command()
@@ -94,15 +129,20 @@ def resume(
     as_json: Annotated[bool, typer.Option("--json", help="print the leaderboard as JSON")] = False,
 ) -> None:
     """Resume a search whose process stopped (Ctrl-C, a shutdown, a crash) where it stopped."""
+    started = process_started_at()
     if remote["client"] is not None:
         fail("a service resumes its own searches when it starts; `actsearch resume` runs here")
-    from store import repo
+    pool = _start_trainers(workers)
+    try:
+        from store import repo
 
-    url, sessions = db()
-    with sessions() as session:
-        row = repo.get_search(session, search_id=search_id)
-    err_console.print(f"resuming search [bold]{search_id}[/] ({row.state}) on {row.name!r}")
-    _run_here(search_id, sessions, url, workers=workers, as_json=as_json)
+        url, sessions = db()
+        with sessions() as session:
+            row = repo.get_search(session, search_id=search_id)
+        err_console.print(f"resuming search [bold]{search_id}[/] ({row.state}) on {row.name!r}")
+        _run_here(search_id, sessions, url, pool=pool, as_json=as_json, started=started)
+    finally:
+        pool.close()
 
 
 def _interrupt_on_signals() -> None:
@@ -114,12 +154,13 @@ def _interrupt_on_signals() -> None:
         signal.signal(sig, raise_interrupt)
 
 
-def _run_here(search_id: int, sessions: Any, url: str, *, workers: int, as_json: bool) -> None:
+def _run_here(search_id: int, sessions: Any, url: str, *, pool: Any, as_json: bool,
+              started: float) -> None:
     """Run (or resume) a search in this process with a progress bar on stderr; print its board."""
     from search.coordinator import EmbeddedCoordinator
 
     coordinator = EmbeddedCoordinator(sessions=sessions, storage_url=url, search_id=search_id,
-                                      workers=workers)
+                                      pool=pool, started_at=started)
     spec = coordinator.spec
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=err_console,
@@ -154,7 +195,7 @@ def _run_here(search_id: int, sessions: Any, url: str, *, workers: int, as_json:
         state, error, study_name = row.state, row.error, row.study_name
     if as_json:
         print(json.dumps({"search_id": search_id, "study_name": study_name, "state": state,
-                          **board.as_dict()}), flush=True)
+                          **board.as_dict(), "timings": coordinator.timings}), flush=True)
     else:
         if error:
             err_console.print(f"[red]search {search_id} {state}:[/] {error}", highlight=False)

@@ -2,14 +2,22 @@
 
 It talks to the coordinator over a duplex pipe:
 
-* coordinator -> child: ``("data", TensorData)`` once, then ``("train", job)`` per population,
-  ``("stop", [indices])`` in answer to each epoch report, ``("exit", None)`` at the end;
+* coordinator -> child: ``("data", (key, TensorData))`` for each dataset it has not sent
+  this process yet, ``("drop", key)`` to forget one (the parent bounds what a child holds:
+  :mod:`.trainers`), ``("train", job)`` per population (``job.data_key`` names its
+  dataset), ``("stop", [indices])`` in answer to each epoch report, ``("exit", None)`` at
+  the end;
 * child -> coordinator: ``("ready", pid)`` once torch is imported, ``("epoch", EpochReport)`` after each epoch (the coordinator
   reports to Optuna and answers which candidates to prune), then
   ``("result", PopulationResult)`` or ``("error", traceback text)``.
 
 Keeping Optuna's ask/tell and every write in one process is what makes SQLite
 safe here (no parallel writers); the children only compute.
+
+The process lives as long as its host (a search, or ``serve``'s runner): the datasets
+it holds and the kernels it compiled serve every later population. It imports only
+torch and :mod:`models` (this package's ``__init__`` is lazy), since its start is on the
+path from the command to the first epoch.
 """
 
 from __future__ import annotations
@@ -37,29 +45,44 @@ class PopulationJob:
     family: str | None  # None: a mixed population (each candidate names its family)
     candidates: list[Candidate]
     config: TrainConfig
+    data_key: str | None = None  # which of the child's datasets (None: the unnamed one)
 
 
-def worker_main(conn: Connection, threads: int, nice: int = 0,
-                memory_limit_mb: int | None = None) -> None:
-    """Entry point of a training child process.
-
-    ``nice`` lowers its CPU priority (the API and the coordinator answer first);
-    ``memory_limit_mb`` caps each population's memory, so an oversized model fails here with an
-    "out of memory" error the coordinator records, rather than exhausting the machine.
-    """
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+def configure_training_process(*, threads: int, nice: int = 0,
+                               compile_dir: str | os.PathLike[str] | None = None) -> None:
+    """What every training process sets once (embedded children, Celery worker children):
+    torch's threads, a lower CPU priority, and the on-disk compile cache, so kernels
+    compiled by one process serve the next (:func:`models.kernels.configure_compile_cache`)."""
     import torch
 
-    from models.engine import EpochReport, train_population
+    from models import kernels
 
     torch.set_num_threads(max(1, threads))
     try:
         torch.set_num_interop_threads(1)
-    except RuntimeError:  # already set
+    except RuntimeError:  # already set (inter-op work has started)
         pass
     apply_process_limits(nice=nice)
+    if compile_dir:
+        kernels.configure_compile_cache(compile_dir)
+
+
+def worker_main(conn: Connection, threads: int, nice: int = 0,
+                memory_limit_mb: int | None = None, *, compile_dir: str | None = None) -> None:
+    """Entry point of a training child process.
+
+    ``nice`` lowers its CPU priority (the API and the coordinator answer first);
+    ``memory_limit_mb`` caps each population's memory, so an oversized model fails here with an
+    "out of memory" error the coordinator records, rather than exhausting the machine;
+    ``compile_dir`` holds torch's compiled kernels across processes
+    (:func:`models.kernels.configure_compile_cache`).
+    """
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    from models.engine import EpochReport, TensorData, train_population
+
+    configure_training_process(threads=threads, nice=nice, compile_dir=compile_dir)
     conn.send(("ready", os.getpid()))  # imports done: time limits count from here
-    data = None
+    datasets: dict[str | None, TensorData] = {}
     while True:
         try:
             kind, payload = conn.recv()
@@ -68,12 +91,19 @@ def worker_main(conn: Connection, threads: int, nice: int = 0,
         if kind == "exit":
             return
         if kind == "data":
-            data = payload
+            key, tensors = payload if isinstance(payload, tuple) else (None, payload)
+            datasets[key] = tensors
             continue
-        if kind != "train" or data is None:
-            conn.send(("error", f"unexpected message {kind!r} (data loaded: {data is not None})"))
+        if kind == "drop":
+            datasets.pop(payload, None)
+            release_memory()
             continue
-        job: PopulationJob = payload
+        job: PopulationJob | None = payload if kind == "train" else None
+        data = datasets.get(job.data_key) if job is not None else None
+        if job is None or data is None:
+            conn.send(("error", f"unexpected message {kind!r} (datasets held: "
+                                f"{len(datasets)}, wanted {getattr(job, 'data_key', None)!r})"))
+            continue
 
         def on_epoch(report: EpochReport) -> list[int]:
             conn.send(("epoch", report))

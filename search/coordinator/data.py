@@ -1,17 +1,24 @@
 """The search's prepared splits, cached per process.
 
-One process trains many populations of the same search (a Celery worker, the
-embedded coordinator): loading and splitting the dataset once saves a round of
-work per population. The cache is per process, never shared across a fork.
+One process trains many populations, often of many searches on the same data (a Celery
+worker's child, the embedded coordinator, ``serve``'s runner): loading and splitting the
+dataset once saves a round of work per population, and on an accelerator the tensors
+stay on the device (:meth:`search.service.PreparedData.tensor_data`). The cache is per
+process, never shared across a fork, and bounded: at most ``_DATA_CACHE_SIZE`` datasets
+and ``ACTSEARCH_TRAINING__DATA_CACHE_MB`` of host arrays, least recently used dropped
+first (the dataset just asked for stays, whatever its size).
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
+
+from core.settings import get_settings
 
 from ..service import PreparedData, prepare_data
 from ..spec import SearchSpec
@@ -29,16 +36,29 @@ def clear_caches() -> None:
     clear_storages()
 
 
-def prepared_data(sessions: sessionmaker[Session], *, dataset_id: int,
-                  spec: SearchSpec) -> PreparedData:
-    """The search's splits, from the dataset artifact in the database, cached per process.
-
-    Keyed by (database, dataset, seed, fractions): exactly what
-    :func:`search.service.prepare_data` depends on. The artifact comes from the database, never from the API's disk.
-    """
+def data_key(sessions: sessionmaker[Session], *, dataset_id: int,
+             spec: SearchSpec) -> tuple[Any, ...]:
+    """What a search's prepared tensors depend on: (database, dataset, seed, fractions),
+    exactly the inputs of :func:`search.service.prepare_data`."""
     bind = sessions.kw.get("bind")
     database = str(getattr(bind, "url", id(sessions)))  # ids repeat across databases
-    key = (database, dataset_id, spec.seed, spec.val_fraction, spec.test_fraction)
+    return (database, dataset_id, spec.seed, spec.val_fraction, spec.test_fraction)
+
+
+def _key_name(key: tuple[Any, ...]) -> str:
+    """A short stable name for a key (the database URL may hold a password: hashed)."""
+    digest = hashlib.sha1(repr(key[0]).encode()).hexdigest()[:10]
+    return f"{digest}:{':'.join(str(k) for k in key[1:])}"
+
+
+def prepared_data(sessions: sessionmaker[Session], *, dataset_id: int,
+                  spec: SearchSpec, cache_bytes: int | None = None) -> PreparedData:
+    """The search's splits, from the dataset artifact in the database, cached per process.
+
+    Keyed by :func:`data_key`; ``PreparedData.key`` names it for the training children.
+    The artifact comes from the database, never from the API's disk.
+    """
+    key = data_key(sessions, dataset_id=dataset_id, spec=spec)
     with _cache_lock:
         hit = _data_cache.get(key)
         if hit is not None:
@@ -46,8 +66,19 @@ def prepared_data(sessions: sessionmaker[Session], *, dataset_id: int,
             return hit
     with sessions() as session:
         data = prepare_data(session, dataset_id=dataset_id, spec=spec)
+    data.key = _key_name(key)
+    limit = (get_settings().training.data_cache_mb << 20) if cache_bytes is None else cache_bytes
     with _cache_lock:
         _data_cache[key] = data
-        while len(_data_cache) > _DATA_CACHE_SIZE:
+        _data_cache.move_to_end(key)
+        while len(_data_cache) > 1 and (
+                len(_data_cache) > _DATA_CACHE_SIZE
+                or sum(d.nbytes for d in _data_cache.values()) > limit):
             _data_cache.popitem(last=False)
     return data
+
+
+def cached_keys() -> list[tuple[Any, ...]]:
+    """The keys held now, least recently used first (for tests and diagnostics)."""
+    with _cache_lock:
+        return list(_data_cache)

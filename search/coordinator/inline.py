@@ -180,7 +180,8 @@ def _train_claimed(sessions: sessionmaker[Session], claimed: Claimed, *, storage
             with population_time_limit(time_limit_s):
                 family = None if claimed.mixed else claimed.family  # mixed: per candidate
                 result = train_population(claimed.spec.arch_spec(), family,
-                                          job.candidates, job.data.tensor_data(), job.config,
+                                          job.candidates, job.data.tensor_data(device),
+                                          job.config,
                                           on_epoch=on_epoch)
             if beats.lost.is_set():
                 return PopulationOutcome(population_id, "lost", claimed.search_id)

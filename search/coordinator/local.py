@@ -12,7 +12,6 @@ and a free lock on an unfinished search means its process is gone.
 from __future__ import annotations
 
 import fcntl
-import multiprocessing as mp
 import os
 import socket
 import time
@@ -21,7 +20,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Any
 
 import optuna
 from sqlalchemy.orm import Session, sessionmaker
@@ -36,7 +34,6 @@ from ..progress import search_leaderboard, search_progress
 from ..protocol import Leaderboard
 from ..service import open_study
 from ..spec import SearchSpec
-from .child import PopulationJob, worker_main
 from .finish import advance_search
 from .limits import time_limit_message
 from .recovery import LOCAL_WORKER_PREFIX, fail_search, interrupt, release_interrupted
@@ -51,10 +48,10 @@ from .steps import (
     plan_search,
     prepare,
 )
+from .trainers import TrainerPool, _Child, default_threads
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-CHILD_START_TIMEOUT_S = 300.0  # spawn + torch import, on a loaded machine
 HEARTBEAT_GAP_S = 5.0  # a running population's row is stamped at most this often
 RESUMABLE_STATES = ("running", "finalizing", "interrupted")
 
@@ -75,6 +72,7 @@ class Progress:
     candidate_epochs: int = 0
     finalists_total: int = 0
     finalists_done: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -129,83 +127,6 @@ def search_lock(home: Path, search_id: int) -> Iterator[None]:
         fh.close()
 
 
-# --------------------------------------------------------------------------- training children
-
-
-class _Child:
-    """One warm training process and its pipe; restarted in place if it dies."""
-
-    def __init__(self, threads: int, data: Any, training: TrainingSettings) -> None:
-        self.threads = threads
-        self.data = data
-        self.training = training
-        self.job: Prepared | None = None
-        self.sent_at = 0.0  # monotonic time the running job was sent
-        self.start()
-
-    def start(self) -> None:
-        ctx = mp.get_context("spawn")  # fork after torch/sqlite initialised is unsafe
-        self.conn, child_end = ctx.Pipe(duplex=True)
-        self.process = ctx.Process(
-            target=worker_main,
-            args=(child_end, self.threads, self.training.nice, self.training.memory_limit_mb),
-            daemon=True)
-        self.process.start()
-        child_end.close()
-        self.conn.send(("data", self.data))
-        self.job = None
-        self._ready = False
-
-    def wait_ready(self, timeout_s: float = CHILD_START_TIMEOUT_S) -> None:
-        """Wait for the child's "ready" (torch imported), so time limits count training only."""
-        if self._ready:
-            return
-        if not self.conn.poll(timeout_s):
-            raise RuntimeError(f"training process not ready after {timeout_s:g} s")
-        try:
-            kind, _ = self.conn.recv()
-        except (EOFError, OSError):
-            self.process.join(timeout=5)
-            raise RuntimeError("training process exited while starting "
-                               f"(exit code {self.process.exitcode})") from None
-        if kind != "ready":
-            raise RuntimeError(f"training process sent {kind!r} before 'ready'")
-        self._ready = True
-
-    def send(self, job: Prepared) -> None:
-        self.job = job
-        self.sent_at = time.monotonic()
-        c = job.claimed
-        family = None if c.mixed else c.family  # a mixed population's candidates name theirs
-        self.conn.send(("train", PopulationJob(c.spec.arch_spec().to_dict(), family,
-                                               job.candidates, job.config)))
-
-    def restart(self) -> None:
-        """Kill this child (a stuck or over-time population) and start a fresh one."""
-        self.kill()
-        self.start()
-        self.wait_ready()
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.join(timeout=10)
-        self.conn.close()
-
-    def close(self) -> None:
-        try:
-            self.conn.send(("exit", None))
-        except (BrokenPipeError, OSError):
-            pass
-        self.process.join(timeout=5)
-        if self.process.is_alive():
-            self.process.kill()
-
-
-def default_threads(workers: int) -> int:
-    """Torch threads per child: the machine's cores shared evenly."""
-    return max(1, (os.cpu_count() or 1) // workers)
-
-
 # --------------------------------------------------------------------------- the coordinator
 
 
@@ -222,19 +143,36 @@ class EmbeddedCoordinator:
     search's lock throughout. Ctrl-C, SIGTERM (raised as a BaseException by the
     caller's handler) or any other interruption leaves the search ``interrupted``
     and resumable; an error fails it with the reason.
+
+    ``pool``: warm training processes that outlive this search (``serve``'s runner keeps
+    one); without it the coordinator starts its own at the beginning of :meth:`run` and
+    closes it at the end. ``started_at``: the ``time.monotonic()`` the caller's command
+    started, for :attr:`timings` (default: this object's creation).
+
+    ``timings`` (seconds from ``started_at``, also in :attr:`Progress.timings`):
+    ``first_population_prepared_s`` (its trials asked, its data loaded: this process is
+    ready to send it), ``trainers_ready_s`` (the training processes had answered),
+    ``first_population_s`` (it was sent), ``first_epoch_s`` (its first epoch report
+    arrived here), ``total_s`` (the search ended).
     """
 
     def __init__(self, *, sessions: sessionmaker[Session], storage_url: str, search_id: int,
                  workers: int = 1, threads: int | None = None,
                  progress: ProgressCallback | None = None,
-                 training: TrainingSettings | None = None, home: Path | None = None) -> None:
+                 training: TrainingSettings | None = None, home: Path | None = None,
+                 pool: TrainerPool | None = None, started_at: float | None = None) -> None:
         settings = get_settings()
+        self.started_at = time.monotonic() if started_at is None else started_at
+        self.timings: dict[str, float] = {}
         self.sessions = sessions
         self.storage_url = storage_url
         self.search_id = search_id
-        self.workers = max(1, workers)
-        self.threads = threads or default_threads(self.workers)
-        self.training = training or settings.training
+        self.workers = pool.workers if pool is not None else max(1, workers)
+        self.threads = pool.threads if pool is not None else (
+            threads or default_threads(self.workers))
+        self.training = training or (pool.training if pool is not None else settings.training)
+        self._pool = pool
+        self._own_pool = pool is None
         self.home = Path(home) if home is not None else settings.home
         self.progress_cb = progress
         self.worker = f"{LOCAL_WORKER_PREFIX}{socket.gethostname()}:{os.getpid()}"
@@ -247,7 +185,6 @@ class EmbeddedCoordinator:
                 f"search {search_id} trains your own module ({self.spec.module_arch().name}); "
                 f"only your Python process can: actsearch.resume({search_id}, build=build)")
         self.progress = Progress(total=self.spec.planned_trials())
-        self.children: list[_Child] = []
         self._stats = _Stats()
         self._study: optuna.Study | None = None
 
@@ -258,10 +195,30 @@ class EmbeddedCoordinator:
             self._study = open_study(self.spec, self.study_name, self.storage_url)
         return self._study
 
+    @property
+    def pool(self) -> TrainerPool:
+        """The training processes this search uses (its own unless one was given)."""
+        if self._pool is None:
+            compile_dir = get_settings().compile_cache_dir or self.home / "compile"
+            self._pool = TrainerPool(self.workers, threads=self.threads, training=self.training,
+                                     compile_dir=compile_dir)
+        return self._pool
+
+    @property
+    def children(self) -> list[_Child]:
+        return self.pool.children
+
+    def _mark(self, name: str) -> None:
+        """Record a timing once (seconds since ``started_at``)."""
+        if name not in self.timings:
+            self.timings[name] = round(time.monotonic() - self.started_at, 3)
+            self.progress.timings = dict(self.timings)
+
     # ----- lifecycle ----------------------------------------------------------------------
     def run(self) -> Leaderboard:
         """Plan or resume, train every population, finish; returns the leaderboard."""
         with search_lock(self.home, self.search_id):
+            self.pool.start()  # torch imports in the children while the database work runs
             self._start()
             try:
                 self._loop()
@@ -276,6 +233,8 @@ class EmbeddedCoordinator:
                 raise
             finally:
                 self._close_children(kill=False)
+                self.timings["total_s"] = round(time.monotonic() - self.started_at, 3)
+                self.progress.timings = dict(self.timings)
         with self.sessions() as session:
             return search_leaderboard(session, row=repo.get_search(session,
                                                                    search_id=self.search_id))
@@ -291,20 +250,19 @@ class EmbeddedCoordinator:
                                 storage_url=self.storage_url)
         self._refresh_progress()
 
-    def _ensure_children(self, data: Any) -> None:
-        if self.children:
-            return
-        self.children = [_Child(self.threads, data, self.training) for _ in range(self.workers)]
-        for child in self.children:  # started together, awaited in turn
-            child.wait_ready()
+    def _ensure_children(self) -> None:
+        self.pool.ensure()
+        self._mark("trainers_ready_s")
 
     def _close_children(self, *, kill: bool) -> None:
-        for child in self.children:
-            if kill:
-                child.kill()
-            else:
-                child.close()
-        self.children = []
+        """At the search's end: close an own pool; of a shared one, stop only the children
+        still training for this search (``kill``: an error or an interruption)."""
+        if self._pool is None:
+            return
+        if self._own_pool:
+            self._pool.close(kill=kill)
+        elif kill:
+            self._pool.release()
 
     def _finished(self) -> bool:
         with self.sessions() as session:
@@ -315,9 +273,11 @@ class EmbeddedCoordinator:
         while True:
             job = self._next_job() if self._has_idle_child() else None
             while job is not None:
-                self._ensure_children(job.data.tensor_data())
+                self._mark("first_population_prepared_s")
+                self._ensure_children()
                 idle = next(c for c in self.children if c.job is None)
                 idle.send(job)
+                self._mark("first_population_s")
                 self.progress.current = f"{job.claimed.label} x{len(job.identities)}"
                 self._emit()
                 job = self._next_job() if self._has_idle_child() else None
@@ -342,7 +302,7 @@ class EmbeddedCoordinator:
                     self._failed(job, time_limit_message(self.training.population_time_limit_s))
 
     def _has_idle_child(self) -> bool:
-        return not self.children or any(c.job is None for c in self.children)
+        return any(c.job is None for c in self.children) or len(self.children) < self.workers
 
     def _has_pending(self) -> bool:
         with self.sessions() as session:
@@ -388,12 +348,13 @@ class EmbeddedCoordinator:
         except (EOFError, OSError):
             child.process.join(timeout=5)
             code = child.process.exitcode
-            child.start()  # a fresh child takes the next population
-            child.wait_ready()
+            child.conn.close()
+            child.start()  # a fresh child takes the next population (awaited when needed)
             self._failed(job, f"training process died (exit code {code}): killed, "
                               "or out of memory beyond what it could report")
             return
         if kind == "epoch":
+            self._mark("first_epoch_s")
             stop = job.reporter(payload) if job.reporter else []
             child.conn.send(("stop", stop))
             self._heartbeat(job)
@@ -438,7 +399,8 @@ class EmbeddedCoordinator:
             running=p["running"], best_value=p["best_value"], best_family=p["best_family"],
             phase="finalists" if p["phase"] in ("finalists", "done") else "search",
             current=current, candidate_epochs=self._stats.candidate_epochs,
-            finalists_total=p["finalists_total"], finalists_done=p["finalists_done"])
+            finalists_total=p["finalists_total"], finalists_done=p["finalists_done"],
+            timings=dict(self.timings))
         self._emit()
 
     def _emit(self) -> None:

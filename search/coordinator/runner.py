@@ -3,8 +3,15 @@
 ``actsearch serve`` starts it as its own process (``python -m search.coordinator.runner``) beside
 the API, in embedded mode only (in distributed mode the Celery workers run
 searches). The loop takes the oldest ``pending`` search, runs an
-:class:`~search.coordinator.EmbeddedCoordinator` on it (with ``workers`` training
-children), then the next; it sleeps briefly when there is nothing to do.
+:class:`~search.coordinator.EmbeddedCoordinator` on it, then the next; it sleeps
+briefly when there is nothing to do.
+
+Warm trainers. The runner keeps one :class:`~search.coordinator.trainers.TrainerPool`
+(``workers`` training processes) for its whole life, started with its first search:
+every later search trains in the same processes, which hold the datasets they were
+sent (a search on the same data sends nothing again) and the kernels they compiled.
+A trainer that dies is replaced; one still training when a search stops early is
+killed and replaced, so the next search starts clean.
 
 Restarts and resume. One runner per database at a time: it holds an exclusive lock
 on ``<home>/runner.lock`` for its whole life; each search it runs holds the search's
@@ -164,6 +171,12 @@ class Runner:
         self.schedule_tick_s = schedule_tick_s  # None: never fire schedules
         self._next_tick = 0.0  # monotonic time of the next schedule check
         self._analysis: threading.Thread | None = None
+        from core.settings import get_settings
+        from search.coordinator.trainers import TrainerPool
+
+        self.pool = TrainerPool(  # started by the first search
+            self.workers, threads=threads,
+            compile_dir=get_settings().compile_cache_dir or self.home / "compile")
 
     def stop(self) -> None:
         """Finish the loop: now if idle; a running search is interrupted by the caller."""
@@ -242,7 +255,7 @@ class Runner:
             log.info("running search %s", search_id)
             coordinator = EmbeddedCoordinator(
                 sessions=self.sessions, storage_url=self.database_url, search_id=search_id,
-                workers=self.workers, threads=self.threads, home=self.home)
+                home=self.home, pool=self.pool)
             coordinator.run()
             log.info("search %s finished", search_id)
         except Shutdown:
@@ -279,6 +292,7 @@ class Runner:
                 self.run_one(search_id)
 
     def close(self) -> None:
+        self.pool.close(kill=self.interrupted)
         self.engine.dispose()
 
 

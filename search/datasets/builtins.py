@@ -6,10 +6,14 @@ teacher-network set.
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
 import math
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -47,13 +51,49 @@ class BuiltinSpec:
         }
 
 
+def _bundled_file(name: str) -> Path | None:
+    """A data file shipped inside scikit-learn, found without importing scikit-learn."""
+    spec = importlib.util.find_spec("sklearn")
+    roots = list(spec.submodule_search_locations or []) if spec is not None else []
+    for root in roots:
+        path = Path(root) / "datasets" / "data" / name
+        if path.is_file():
+            return path
+    return None
+
+
+def _read_digits() -> SimpleNamespace | None:
+    """``sklearn.datasets.load_digits()``'s arrays read straight from its bundled file.
+
+    Importing ``sklearn.datasets`` costs about a second (scipy), on the way to the first
+    epoch of a search on digits in a fresh home; the parsing below is load_digits' own
+    (``tests/search/test_datasets.py`` compares the two). None: the file is not where
+    this scikit-learn keeps it, and the caller uses scikit-learn.
+    """
+    path = _bundled_file("digits.csv.gz")
+    if path is None:
+        return None
+    with gzip.open(path, mode="rt", encoding="utf-8") as fh:
+        data = np.loadtxt(fh, delimiter=",")
+    return SimpleNamespace(
+        data=data[:, :-1], target=data[:, -1].astype(int, copy=False),
+        target_names=np.arange(10),
+        feature_names=[f"pixel_{r}_{c}" for r in range(8) for c in range(8)])
+
+
+_BUNDLED_READERS: dict[str, Callable[[], SimpleNamespace | None]] = {"load_digits": _read_digits}
+
+
 def _from_sklearn(
     name: str, loader_name: str, label_name: str, input_shape: tuple[int, ...] | None = None
 ) -> Dataset:
     """Wrap one of scikit-learn's bundled (no download) datasets."""
-    from sklearn import datasets as skd
+    reader = _BUNDLED_READERS.get(loader_name)
+    bunch: Any = reader() if reader is not None else None
+    if bunch is None:
+        from sklearn import datasets as skd
 
-    bunch = getattr(skd, loader_name)()
+        bunch = getattr(skd, loader_name)()
     task: Task = "regression" if name == "diabetes" else "classification"
     class_names = None
     if task == "classification":

@@ -11,14 +11,16 @@ Pass ``task=`` to override. A classification label has at most
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from core.errors import InvalidDataset
 
 from ._common import Task
+
+if TYPE_CHECKING:  # pandas loads with the first file parsed, not with this package
+    import pandas as pd
 
 #: Most distinct integer-valued labels that are read as classes when ``task`` is not given.
 MAX_INFERRED_CLASSES = 50
@@ -59,6 +61,8 @@ def _encode_labels(
     raw: pd.Series | np.ndarray, *, task: Task | None, label_name: str
 ) -> tuple[np.ndarray, Task, list[str] | None]:
     """Map labels to class indices or float targets, inferring the task by the module's rule."""
+    import pandas as pd
+
     s = pd.Series(raw)
     missing = s.isna().to_numpy()
     if missing.any():
@@ -120,6 +124,8 @@ def _factorize_text(s: pd.Series) -> tuple[np.ndarray, list[str]]:
     codes and categories only, so long or repeated strings are never copied per row.
     Values whose text is equal (``1`` and ``"1"``) are one class, as their names are.
     """
+    import pandas as pd
+
     if isinstance(s.dtype, pd.CategoricalDtype):
         codes = s.cat.codes.to_numpy()
         cats = [str(c) for c in s.cat.categories]

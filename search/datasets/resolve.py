@@ -10,7 +10,6 @@ from core.errors import InvalidDataset, InvalidInput
 from ._common import Task
 from .builtins import BUILTINS, load_builtin
 from .dataset import Dataset
-from .files import load_file
 
 _FILE_OPTIONS = frozenset({"filename", "name", "max_bytes", "max_rows", "max_columns"})
 
@@ -38,6 +37,8 @@ def resolve_dataset(
             raise InvalidInput(
                 f"option(s) {', '.join(unknown)} apply to builtin datasets, not to the file '{key}'"
             )
+        from .files import load_file  # pandas: only for a file
+
         return load_file(path, label=label, task=task, **opts)
     raise InvalidDataset(
         f"'{key}' is neither a builtin dataset nor an existing file; builtins: "

@@ -14,6 +14,7 @@ import numpy as np
 from core.errors import InvalidDataset, InvalidInput
 
 from ._common import MIN_ROWS, Task
+from ._shuffle_split import train_test_split
 from .dataset import Dataset
 
 
@@ -91,15 +92,14 @@ def split_dataset(
     """Seeded train/validation/test split, stratified for classification, scaled on train only.
 
     The test rows are split off first, then validation from the rest, each with
-    scikit-learn's ``train_test_split``; the same seed always gives the same rows.
+    scikit-learn's ``train_test_split`` algorithm (:mod:`._shuffle_split`, the same rows
+    without importing scikit-learn); the same seed always gives the same rows.
     """
     if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
         raise InvalidInput(
             "val_fraction and test_fraction must each be in (0, 1) with a sum below 1, got "
             f"{val_fraction} and {test_fraction}"
         )
-    from sklearn.model_selection import train_test_split
-
     n = ds.n_rows
     idx = np.arange(n)
     classify = ds.task == "classification"

@@ -175,3 +175,28 @@ def test_runner_analyses_finished_searches_beside_the_next_one(tmp_path: Path, d
             assert session.query(FitRow).filter(FitRow.kind == "network").count() == networks
     finally:
         runner.close()
+
+
+def test_consecutive_searches_train_in_the_same_warm_processes_and_data_is_sent_once(
+    tmp_path: Path, db
+) -> None:
+    """The runner's trainer pool outlives a search: the second search on the same data
+    trains in the same process (pid unchanged) and is not sent the dataset again."""
+    url, sessions = db
+    first, second = _search(url, sessions, "first"), _search(url, sessions, "second")
+    runner = Runner(database_url=url, home=tmp_path, workers=1, threads=1, poll_s=0.01)
+    try:
+        runner.run_one(first)
+        pids, sent = runner.pool.pids(), runner.pool.stats.data_sent
+        assert pids[0] is not None and runner.pool.children[0].alive()
+        assert sent == 1  # search, finalist and scoring populations of one dataset: one send
+        runner.run_one(second)
+        assert runner.pool.pids() == pids and runner.pool.children[0].alive()
+        assert runner.pool.stats.started == 1
+        assert runner.pool.stats.data_sent == 1  # the child still held it
+        with sessions() as session:
+            assert [repo.get_search(session, search_id=s).state
+                    for s in (first, second)] == ["complete", "complete"]
+    finally:
+        runner.close()
+    assert not runner.pool.children  # closed with the runner

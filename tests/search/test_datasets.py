@@ -468,3 +468,62 @@ def test_every_builtin_is_estimated_before_it_is_generated(name: str) -> None:
     assert BUILTINS[name].shape is not None
     est = estimate_builtin(name)
     assert est.n_rows > 0 and est.n_features > 0
+
+
+@pytest.mark.parametrize("stratified", [False, True])
+def test_the_split_gives_scikit_learns_rows_without_importing_it(stratified: bool) -> None:
+    """The split replica (no scikit-learn import before the first epoch) picks exactly the
+    rows ``sklearn.model_selection.train_test_split`` picks, and fails as it does."""
+    from sklearn.model_selection import train_test_split as reference
+
+    from search.datasets._shuffle_split import train_test_split
+
+    rng = np.random.default_rng(7)
+    compared = refused = 0
+    for _ in range(150):
+        n, k = int(rng.integers(10, 300)), int(rng.integers(2, 25))
+        y = rng.integers(0, k, n)
+        fraction, seed = float(rng.uniform(0.05, 0.5)), int(rng.integers(0, 2**31))
+        idx = np.arange(n) * 3 + 1
+        stratify = y if stratified else None
+        try:
+            expected = reference(idx, test_size=fraction, random_state=seed, stratify=stratify)
+        except ValueError as exc:
+            with pytest.raises(ValueError) as ours:
+                train_test_split(idx, test_size=fraction, random_state=seed, stratify=stratify)
+            assert str(ours.value) == str(exc)
+            refused += 1
+            continue
+        got = train_test_split(idx, test_size=fraction, random_state=seed, stratify=stratify)
+        for a, b in zip(expected, got, strict=True):
+            assert a.dtype == b.dtype and np.array_equal(a, b), (n, k, fraction, seed)
+        compared += 1
+    assert compared > 100 and (refused > 0 or not stratified)
+
+
+def test_digits_is_read_from_scikit_learns_file_as_load_digits_reads_it() -> None:
+    from sklearn.datasets import load_digits
+
+    from search.datasets.builtins import _read_digits
+
+    ours, theirs = _read_digits(), load_digits()
+    assert ours is not None
+    assert ours.data.dtype == theirs.data.dtype and np.array_equal(ours.data, theirs.data)
+    assert ours.target.dtype == theirs.target.dtype and np.array_equal(ours.target, theirs.target)
+    assert list(ours.feature_names) == list(theirs.feature_names)
+    assert np.array_equal(ours.target_names, theirs.target_names)
+
+
+def test_a_search_reaches_its_data_without_scikit_learn_scipy_or_pandas() -> None:
+    """Loading digits and splitting it (what a search does before its first epoch) imports
+    none of the slow libraries (a fresh interpreter: this one has them all)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from search.datasets import load_builtin, split_dataset; "
+            "split_dataset(load_builtin('digits'), seed=0); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'sklearn', 'scipy', 'pandas', 'torch'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=Path(__file__).resolve().parents[2], check=True)
+    assert out.stdout.strip() == "[]", out.stderr

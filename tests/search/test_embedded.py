@@ -132,11 +132,18 @@ def test_optuna_dashboard_reads_the_study_unchanged(finished_search: dict[str, A
     assert len(detail["trials"]) == 6
 
 
+def _pythonpath() -> dict[str, str]:
+    """The caller's PYTHONPATH, so the CLI subprocess runs this checkout's code."""
+    import os
+
+    return {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
+
+
 def test_cli_search_runs_end_to_end_and_prints_the_leaderboard(tmp_path: Path) -> None:
     import subprocess
 
     env = {"ACTSEARCH_HOME": str(tmp_path), "PATH": str(Path(sys.executable).parent),
-           "OMP_NUM_THREADS": "1"}
+           "OMP_NUM_THREADS": "1", **_pythonpath()}
     out = subprocess.run(
         [str(Path(sys.executable).parent / "actsearch"), "search", "--dataset", "wine",
          "--arch", "mlp:8", "--families", "gelu", "--trials", "4", "--epochs", "3", "--json"],
@@ -146,9 +153,19 @@ def test_cli_search_runs_end_to_end_and_prints_the_leaderboard(tmp_path: Path) -
     board = json.loads(out.stdout)  # stdout is one JSON document (progress is on stderr)
     assert {r["family"] for r in board["rows"]} == {"relu", "gelu"}
     assert (tmp_path / "actsearch.db").exists()
+    timings = board["timings"]  # seconds from the command's start
+    assert 0 < timings["first_population_s"] <= timings["first_epoch_s"] <= timings["total_s"]
 
 
-def test_a_killed_training_process_fails_its_trials_and_the_search_goes_on(tmp_path: Path) -> None:
+def test_a_killed_warm_trainer_fails_only_its_population_and_is_replaced(tmp_path: Path) -> None:
+    """A warm trainer (a pool that outlives the search, as ``serve``'s runner keeps)
+    SIGKILLed mid-population: that population's trials fail, a fresh process replaces
+    it (sent the data again), the search completes, and the pool stays usable."""
+    import os
+    import signal
+
+    from search.coordinator import TrainerPool
+
     url = f"sqlite:///{tmp_path / 'actsearch.db'}"
     init_db(url)
     sessions = session_factory(make_engine(url))
@@ -158,15 +175,19 @@ def test_a_killed_training_process_fails_its_trials_and_the_search_goes_on(tmp_p
     killed: list[int] = []
 
     def kill_first_population(progress: Progress) -> None:
-        child = coordinator.children[0] if coordinator.children else None
+        child = pool.children[0] if pool.children else None
         if not killed and child is not None and progress.current.endswith("epoch 1"):
-            killed.append(child.process.pid)
-            child.process.kill()
+            killed.append(child.pid)
+            os.kill(child.pid, signal.SIGKILL)
 
-    coordinator = EmbeddedCoordinator(sessions=sessions, storage_url=url, search_id=row.id,
-                                      workers=1, threads=1, progress=kill_first_population)
-    board = coordinator.run()
-    assert killed
+    with TrainerPool(1, threads=1) as pool:
+        coordinator = EmbeddedCoordinator(sessions=sessions, storage_url=url, search_id=row.id,
+                                          pool=pool, progress=kill_first_population)
+        board = coordinator.run()
+        assert killed
+        assert pool.children[0].alive() and pool.pids() != killed  # replaced, kept warm
+        assert pool.stats.started == 2 and pool.stats.data_sent == 2  # the new one got the data
+        assert coordinator.timings["first_epoch_s"] <= coordinator.timings["total_s"]
     study = optuna.load_study(study_name=row.study_name, storage=url)
     states = [t.state for t in study.trials]
     assert TrialState.RUNNING not in states
@@ -174,7 +195,11 @@ def test_a_killed_training_process_fails_its_trials_and_the_search_goes_on(tmp_p
     assert any(s == TrialState.COMPLETE for s in states)
     assert board.winner is not None  # the surviving population's best still got its finalists
     with sessions() as session:
-        assert repo.get_search(session, search_id=row.id).state == "complete"
+        search = repo.get_search(session, search_id=row.id)
+        assert search.state == "complete"
+        failed = [t for t in repo.list_trials(session, search_id=row.id, limit=None)
+                  if t.state == "failed"]
+    assert len(failed) == 2 and all("training process died" in (t.error or "") for t in failed)
 
 
 def test_ctrl_c_leaves_a_resumable_search_and_resume_finishes_it_once(tmp_path: Path) -> None:
@@ -187,7 +212,7 @@ def test_ctrl_c_leaves_a_resumable_search_and_resume_finishes_it_once(tmp_path: 
     from tests.utils.accounting import accounted_once
 
     env = {"ACTSEARCH_HOME": str(tmp_path), "PATH": str(Path(sys.executable).parent),
-           "OMP_NUM_THREADS": "1"}
+           "OMP_NUM_THREADS": "1", **_pythonpath()}
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"finalist_seeds": 2, "pruner": "none", "population_size": 2}))
     cmd = [str(Path(sys.executable).parent / "actsearch"), "search", "--dataset", "digits",

@@ -151,6 +151,13 @@ def test_task_functions_run_a_search_through_their_follow_ups(memory_cluster: st
         ran.append(pid)
         queue += out["enqueued"]
     assert len(ran) == 3  # two search populations, one finalist population
+    from models import kernels
+    from search.coordinator.data import cached_keys
+
+    # the worker process kept the prepared data across its tasks (loaded once) and points
+    # torch's compile cache at the shared home
+    assert len(cached_keys()) == 1
+    assert kernels._cache_dir is not None
     assert run_population_task(ran[0])["status"] == "skipped"
     with sessions() as session:
         search = repo.get_search(session, search_id=search_id)
