@@ -65,7 +65,7 @@ def search(
         _search(dataset=dataset, arch=arch, trials=trials, epochs=epochs, families=families,
                 label=label, spec=spec, sampler=sampler, pruner=pruner, time_budget=time_budget,
                 population_size=population_size, objective=objective, seed=seed,
-                as_json=as_json, pool=pool, started=started)
+                allocation=allocation, as_json=as_json, pool=pool, started=started)
     finally:
         if pool is not None:
             pool.close()
@@ -80,8 +80,8 @@ def _start_trainers(workers: int) -> Any:
 def _search(*, dataset: str | None, arch: str | None, trials: int | None, epochs: int | None,
             families: str | None, label: str | None, spec: Path | None, sampler: str | None,
             pruner: str | None, time_budget: float | None, population_size: int | None,
-            objective: str | None, seed: int | None, as_json: bool, pool: Any,
-            started: float) -> None:
+            objective: str | None, seed: int | None, allocation: str | None, as_json: bool,
+            pool: Any, started: float) -> None:
     from search.spec import load_spec_file, parse_spec
 
     options: dict[str, Any] = load_spec_file(spec) if spec else {}
