@@ -38,6 +38,9 @@ def search(
     population_size: Annotated[int | None, typer.Option(help="K candidates trained at once")] = None,
     objective: Annotated[str | None, typer.Option(help="metric, metric+params or metric+flops")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
+    control: Annotated[str | None, typer.Option(
+        help="relu: also run a ReLU-only search with the same total compute and report "
+             "whether searching activations helped (about twice the time)")] = None,
     workers: Annotated[int, typer.Option(help="training processes")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="print the leaderboard as JSON")] = False,
 ) -> None:
@@ -48,6 +51,7 @@ def search(
     flags = {"dataset": dataset, "architecture": arch, "trials": trials, "epochs": epochs,
              "label": label, "sampler": sampler, "pruner": pruner, "time_budget_s": time_budget,
              "population_size": population_size, "objective": objective, "seed": seed,
+             "control": control,
              "families": [f.strip() for f in families.split(",") if f.strip()] if families else None}
     options.update({k: v for k, v in flags.items() if v is not None})
     if "dataset" not in options:
@@ -119,12 +123,18 @@ def _run_here(search_id: int, sessions: Any, url: str, *, workers: int, as_json:
         with bar:
             task = bar.add_task("trials", total=None, info="")
             finals = bar.add_task("finalists", total=None, info="", visible=False)
+            control = bar.add_task("control", total=None, info="", visible=False)
 
             def on_progress(p: Any) -> None:
                 best = "-" if p.best_value is None else f"{p.best_value:.4f} ({p.best_family})"
                 bar.update(task, total=p.total, completed=min(p.done, p.total),
                            info=f"running {p.running} pruned {p.pruned} failed {p.failed} | "
                                 f"best {best} | {p.current}")
+                if p.phase == "control" and p.control_target:
+                    bar.update(finals, completed=p.finalists_total)
+                    bar.update(control, visible=True, total=p.control_target,
+                               completed=min(p.control_epochs, p.control_target),
+                               info=f"ReLU alone, same candidate-epochs | {p.current}")
                 if p.phase == "finalists":
                     bar.update(finals, visible=True, total=p.finalists_total,
                                completed=p.finalists_done,
