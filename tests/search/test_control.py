@@ -202,3 +202,43 @@ def test_control_progress_is_reported(control_search: dict[str, Any]) -> None:
     assert control, [e.phase for e in events]
     assert max(e.control_target for e in control) > 0
     assert control[-1].control_epochs >= control[0].control_epochs
+
+
+def test_an_interrupted_control_resumes_and_trains_each_trial_once(tmp_path: Any) -> None:
+    """Ctrl-C in the middle of the control arm: resumable, and the resumed control finishes once."""
+    url = f"sqlite:///{tmp_path / 'actsearch.db'}"
+    init_db(url)
+    sessions = session_factory(make_engine(url))
+    spec = dict(SPEC, pruner="none", trials=4, seed=11)
+    with sessions.begin() as session:
+        row = create_search(session=session, spec=parse_spec(spec), storage_url=url)
+        search_id, study_name = row.id, row.study_name
+
+    def stop_mid_control(p: Progress) -> None:
+        if p.phase == "control" and p.control_epochs > 0 and p.current.endswith("epoch 2"):
+            raise KeyboardInterrupt("test: Ctrl-C in the control")
+
+    with pytest.raises(KeyboardInterrupt):
+        EmbeddedCoordinator(sessions=sessions, storage_url=url, search_id=search_id, workers=1,
+                            threads=1, home=tmp_path, progress=stop_mid_control).run()
+    with sessions() as session:
+        assert repo.get_search(session, search_id=search_id).state == "interrupted"
+        pops = repo.list_populations(session, search_id=search_id)
+        assert any(p.phase == CONTROL_PHASE and p.state == "pending" and p.trial_numbers
+                   for p in pops)  # the one cut short keeps the trials it asked
+    board = EmbeddedCoordinator(sessions=sessions, storage_url=url, search_id=search_id,
+                                workers=1, threads=1, home=tmp_path).run()
+    assert board.control is not None
+    with sessions() as session:
+        assert repo.get_search(session, search_id=search_id).state == "complete"
+        trials = repo.list_trials(session, search_id=search_id, phase=CONTROL_PHASE, limit=None)
+        epochs = _epochs_by_phase(session, search_id)
+    numbers = [t.trial_number for t in trials]
+    assert len(numbers) == len(set(numbers)), "a control trial was recorded twice"
+    assert all(t.state == "complete" for t in trials)  # pruner none: every trial trained fully
+    ctrl = optuna.load_study(study_name=control_study_name(study_name), storage=url)
+    assert {t.number for t in ctrl.trials} == set(numbers)
+    assert all(t.state == TrialState.COMPLETE for t in ctrl.trials)
+    main = epochs["search"] + epochs["finalist"]
+    control = epochs[CONTROL_PHASE] + epochs[CONTROL_FINALIST_PHASE]
+    assert abs(control - main) <= 2 * spec["epochs"], epochs
