@@ -60,6 +60,11 @@ def test_leaderboard_and_detail_return_the_control(client: RecordingClient,
     assert c["message"].startswith("searching activations ")
     # equal compute within one population (the tiny search's K is 2 at most)
     assert abs(c["candidate_epochs"] - c["search_candidate_epochs"]) <= 2 * TINY_SPEC["epochs"]
+    # the CLI's --server mode rebuilds the same control row from this JSON
+    from actsearch.remote import leaderboard_from_api
+
+    again = leaderboard_from_api(board).control
+    assert again is not None and again.verdict == c["verdict"] and again.message == c["message"]
     detail = client.get(f"/searches/{control_search_id}").json()
     assert detail["best"]["control"]["verdict"] == c["verdict"]
     p = detail["progress"]
