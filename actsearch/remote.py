@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from actsearch.client import ActsearchClient
 from search.control import control_from_dict
-from search.protocol import Leaderboard, LeaderboardRow
+from search.protocol import Leaderboard, LeaderboardRow, StoppedFamily
 
 _ROW_FIELDS = {f.name for f in fields(LeaderboardRow)}
 
@@ -20,7 +20,8 @@ _ROW_FIELDS = {f.name for f in fields(LeaderboardRow)}
 def leaderboard_from_api(data: dict[str, Any]) -> Leaderboard:
     """The API's leaderboard JSON as the same object the embedded mode prints."""
     rows = [LeaderboardRow(**{k: v for k, v in r.items() if k in _ROW_FIELDS}) for r in data["rows"]]
-    return Leaderboard(metric=data["metric"], rows=rows,
+    stopped = [StoppedFamily(**s) for s in data.get("stopped", [])]
+    return Leaderboard(metric=data["metric"], rows=rows, stopped=stopped,
                        control=control_from_dict(data.get("control")))
 
 

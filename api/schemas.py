@@ -264,6 +264,21 @@ class LeaderboardRowPublic(BaseModel):
     search_trials: int
     search_pruned: int
     best_search_value: float | None
+    budget_epochs: int | None = Field(
+        default=None, description="epochs each of the family's search trials was given")
+    candidate_epochs: int | None = Field(
+        default=None, description="epochs the family's search trials trained, summed")
+    rung: int | None = Field(default=None, description="the last race rung it ran in "
+                             "(null: not raced)")
+
+
+class StoppedFamilyPublic(BaseModel):
+    family: str
+    rung: int = Field(description="the race rung it stopped at")
+    trials: int
+    epochs: int
+    candidate_epochs: int
+    best_value: float | None = Field(description="its best validation value at that rung")
 
 
 class ControlPublic(BaseModel):
@@ -298,6 +313,9 @@ class LeaderboardPublic(BaseModel):
     metric: str
     winner: str | None
     rows: list[LeaderboardRowPublic]
+    stopped: list[StoppedFamilyPublic] = Field(
+        default_factory=list, description="families the race stopped (allocation: race), "
+        "with the budget they received; not ranked")
     control: ControlPublic | None = Field(
         default=None, description="the equal-compute ReLU control and the verdict (null: not "
                                   "asked, or not finished)")

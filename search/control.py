@@ -60,10 +60,11 @@ def control_spec(spec: SearchSpec) -> SearchSpec:
     """The spec the control trains by: ReLU only, everything else the search's.
 
     Same sampler, pruner, epochs, batch size, optimizer, ranges and finalist seeds;
-    no warm start (the parent's trials are the main search's business).
+    not raced (one family: every trial at the full ``epochs``); no warm start (the
+    parent's trials are the main search's business).
     """
     return spec.model_copy(update={"families": list(CONTROL_FAMILIES), "control": None,
-                                   "warm_start_from": None})
+                                   "allocation": "equal", "warm_start_from": None})
 
 
 def spec_for_phase(spec: SearchSpec, phase: str) -> SearchSpec:

@@ -35,9 +35,8 @@ def search_progress(session: Session, *, row: SearchRow) -> dict[str, Any]:
     unfinished = ("pending", "running")
     # candidates training now (a pending population's trials have not started)
     running = sum(k for ph in pops.values() for st, (_, k) in ph.items() if st == "running")
-    finalist_pops = pops.get("finalist", {})
-    finalists_total = sum(n for n, _ in finalist_pops.values())
-    finalists_done = sum(n for st, (n, _) in finalist_pops.items() if st not in unfinished)
+    finalists_total, finalists_done = _finalist_families(session, row.id) if pops.get(
+        "finalist") else (0, 0)
     best = repo.best_search_trial(session, search_id=row.id)
     if row.state in SEARCH_TERMINAL_STATES:
         phase = "done"
@@ -52,7 +51,7 @@ def search_progress(session: Session, *, row: SearchRow) -> dict[str, Any]:
     # Retried populations (a dead worker's, in distributed mode) ask fresh trials: the
     # budget shown counts every trial planned so far, so "done" never exceeds it.
     pending = sum(k for st, (_, k) in pops.get("search", {}).items() if st in unfinished)
-    budget = max(spec.trials_per_family() * len(spec.families),
+    budget = max(spec.planned_trials(),
                  complete + pruned + failed + pending)
     return {
         "state": row.state,
@@ -91,6 +90,19 @@ def _control_progress(session: Session, row: SearchRow, spec: SearchSpec,
     }
 
 
+def _finalist_families(session: Session, search_id: int) -> tuple[int, int]:
+    """Families in the finalist phase, and those whose every re-run is finished (a mixed
+    finalist population holds several families; a one-family one, one)."""
+    state: dict[str, bool] = {}
+    for pop in repo.list_populations(session, search_id=search_id):
+        if pop.phase != "finalist":
+            continue
+        finished = pop.state not in ("pending", "running")
+        for family in set(pop.slot_families()):
+            state[family] = state.get(family, True) and finished
+    return len(state), sum(state.values())
+
+
 def _metric(session: Session, row: SearchRow) -> str:
     if row.best and row.best.get("metric"):
         return str(row.best["metric"])
@@ -102,7 +114,9 @@ def _metric(session: Session, row: SearchRow) -> str:
 def search_leaderboard(session: Session, *, row: SearchRow) -> Leaderboard:
     """The leaderboard of a search from its stored trials (finalists per family, baseline marked)."""
     trials = repo.list_trials(session, search_id=row.id, limit=None)
-    board = build_leaderboard(trials, _metric(session, row))
+    spec = SearchSpec.model_validate(row.spec)
+    board = build_leaderboard(trials, _metric(session, row), repo.family_budgets(
+        session, search_id=row.id, full_epochs=spec.epochs))
     if board.control is not None:
         board.set_compute(repo.search_candidate_epochs(session, search_id=row.id))
     return board

@@ -1,6 +1,9 @@
-"""The evaluation protocol: equal budgets, finalists on several seeds, intervals, one test score.
+"""The evaluation protocol: fair budgets, finalists on several seeds, intervals, one test score.
 
-* Every family, ReLU included, gets the same number of tuning trials.
+* Every family, ReLU included, gets the same number of tuning trials (``allocation:
+  equal``), or races for them (``allocation: race``, :mod:`search.race`): families
+  that lose an early rung stop there and are listed as stopped with the budget they
+  received, ReLU runs every rung, so it has at least the budget of any family ranked.
 * The best trial of each family (its *finalist*) is re-trained on several fresh
   seeds; the leaderboard ranks families by the mean validation metric of those
   re-runs with a 95% Student-t interval, so one lucky seed cannot win.
@@ -79,6 +82,22 @@ class LeaderboardRow:
     delta_vs_baseline: float | None = None
     test_mean: float | None = None
     test_ci95: float | None = None
+    # the budget the family received in the search phase (what was spent, from the rows)
+    budget_epochs: int | None = None  # its trials' fidelity (epochs each)
+    candidate_epochs: int | None = None  # epochs trained, summed over its trials
+    rung: int | None = None  # the last race rung it ran in (None: not raced)
+
+
+@dataclass
+class StoppedFamily:
+    """A family the race stopped at ``rung``: its budget there and its best value then."""
+
+    family: str
+    rung: int
+    trials: int
+    epochs: int
+    candidate_epochs: int
+    best_value: float | None
 
 
 @dataclass
@@ -91,6 +110,7 @@ class Leaderboard:
 
     metric: str
     rows: list[LeaderboardRow] = field(default_factory=list)
+    stopped: list[StoppedFamily] = field(default_factory=list)  # raced out, best first
     control: ControlRow | None = None
 
     @property
@@ -103,6 +123,7 @@ class Leaderboard:
 
     def as_dict(self) -> dict[str, Any]:
         return {"metric": self.metric, "rows": [asdict(r) for r in self.rows],
+                "stopped": [asdict(s) for s in self.stopped],
                 "control": self.control.as_dict() if self.control is not None else None}
 
     def set_compute(self, compute: dict[str, int]) -> None:
@@ -125,8 +146,15 @@ def best_per_family(trials: Iterable[TrialLike], phase: str = "search") -> dict[
     return best
 
 
-def build_leaderboard(trials: Sequence[TrialLike], metric: str) -> Leaderboard:
-    """Rank families by the mean of their finalist re-runs (highest first)."""
+def build_leaderboard(trials: Sequence[TrialLike], metric: str,
+                      budgets: dict[str, dict[str, Any]] | None = None) -> Leaderboard:
+    """Rank families by the mean of their finalist re-runs (highest first).
+
+    ``budgets`` (``store.repo.family_budgets``): what each family's search phase spent;
+    a family with a budget and no finalist was stopped by the race at its last rung
+    (listed in :attr:`Leaderboard.stopped`, never ranked).
+    """
+    budgets = budgets or {}
     search_counts: dict[str, list[int]] = {}
     best_search: dict[str, float] = {}
     finalists: dict[str, list[TrialLike]] = {}
@@ -154,12 +182,26 @@ def build_leaderboard(trials: Sequence[TrialLike], metric: str) -> Leaderboard:
             search_trials=counts[0], search_pruned=counts[1],
             best_search_value=best_search.get(family), baseline=family == BASELINE,
             test_mean=test_mean, test_ci95=test_half,
+            budget_epochs=budgets.get(family, {}).get("epochs"),
+            candidate_epochs=budgets.get(family, {}).get("candidate_epochs"),
+            rung=budgets.get(family, {}).get("rung"),
         ))
     rows.sort(key=lambda r: r.mean, reverse=True)
+    finalist_rung = max((r.rung for r in rows if r.rung is not None), default=None)
+    stopped = [
+        StoppedFamily(family=f, rung=int(b["rung"]), trials=int(b["trials"]),
+                      epochs=int(b["epochs"]), candidate_epochs=int(b["candidate_epochs"]),
+                      best_value=best_search.get(f))
+        for f, b in budgets.items()
+        if f not in finalists and b.get("rung") is not None
+        and (finalist_rung is None or b["rung"] < finalist_rung)
+    ]
+    stopped.sort(key=lambda s: (-s.rung, -(s.best_value if s.best_value is not None
+                                            else -math.inf)))
     base = next((r for r in rows if r.baseline), None)
     for r in rows:
         r.delta_vs_baseline = None if base is None else r.mean - base.mean
     from .control import control_row
 
-    return Leaderboard(metric=metric, rows=rows,
+    return Leaderboard(metric=metric, rows=rows, stopped=stopped,
                        control=control_row(trials, rows[0] if rows else None, metric))

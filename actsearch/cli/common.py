@@ -54,7 +54,8 @@ def leaderboard_table(board: Any, title: str) -> Table:
     table = Table(title=title, title_justify="left")
     for name, justify in (("#", "right"), ("family", "left"), (f"val {board.metric}", "right"),
                           ("±95% CI", "right"), ("seeds", "right"), ("Δ vs relu", "right"),
-                          ("params", "right"), ("FLOPs", "right"), ("trials/pruned", "right"),
+                          ("params", "right"), ("FLOPs", "right"),
+                          ("budget: trials/pruned x epochs", "right"),
                           (f"test {board.metric}", "right")):
         table.add_column(name, justify=justify, no_wrap=True)
     for rank, row in enumerate(board.rows, start=1):
@@ -65,12 +66,33 @@ def leaderboard_table(board: Any, title: str) -> Table:
         table.add_row(str(rank), f"[bold]{row.family}[/]" if rank == 1 else row.family,
                       f"{row.mean:.4f}", f"{row.ci95:.4f}", str(row.n_seeds), delta_txt,
                       si(row.n_params), si(row.flops),
-                      f"{row.search_trials}/{row.search_pruned}", test)
+                      _budget(row), test)
     return table
+
+
+def _budget(row: Any) -> str:
+    epochs = getattr(row, "budget_epochs", None)
+    return f"{row.search_trials}/{row.search_pruned}" + (f" x {epochs}" if epochs else "")
+
+
+def stopped_lines(board: Any) -> list[str]:
+    """The families the race stopped, one line per rung (they are not ranked)."""
+    by_rung: dict[int, list[Any]] = {}
+    for s in getattr(board, "stopped", None) or []:
+        by_rung.setdefault(s.rung, []).append(s)
+    lines = []
+    for rung in sorted(by_rung, reverse=True):
+        group = by_rung[rung]
+        names = ", ".join(f"{s.family} {fmt(s.best_value)}" for s in group)
+        lines.append(f"stopped at rung {rung} ({group[0].trials} trials x {group[0].epochs} "
+                     f"epochs each; best {board.metric} then): {names}")
+    return lines
 
 
 def print_board(board: Any, title: str) -> None:
     console.print(leaderboard_table(board, title))
+    for line in stopped_lines(board):
+        console.print(f"[dim]{line}[/]")
     w, b = board.winner, board.baseline
     if w is None:
         console.print("[yellow]no finalist completed; see `actsearch show` for the trials[/]")

@@ -11,6 +11,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from search.race import describe_budget
+
 from .common import console, db, err_console, fail, fmt, print_board, remote, si
 
 app = typer.Typer()
@@ -22,11 +24,16 @@ def search(
                                                      "diabetes, mnist1d, two_spirals, teacher) or a "
                                                      "CSV/Parquet/NPZ path")] = None,
     arch: Annotated[str | None, typer.Option(help="architecture: mlp:64,64 or cnn:16,32/64")] = None,
-    trials: Annotated[int | None, typer.Option(help="tuning trials in all, split evenly across "
-                                                    "families")] = None,
+    trials: Annotated[int | None, typer.Option(help="compute budget: what this many trials at "
+                                                    "--epochs cost (raced, or split evenly "
+                                                    "with --allocation equal)")] = None,
     epochs: Annotated[int | None, typer.Option(help="epochs per candidate")] = None,
-    families: Annotated[str | None, typer.Option(help="comma-separated families (relu is always "
-                                                      "added as the baseline)")] = None,
+    families: Annotated[str | None, typer.Option(help="comma-separated families (default: every "
+                                                      "registered family; relu is always added "
+                                                      "as the baseline)")] = None,
+    allocation: Annotated[str | None, typer.Option(help="race (default: successive halving over "
+                                                        "families, relu never stopped) or equal "
+                                                        "(same trials for every family)")] = None,
     label: Annotated[str | None, typer.Option(help="label column (CSV/Parquet) or y array (NPZ)")] = None,
     spec: Annotated[Path | None, typer.Option(help="JSON/YAML file with any search options; "
                                                    "flags override it")] = None,
@@ -51,7 +58,7 @@ def search(
     flags = {"dataset": dataset, "architecture": arch, "trials": trials, "epochs": epochs,
              "label": label, "sampler": sampler, "pruner": pruner, "time_budget_s": time_budget,
              "population_size": population_size, "objective": objective, "seed": seed,
-             "control": control,
+             "allocation": allocation, "control": control,
              "families": [f.strip() for f in families.split(",") if f.strip()] if families else None}
     options.update({k: v for k, v in flags.items() if v is not None})
     if "dataset" not in options:
@@ -76,8 +83,7 @@ def search(
         search_id, study_name = row.id, row.study_name
     # --json keeps stdout for the one JSON document: everything else goes to stderr.
     err_console.print(f"search [bold]{search_id}[/] (study {study_name}) on {search_spec.dataset}: "
-                      f"{len(search_spec.families)} families x "
-                      f"{search_spec.trials_per_family()} trials, {search_spec.epochs} epochs")
+                      f"{describe_budget(len(search_spec.families), search_spec.trials, search_spec.epochs, search_spec.allocation)}")
     _run_here(search_id, sessions, url, workers=workers, as_json=as_json)
 
 

@@ -34,7 +34,7 @@ class PopulationJob:
     """What a child needs to train one population (plain picklable values)."""
 
     arch: dict[str, Any]
-    family: str
+    family: str | None  # None: a mixed population (each candidate names its family)
     candidates: list[Candidate]
     config: TrainConfig
 

@@ -179,7 +179,8 @@ class _Child:
         self.job = job
         self.sent_at = time.monotonic()
         c = job.claimed
-        self.conn.send(("train", PopulationJob(c.spec.arch_spec().to_dict(), c.family,
+        family = None if c.mixed else c.family  # a mixed population's candidates name theirs
+        self.conn.send(("train", PopulationJob(c.spec.arch_spec().to_dict(), family,
                                                job.candidates, job.config)))
 
     def restart(self) -> None:
@@ -248,7 +249,7 @@ class EmbeddedCoordinator:
             raise InvalidInput(
                 f"search {search_id} trains your own module ({self.spec.module_arch().name}); "
                 f"only your Python process can: actsearch.resume({search_id}, build=build)")
-        self.progress = Progress(total=self.spec.trials_per_family() * len(self.spec.families))
+        self.progress = Progress(total=self.spec.planned_trials())
         self.children: list[_Child] = []
         self._stats = _Stats()
         self._study: optuna.Study | None = None
@@ -320,7 +321,7 @@ class EmbeddedCoordinator:
                 self._ensure_children(job.data.tensor_data())
                 idle = next(c for c in self.children if c.job is None)
                 idle.send(job)
-                self.progress.current = f"{job.claimed.family} x{len(job.identities)}"
+                self.progress.current = f"{job.claimed.label} x{len(job.identities)}"
                 self._emit()
                 job = self._next_job() if self._has_idle_child() else None
                 if job is None:
@@ -361,7 +362,8 @@ class EmbeddedCoordinator:
             if claimed is None:
                 continue  # cancelled (search cancelled, time spent) or taken: try the next
             try:
-                return prepare(self.sessions, claimed, self.storage_url)
+                return prepare(self.sessions, claimed, self.storage_url,
+                               device=get_settings().worker.device)
             except Exception as exc:  # noqa: BLE001 - fail this population, run the others
                 if is_transient(exc):
                     raise
@@ -398,7 +400,7 @@ class EmbeddedCoordinator:
             stop = job.reporter(payload) if job.reporter else []
             child.conn.send(("stop", stop))
             self._heartbeat(job)
-            self.progress.current = f"{job.claimed.family} epoch {payload.epoch}"
+            self.progress.current = f"{job.claimed.label} epoch {payload.epoch}"
             self._emit()
         elif kind == "result":
             child.job = None

@@ -84,18 +84,21 @@ def _record_lost_trials(session: Session, pop: PopulationRow, study_name: str, s
                         trials: Sequence[FrozenTrial], error: str) -> None:
     """Failed rows in our table for trials a dead worker never recorded (progress counts them)."""
     for t in trials:
-        family_params, hparams = split_trial_params(t.params, pop.family)
+        family = str(t.params.get(FAMILY_KEY, pop.slot_families()[0]))
+        family_params, hparams = split_trial_params(t.params, family)
         repo.add_trial(session, search_id=pop.search_id, population_id=pop.id,
                        study_name=study_name, trial_number=t.number, phase=pop.phase,
-                       family=pop.family, family_params=family_params, hparams=hparams,
+                       family=family, family_params=family_params, hparams=hparams,
                        seed=candidate_seed(spec.seed, t.number), state="failed", error=error,
                        started_at=t.datetime_start, finished_at=utcnow())
 
 
 def _retry(session: Session, pop: PopulationRow) -> int:
-    """A fresh pending population repeating ``pop`` (same family, k, phase, finalist source)."""
+    """A fresh pending population repeating ``pop`` (same families, k, phase, epochs, sources)."""
     row = repo.add_population(session, search_id=pop.search_id, family=pop.family,
-                              structural={}, k=pop.k, phase=pop.phase, task_id=new_task_id())
+                              structural={}, k=pop.k, phase=pop.phase, task_id=new_task_id(),
+                              families=pop.families, source_trial_numbers=pop.source_trial_numbers,
+                              epochs=pop.epochs, rung=pop.rung)
     row.attempts = pop.attempts
     row.retry_of = pop.id
     row.source_trial_number = pop.source_trial_number
@@ -374,7 +377,8 @@ def _adopt_orphans(session: Session, study: optuna.Study, pops: Sequence[Populat
     for t in orphans:
         family = t.params.get(FAMILY_KEY)  # None: interrupted before its first suggestion
         taker = next((p for p in pops if p.state == "pending" and p.phase == "search"
-                      and family in (None, p.family) and len(p.trial_numbers or []) < p.k),
+                      and (family is None or family in p.slot_families())
+                      and len(p.trial_numbers or []) < p.k),
                      None)
         if taker is None:
             left.append(t.number)

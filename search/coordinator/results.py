@@ -27,6 +27,7 @@ class TrialIdentity:
     hparams: dict[str, Any]
     trial_number: int | None = None
     source_trial_number: int | None = None
+    family: str | None = None  # None: the population's (``record_population``'s ``family``)
 
 
 def _state(result: CandidateResult, told: str | None) -> str:
@@ -75,9 +76,9 @@ def analyse_finalist_networks(session: Session, *, search_id: int, arch: Any, da
 
 def record_population(
     session: Session, *, search_id: int, study_name: str, population_id: int | None,
-    phase: str, family: str, identities: Sequence[TrialIdentity], result: PopulationResult,
+    phase: str, identities: Sequence[TrialIdentity], result: PopulationResult,
     told: dict[int, str] | None = None, save_weights_with: dict[str, Any] | None = None,
-    started_at: dt.datetime | None = None,
+    started_at: dt.datetime | None = None, family: str | None = None,
 ) -> list[Any]:
     """One trial row per candidate with its epochs, curves and pre-activation statistics.
 
@@ -89,22 +90,25 @@ def record_population(
     rows = []
     for cand in result.candidates:
         ident = identities[cand.index]
+        cand_family = ident.family or family
+        assert cand_family is not None, "a trial needs its family (identity or population)"
         state = _state(cand, (told or {}).get(ident.trial_number) if ident.trial_number is not None else None)
         duration = cand.history[-1]["elapsed_s"] if cand.history else 0.0
         row = repo.add_trial(
             session, search_id=search_id, population_id=population_id, study_name=study_name,
-            trial_number=ident.trial_number, phase=phase, family=family,
+            trial_number=ident.trial_number, phase=phase, family=cand_family,
             family_params=ident.act_params, hparams=ident.hparams, seed=ident.candidate.seed,
             state=state, value=cand.val_metric, best_value=cand.best_val_metric,
-            n_params=result.n_params, flops=result.flops, device=result.device,
+            n_params=cand.n_params if cand.n_params is not None else result.n_params,
+            flops=cand.flops if cand.flops is not None else result.flops, device=result.device,
             duration_s=duration, error=cand.error, started_at=started_at, finished_at=now,
             source_trial_number=ident.source_trial_number,
         )
         repo.add_epoch_metrics(session, trial_id=row.id, rows=cand.history)
         repo.add_curves(session, trial_id=row.id, rows=cand.curves)
         repo.add_preact_stats(session, trial_id=row.id, rows=cand.preact_stats)
-        if state == "complete" and cand.curves and is_trainable(family):
-            _record_fits(session, row.id, family, ident.act_params, cand)
+        if state == "complete" and cand.curves and is_trainable(cand_family):
+            _record_fits(session, row.id, cand_family, ident.act_params, cand)
         if save_weights_with is not None and cand.state_dict is not None:
             repo.save_weights(session, trial_id=row.id, state_dict=cand.state_dict,
                               scaler=save_weights_with["scaler"],
@@ -115,8 +119,8 @@ def record_population(
 
 def record_failed_population(
     session: Session, *, search_id: int, study_name: str, population_id: int | None,
-    phase: str, family: str, identities: Sequence[TrialIdentity], error: str,
-    started_at: dt.datetime | None = None,
+    phase: str, identities: Sequence[TrialIdentity], error: str,
+    started_at: dt.datetime | None = None, family: str | None = None,
 ) -> list[Any]:
     """One ``failed`` trial row per candidate of a population whose training raised or was stopped.
 
@@ -128,7 +132,7 @@ def record_failed_population(
     return [
         repo.add_trial(
             session, search_id=search_id, population_id=population_id, study_name=study_name,
-            trial_number=ident.trial_number, phase=phase, family=family,
+            trial_number=ident.trial_number, phase=phase, family=ident.family or family,
             family_params=ident.act_params, hparams=ident.hparams, seed=ident.candidate.seed,
             state="failed", error=error[:4000], started_at=started_at, finished_at=now,
             source_trial_number=ident.source_trial_number,

@@ -148,14 +148,16 @@ function renderBoard() {
     h("td", {class: "num"}, r.test_mean !== null ? `${fmt.num(r.test_mean)} ± ${fmt.num(r.test_ci95)}` : "–"),
     h("td", {class: "num"}, fmt.int(r.n_params)),
     h("td", {class: "num"}, fmt.int(r.flops)),
-    h("td", {class: "num"}, `${r.search_trials}${r.search_pruned ? ` (${r.search_pruned} pruned)` : ""}`),
+    h("td", {class: "num"}, `${r.search_trials}${r.search_pruned ? ` (${r.search_pruned} pruned)` : ""}`
+      + (r.budget_epochs ? ` × ${r.budget_epochs} ep` : "")),
     h("td", {class: "num"}, fmt.num(r.best_search_value)),
     h("td", {class: "small mono"}, Object.entries({...r.family_params, ...r.hparams})
       .map(([k, v]) => `${k}=${fmt.value(v)}`).join(" ")),
   ));
   const headers = ["Rank", "Family", {label: `${b.metric} mean ± 95% CI`, title: "validation metric over finalist seeds"},
     "Δ vs ReLU", {label: "Test", title: "scored for the final choice only"}, "Params", "FLOPs",
-    "Search trials", "Best search value", "Configuration"];
+    {label: "Budget", title: "search trials (pruned) × epochs each: what this family received"},
+    "Best search value", "Configuration"];
   const c = b.control;
   if (c) rows.push(controlRow(c));
   const t = h("table", {class: "tbl", id: "leaderboard-table"},
@@ -165,7 +167,23 @@ function renderBoard() {
   boardBox.replaceChildren(h("div", {class: "tbl-wrap", tabindex: 0, role: "region", "aria-label": "Leaderboard"}, t),
     c ? h("p", {class: `verdict ${c.verdict}`, id: "control-verdict", role: "status"}, c.message,
       h("span", {class: "sub"}, ` control: ${fmt.int(c.candidate_epochs)} candidate-epochs vs the search's ` +
-        `${fmt.int(c.search_candidate_epochs)}`)) : null);
+        `${fmt.int(c.search_candidate_epochs)}`)) : null,
+    stoppedBox(b));
+}
+
+/** The families the race stopped, by rung: their budget there, never ranked with the finalists. */
+function stoppedBox(b) {
+  if (!b.stopped || !b.stopped.length) return null;
+  const byRung = new Map();
+  for (const s of b.stopped) byRung.set(s.rung, [...(byRung.get(s.rung) || []), s]);
+  const items = [...byRung.entries()].sort((x, y) => y[0] - x[0]).map(([rung, fams]) =>
+    h("li", {"data-rung": rung},
+      h("strong", {}, `rung ${rung}`), ` (${fams[0].trials} trials × ${fams[0].epochs} epochs each): `,
+      fams.map((s) => `${s.family} ${fmt.num(s.best_value)}`).join(", ")));
+  return h("div", {id: "race-stopped"},
+    h("p", {class: "muted small"}, "Stopped by the race (raced at equal trials and epochs within "
+      + "each rung; the best third went on, ReLU always). Values are the best at that rung's budget:"),
+    h("ul", {class: "small"}, items));
 }
 
 /** The control arm's row: not ranked; ReLU tuned alone with the search's compute. */
@@ -180,7 +198,7 @@ function controlRow(c) {
     h("td", {class: "num"}, c.test_mean !== null ? `${fmt.num(c.test_mean)} ± ${fmt.num(c.test_ci95)}` : "–"),
     h("td", {class: "num"}, "–"),
     h("td", {class: "num"}, "–"),
-    h("td", {class: "num"}, `${c.trials}${c.pruned ? ` (${c.pruned} pruned)` : ""}`),
+    h("td", {class: "num"}, `${c.trials}${c.pruned ? ` (${c.pruned} pruned)` : ""} × ${S.detail.spec.epochs} ep`),
     h("td", {class: "num"}, "–"),
     h("td", {class: "small mono"}, Object.entries({...c.family_params, ...c.hparams})
       .map(([k, v]) => `${k}=${fmt.value(v)}`).join(" ")),
