@@ -242,3 +242,33 @@ def test_an_interrupted_control_resumes_and_trains_each_trial_once(tmp_path: Any
     main = epochs["search"] + epochs["finalist"]
     control = epochs[CONTROL_PHASE] + epochs[CONTROL_FINALIST_PHASE]
     assert abs(control - main) <= 2 * spec["epochs"], epochs
+
+
+def test_a_raced_search_of_mixed_populations_gets_an_equal_compute_control(tmp_path: Any) -> None:
+    """The race (rungs at fewer epochs, mixed-family populations): the control still matches
+    the candidate-epochs the search spent, and trains ReLU alone at the full epochs."""
+    url = f"sqlite:///{tmp_path / 'actsearch.db'}"
+    init_db(url)
+    sessions = session_factory(make_engine(url))
+    spec = parse_spec({"dataset": "iris", "architecture": "mlp:8", "trials": 10, "epochs": 4,
+                       "families": ["relu", "prelu", "gelu", "elu", "tanh"], "batch_size": 32,
+                       "finalist_seeds": 2, "seed": 4, "control": "relu"})
+    assert spec.racing
+    with sessions.begin() as session:
+        search_id = create_search(session=session, spec=spec, storage_url=url).id
+    board = EmbeddedCoordinator(sessions=sessions, storage_url=url, search_id=search_id,
+                                workers=1, threads=1, home=tmp_path).run()
+    with sessions() as session:
+        search = repo.get_search(session, search_id=search_id)
+        assert search.state == "complete", search.error
+        epochs = _epochs_by_phase(session, search_id)
+        pops = repo.list_populations(session, search_id=search_id)
+    assert any(p.phase == "search" and p.rung == 1 for p in pops)  # it raced
+    control_pops = [p for p in pops if p.phase == CONTROL_PHASE]
+    assert all(p.family == "relu" and p.rung is None and p.epochs is None for p in control_pops)
+    k = max(p.k for p in control_pops)
+    main = epochs["search"] + epochs["finalist"]
+    control = epochs[CONTROL_PHASE] + epochs[CONTROL_FINALIST_PHASE]
+    assert abs(control - main) <= k * spec.epochs, epochs
+    assert board.control is not None and board.control.candidate_epochs == control
+    assert "control" not in {r.family for r in board.rows}
