@@ -190,7 +190,8 @@ def search(data: Any, label: str | None = None, arch: str | dict[str, Any] = "ml
         server: run on this actsearch service instead (the data is uploaded).
         api_key: the service's API key.
         **spec: any other search option (``sampler``, ``pruner``, ``seed``,
-            ``population_size``, ``finalist_seeds``, ``batch_size``, ...).
+            ``population_size``, ``finalist_seeds``, ``batch_size``, ...); ``control="relu"``
+            also runs a ReLU-only search with the same compute (``result.control``).
 
     Raises:
         InvalidInput, InvalidDataset, ...: actsearch's errors, with the CLI's messages.

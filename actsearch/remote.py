@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from actsearch.client import ActsearchClient
+from search.control import control_from_dict
 from search.protocol import Leaderboard, LeaderboardRow, StoppedFamily
 
 _ROW_FIELDS = {f.name for f in fields(LeaderboardRow)}
@@ -20,7 +21,8 @@ def leaderboard_from_api(data: dict[str, Any]) -> Leaderboard:
     """The API's leaderboard JSON as the same object the embedded mode prints."""
     rows = [LeaderboardRow(**{k: v for k, v in r.items() if k in _ROW_FIELDS}) for r in data["rows"]]
     stopped = [StoppedFamily(**s) for s in data.get("stopped", [])]
-    return Leaderboard(metric=data["metric"], rows=rows, stopped=stopped)
+    return Leaderboard(metric=data["metric"], rows=rows, stopped=stopped,
+                       control=control_from_dict(data.get("control")))
 
 
 def remote_search(client: ActsearchClient, options: dict[str, Any], console: Console,
@@ -45,6 +47,7 @@ def remote_search(client: ActsearchClient, options: dict[str, Any], console: Con
     with bar:
         trials = bar.add_task("trials", total=None, info=created["state"])
         finals = bar.add_task("finalists", total=None, info="", visible=False)
+        control = bar.add_task("control", total=None, info="", visible=False)
 
         def on_progress(detail: dict[str, Any]) -> None:
             p = detail["progress"]
@@ -54,6 +57,11 @@ def remote_search(client: ActsearchClient, options: dict[str, Any], console: Con
             if p["finalists_total"]:
                 bar.update(finals, visible=True, total=p["finalists_total"],
                            completed=p["finalists_done"])
+            c = p.get("control")
+            if p["phase"] == "control" and c and c["target_candidate_epochs"]:
+                bar.update(control, visible=True, total=c["target_candidate_epochs"],
+                           completed=min(c["candidate_epochs"], c["target_candidate_epochs"]),
+                           info="ReLU alone, same candidate-epochs")
 
         final = client.wait(search_id, on_progress)
     if final["state"] != "complete":

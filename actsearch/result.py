@@ -107,6 +107,14 @@ class SearchResult:
         return leaderboard_frame(self.board)
 
     @property
+    def control(self) -> dict[str, Any] | None:
+        """The equal-compute ReLU control and its verdict (``control="relu"``), as ``--json``
+        prints it: ``family``, ``mean``, ``ci95``, ``test_mean``, ``test_ci95``, ``message``...;
+        None when not asked or not finished."""
+        c = self.board.control
+        return c.as_dict() if c is not None else None
+
+    @property
     def trials(self) -> pd.DataFrame:
         """One row per trial (search and finalist phases), as ``GET /searches/{id}/trials``."""
         import pandas as pd

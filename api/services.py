@@ -307,9 +307,13 @@ def leaderboard(session: Session, *, search_id: int, owner: str | None = None) -
     stopped = board.as_dict()["stopped"]
     for s in stopped:
         s["best_value"] = _finite(s["best_value"])
+    control = board.control.as_dict() if board.control is not None else None
+    if control is not None:
+        for key in ("mean", "ci95", "test_mean", "test_ci95", "delta_test", "p_value"):
+            control[key] = _finite(control[key])
     return {"search_id": row.id, "state": row.state, "metric": board.metric,
             "winner": board.winner.family if board.winner else None, "rows": rows,
-            "stopped": stopped}
+            "stopped": stopped, "control": control}
 
 
 # --------------------------------------------------------------------------- trials

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from store import repo
 from store.tables import SEARCH_TERMINAL_STATES, SearchRow, utcnow
 
+from .control import CONTROL_FINALIST_PHASE, CONTROL_PHASE, CONTROL_PHASES, MAIN_COMPUTE_PHASES
 from .protocol import Leaderboard, build_leaderboard, task_metric
 from .spec import SearchSpec
 
@@ -41,6 +42,8 @@ def search_progress(session: Session, *, row: SearchRow) -> dict[str, Any]:
         phase = "done"
     elif row.state == "pending":
         phase = "pending"
+    elif any(pops.get(p) for p in CONTROL_PHASES):
+        phase = "control"
     elif finalists_total or row.state == "finalizing":
         phase = "finalists"
     else:
@@ -65,6 +68,25 @@ def search_progress(session: Session, *, row: SearchRow) -> dict[str, Any]:
         "finalists_total": finalists_total or len(spec.families),
         "finalists_done": finalists_done,
         "elapsed_s": _elapsed(row),
+        "control": _control_progress(session, row, spec, pops) if spec.control else None,
+    }
+
+
+def _control_progress(session: Session, row: SearchRow, spec: SearchSpec,
+                      pops: dict[str, dict[str, tuple[int, int]]]) -> dict[str, Any]:
+    """How far the equal-compute control arm is: its candidate-epochs against the search's."""
+    compute = repo.search_candidate_epochs(session, search_id=row.id)
+    trials = repo.search_trial_counts(session, search_id=row.id).get(CONTROL_PHASE, {})
+    finalists = pops.get(CONTROL_FINALIST_PHASE, {})
+    return {
+        "family": "relu",
+        "candidate_epochs": sum(compute.get(p, 0) for p in CONTROL_PHASES),
+        "target_candidate_epochs": sum(compute.get(p, 0) for p in MAIN_COMPUTE_PHASES),
+        "trials": sum(trials.values()),
+        "running": sum(k for ph in CONTROL_PHASES for st, (_, k) in pops.get(ph, {}).items()
+                       if st == "running"),
+        "finalists_done": bool(finalists) and all(st not in ("pending", "running")
+                                                  for st in finalists),
     }
 
 
@@ -103,5 +125,8 @@ def search_leaderboard(session: Session, *, row: SearchRow) -> Leaderboard:
     """The leaderboard of a search from its stored trials (finalists per family, baseline marked)."""
     trials = repo.list_trials(session, search_id=row.id, limit=None)
     spec = SearchSpec.model_validate(row.spec)
-    return build_leaderboard(trials, _metric(session, row), repo.family_budgets(
+    board = build_leaderboard(trials, _metric(session, row), repo.family_budgets(
         session, search_id=row.id, full_epochs=spec.epochs))
+    if board.control is not None:
+        board.set_compute(repo.search_candidate_epochs(session, search_id=row.id))
+    return board

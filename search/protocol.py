@@ -9,6 +9,9 @@
   re-runs with a 95% Student-t interval, so one lucky seed cannot win.
 * Only the final choice (the top family) is scored on the test split, once:
   reporting every family's test score would invite choosing on the test set.
+* On request (``control: relu``), an equal-compute ReLU-only control arm is scored on
+  test too, and :attr:`Leaderboard.control` compares the two (:mod:`search.control`);
+  its trials never enter the ranking.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .control import ControlRow
 
 BASELINE = "relu"
 
@@ -96,11 +102,16 @@ class StoppedFamily:
 
 @dataclass
 class Leaderboard:
-    """The ranked families, the baseline row and the final choice's test score."""
+    """The ranked families, the baseline row and the final choice's test score.
+
+    ``control``: the equal-compute ReLU control and its verdict, when the search asked
+    for one and its finalists finished (not a ranked row).
+    """
 
     metric: str
     rows: list[LeaderboardRow] = field(default_factory=list)
     stopped: list[StoppedFamily] = field(default_factory=list)  # raced out, best first
+    control: ControlRow | None = None
 
     @property
     def winner(self) -> LeaderboardRow | None:
@@ -112,14 +123,20 @@ class Leaderboard:
 
     def as_dict(self) -> dict[str, Any]:
         return {"metric": self.metric, "rows": [asdict(r) for r in self.rows],
-                "stopped": [asdict(s) for s in self.stopped]}
+                "stopped": [asdict(s) for s in self.stopped],
+                "control": self.control.as_dict() if self.control is not None else None}
+
+    def set_compute(self, compute: dict[str, int]) -> None:
+        """Candidate-epochs per phase (``repo.search_candidate_epochs``) for the control row."""
+        if self.control is not None:
+            self.control.set_compute(compute)
 
 
-def best_per_family(trials: Iterable[TrialLike]) -> dict[str, TrialLike]:
-    """The best completed search-phase trial of each family (the finalists to re-run)."""
+def best_per_family(trials: Iterable[TrialLike], phase: str = "search") -> dict[str, TrialLike]:
+    """The best completed trial of ``phase`` of each family (the finalists to re-run)."""
     best: dict[str, TrialLike] = {}
     for t in trials:
-        if t.phase != "search" or t.state != "complete" or t.value is None:
+        if t.phase != phase or t.state != "complete" or t.value is None:
             continue
         if not math.isfinite(t.value):
             continue
@@ -184,4 +201,7 @@ def build_leaderboard(trials: Sequence[TrialLike], metric: str,
     base = next((r for r in rows if r.baseline), None)
     for r in rows:
         r.delta_vs_baseline = None if base is None else r.mean - base.mean
-    return Leaderboard(metric=metric, rows=rows, stopped=stopped)
+    from .control import control_row
+
+    return Leaderboard(metric=metric, rows=rows, stopped=stopped,
+                       control=control_row(trials, rows[0] if rows else None, metric))

@@ -166,6 +166,12 @@ class SearchSpec(BaseModel):
         description="id of an earlier search with the same families, architecture and "
                     "objective: its finished trials (complete and pruned) seed this search's "
                     "sampler; this search's own trial budget is unchanged")
+    control: Literal["relu"] | None = Field(
+        default=None,
+        description="'relu' also runs a ReLU-only search with the same total compute "
+                    "(candidate-epochs, search and finalists) once the leaderboard is decided, "
+                    "and reports the final choice's test metric against it with a verdict; "
+                    "the search takes about twice as long")
 
     inputs: DataInputs | None = Field(
         default=None, description="filled in from the dataset when the search is created "
@@ -183,6 +189,16 @@ class SearchSpec(BaseModel):
         if "relu" not in names:
             names.insert(0, "relu")  # the baseline is always tuned alongside (evaluation protocol)
         return names
+
+    @field_validator("control", mode="before")
+    @classmethod
+    def _known_control(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip().lower() or None
+            if value not in (None, "relu"):
+                raise ValueError(f"unknown control {value!r}; the control arm is 'relu' "
+                                 "(a ReLU-only search with the same compute), or leave it out")
+        return value
 
     @field_validator("sampler")
     @classmethod
@@ -226,6 +242,11 @@ class SearchSpec(BaseModel):
         if not self.families:
             self.families = default_families(self.activation_widths(), module=self.is_module)
         if self.is_module:
+            if self.control is not None:
+                raise InvalidInput(
+                    "control: the equal-compute ReLU control runs for built-in architectures "
+                    "only (actsearch.search, the CLI, the API), not for search_module yet; "
+                    "leave control out, or search a built-in architecture")
             self._check_widths(self.activation_widths())
             if self.population_size is None:
                 self.population_size = min(MODULE_POPULATION_SIZE, self.trials_per_family())

@@ -118,5 +118,14 @@ def print_board(board: Any, title: str) -> None:
     console.print(f"best: [bold]{w.family}[/] {board.metric} {w.mean:.4f} ± {w.ci95:.4f} "
                   f"({verdict}); test {board.metric} {fmt(w.test_mean)} ± {fmt(w.test_ci95)}"
                   + ("  [yellow](intervals overlap the baseline's)[/]" if overlap else ""))
+    c = getattr(board, "control", None)
+    if c is not None:
+        compute = "" if c.candidate_epochs is None else (
+            f", {c.candidate_epochs} vs {c.search_candidate_epochs} candidate-epochs")
+        console.print(f"control: [bold]{c.family}[/] alone ({c.trials} trials{compute}): "
+                      f"{board.metric} {c.mean:.4f} ± {c.ci95:.4f}; test {board.metric} "
+                      f"{fmt(c.test_mean)} ± {fmt(c.test_ci95)}", highlight=False)
+        color = {"helped": "green", "hurt": "red"}.get(c.verdict, "yellow")
+        console.print(f"[{color}]{c.message}[/]", highlight=False)
 
 

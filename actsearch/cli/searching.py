@@ -53,6 +53,9 @@ def search(
     population_size: Annotated[int | None, typer.Option(help="K candidates trained at once")] = None,
     objective: Annotated[str | None, typer.Option(help="metric, metric+params or metric+flops")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
+    control: Annotated[str | None, typer.Option(
+        help="relu: also run a ReLU-only search with the same total compute and report "
+             "whether searching activations helped (about twice the time)")] = None,
     workers: Annotated[int, typer.Option(help="training processes")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="print the leaderboard as JSON")] = False,
 ) -> None:
@@ -62,10 +65,14 @@ def search(
     # process imports the rest, prepares the database and asks the first population.
     pool = _start_trainers(workers) if remote["client"] is None else None
     try:
-        _search(dataset=dataset, arch=arch, trials=trials, epochs=epochs, families=families,
-                label=label, spec=spec, sampler=sampler, pruner=pruner, time_budget=time_budget,
-                population_size=population_size, objective=objective, seed=seed,
-                allocation=allocation, as_json=as_json, pool=pool, started=started)
+        flags = {"dataset": dataset, "architecture": arch, "trials": trials, "epochs": epochs,
+                 "label": label, "sampler": sampler, "pruner": pruner,
+                 "time_budget_s": time_budget, "population_size": population_size,
+                 "objective": objective, "seed": seed, "allocation": allocation,
+                 "control": control,
+                 "families": ([f.strip() for f in families.split(",") if f.strip()]
+                              if families else None)}
+        _search(flags, spec=spec, as_json=as_json, pool=pool, started=started)
     finally:
         if pool is not None:
             pool.close()
@@ -77,19 +84,13 @@ def _start_trainers(workers: int) -> Any:
     return TrainerPool(workers).start()
 
 
-def _search(*, dataset: str | None, arch: str | None, trials: int | None, epochs: int | None,
-            families: str | None, label: str | None, spec: Path | None, sampler: str | None,
-            pruner: str | None, time_budget: float | None, population_size: int | None,
-            objective: str | None, seed: int | None, allocation: str | None, as_json: bool,
-            pool: Any, started: float) -> None:
+def _search(flags: dict[str, Any], *, spec: Path | None, as_json: bool, pool: Any,
+            started: float) -> None:
+    """The search command's work: ``flags`` (spec fields, None where not given) override
+    the ``--spec`` file's options."""
     from search.spec import load_spec_file, parse_spec
 
     options: dict[str, Any] = load_spec_file(spec) if spec else {}
-    flags = {"dataset": dataset, "architecture": arch, "trials": trials, "epochs": epochs,
-             "label": label, "sampler": sampler, "pruner": pruner, "time_budget_s": time_budget,
-             "population_size": population_size, "objective": objective, "seed": seed,
-             "allocation": allocation,
-             "families": [f.strip() for f in families.split(",") if f.strip()] if families else None}
     options.update({k: v for k, v in flags.items() if v is not None})
     if "dataset" not in options:
         fail("no dataset: pass --dataset digits (or a CSV/Parquet/NPZ path), or a --spec file "
@@ -170,12 +171,18 @@ def _run_here(search_id: int, sessions: Any, url: str, *, pool: Any, as_json: bo
         with bar:
             task = bar.add_task("trials", total=None, info="")
             finals = bar.add_task("finalists", total=None, info="", visible=False)
+            control = bar.add_task("control", total=None, info="", visible=False)
 
             def on_progress(p: Any) -> None:
                 best = "-" if p.best_value is None else f"{p.best_value:.4f} ({p.best_family})"
                 bar.update(task, total=p.total, completed=min(p.done, p.total),
                            info=f"running {p.running} pruned {p.pruned} failed {p.failed} | "
                                 f"best {best} | {p.current}")
+                if p.phase == "control" and p.control_target:
+                    bar.update(finals, completed=p.finalists_total)
+                    bar.update(control, visible=True, total=p.control_target,
+                               completed=min(p.control_epochs, p.control_target),
+                               info=f"ReLU alone, same candidate-epochs | {p.current}")
                 if p.phase == "finalists":
                     bar.update(finals, visible=True, total=p.finalists_total,
                                completed=p.finalists_done,

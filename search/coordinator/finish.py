@@ -23,6 +23,7 @@ from ..analysis.run import has_something_to_analyse
 from ..protocol import Leaderboard, best_per_family, build_leaderboard, task_metric
 from ..service import PreparedData, open_study
 from ..spec import SearchSpec
+from .control import advance_control, score_control_test
 from .data import prepared_data
 from .planner import MIXED, engine_k, plan_rung, sharing_groups
 from .results import nothing_completed_error
@@ -58,7 +59,8 @@ def advance_search(sessions: Sessions, *, search_id: int,
     outage) are recorded from ``storage_url``, and trials still RUNNING (asked by a
     try that never stored their numbers) are failed and recorded, so the search
     phase ends with one row per Optuna trial and none RUNNING. After the finalists: the winner's test score, then
-    ``complete`` with ``best``. A cancelled search only has its pending
+    ``complete`` with ``best``; with ``control: relu``, the control arm's rounds and
+    finalist come in between (:mod:`.control`). A cancelled search only has its pending
     populations marked cancelled. Finishing reads only our tables (no Optuna).
     """
     from .recovery import fail_running_trials, record_unrecorded
@@ -94,9 +96,15 @@ def advance_search(sessions: Sessions, *, search_id: int,
             repo.set_search_state(session, search_id=search_id, state="finalizing")
             if new_ids:
                 return new_ids
+        if spec.control:  # the equal-compute control arm runs once the finalists are done
+            control_ids = advance_control(session, search, spec, storage_url)
+            if control_ids:
+                return control_ids
         dataset_id = search.dataset_id
     # Every finalist is finished (or there were none): score and complete.
     try:
+        if spec.control:
+            score_control_test(sessions, search_id=search_id, dataset_id=dataset_id, spec=spec)
         _finish(sessions, search_id, dataset_id, spec, test_scorer)
     except Exception as exc:
         if is_transient(exc):
@@ -217,6 +225,7 @@ def _finish(sessions: Sessions, search_id: int, dataset_id: int, spec: SearchSpe
             _score_test(session, search_id, spec, data, board.winner.family)
             trials = repo.list_trials(session, search_id=search_id, limit=None)
             board = build_leaderboard(trials, metric, budgets)
+        board.set_compute(repo.search_candidate_epochs(session, search_id=search_id))
         error = nothing_completed_error(trials)
         if error is not None:
             repo.set_search_state(session, search_id=search_id, state="failed", error=error)
@@ -234,7 +243,8 @@ def best_summary(board: Leaderboard) -> dict[str, Any] | None:
     w, b = board.winner, board.baseline
     return {"family": w.family, "mean": w.mean, "ci95": w.ci95, "test_mean": w.test_mean,
             "test_ci95": w.test_ci95, "baseline_mean": b.mean if b else None,
-            "delta_vs_baseline": w.delta_vs_baseline, "metric": board.metric}
+            "delta_vs_baseline": w.delta_vs_baseline, "metric": board.metric,
+            "control": board.control.as_dict() if board.control is not None else None}
 
 
 def _score_test(session: Session, search_id: int, spec: SearchSpec, data: PreparedData,

@@ -73,6 +73,9 @@ class Progress:
     finalists_total: int = 0
     finalists_done: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    # the equal-compute control arm (``control: relu``), phase "control" while it runs
+    control_epochs: int = 0
+    control_target: int = 0
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -397,10 +400,13 @@ class EmbeddedCoordinator:
         self.progress = Progress(
             total=p["budget"], done=p["done"], pruned=p["pruned"], failed=p["failed"],
             running=p["running"], best_value=p["best_value"], best_family=p["best_family"],
-            phase="finalists" if p["phase"] in ("finalists", "done") else "search",
+            phase="control" if p["phase"] == "control" else
+            "finalists" if p["phase"] in ("finalists", "done") else "search",
             current=current, candidate_epochs=self._stats.candidate_epochs,
             finalists_total=p["finalists_total"], finalists_done=p["finalists_done"],
-            timings=dict(self.timings))
+            timings=dict(self.timings),
+            control_epochs=(p.get("control") or {}).get("candidate_epochs", 0),
+            control_target=(p.get("control") or {}).get("target_candidate_epochs", 0))
         self._emit()
 
     def _emit(self) -> None:

@@ -44,6 +44,7 @@ from models.spec import Candidate, TrainConfig
 from store import repo
 from store.tables import utcnow
 
+from ..control import ASKED_PHASES, FINALIST_SOURCES, spec_for_phase, study_for_phase
 from ..service import PreparedData, open_study
 from ..space import FAMILY_KEY, structural_params, suggest_candidate
 from ..spec import SearchSpec
@@ -300,8 +301,10 @@ def claim(sessions: Sessions, population_id: int, worker: str, task_id: str | No
             return None, PopulationOutcome(population_id, "skipped", pop.search_id)
         attempt = repo.get_population(session, population_id=population_id).attempts
         return Claimed(
-            population_id=population_id, search_id=search.id, study_name=search.study_name,
-            dataset_id=search.dataset_id, spec=spec, phase=pop.phase, family=pop.family,
+            population_id=population_id, search_id=search.id,
+            study_name=study_for_phase(search.study_name, pop.phase),
+            dataset_id=search.dataset_id, spec=spec_for_phase(spec, pop.phase), phase=pop.phase,
+            family=pop.family,
             k=pop.k, source_trial_number=pop.source_trial_number,
             trial_numbers=list(pop.trial_numbers) if pop.trial_numbers else None,
             search_started_at=search.started_at, worker=worker, attempt=attempt,
@@ -451,7 +454,7 @@ def prepare(sessions: Sessions, claimed: Claimed, storage_url: str, *,
             max_task_s: float | None = None, device: str = "cpu") -> Prepared:
     """Ask (or re-open) the population's trials and build its training job."""
     data = prepared_data(sessions, dataset_id=claimed.dataset_id, spec=claimed.spec)
-    if claimed.phase != "search":
+    if claimed.phase not in ASKED_PHASES:
         identities = _finalist_identities(sessions, claimed)
         config = _train_config(claimed, identities[0].candidate.seed, max_task_s, device)
         return Prepared(claimed, data, identities, config)
@@ -493,7 +496,8 @@ def _train_config(claimed: Claimed, data_seed: int, max_task_s: float | None,
 
 
 def _finalist_identities(sessions: Sessions, claimed: Claimed) -> list[TrialIdentity]:
-    """Re-runs of each slot family's best search trial on fresh seeds (seed j for its j-th slot)."""
+    """Re-runs of each slot family's best search (or control) trial on fresh seeds (seed j for its
+    j-th slot)."""
     sources = claimed.source_trial_numbers or (
         [claimed.source_trial_number] * claimed.k if claimed.source_trial_number is not None
         else None)
@@ -505,7 +509,8 @@ def _finalist_identities(sessions: Sessions, claimed: Claimed) -> list[TrialIden
     with sessions() as session:
         for number in sources:
             best = repo.find_trial(session, study_name=claimed.study_name,
-                                   trial_number=number, phase="search")
+                                   trial_number=number,
+                                   phase=FINALIST_SOURCES.get(claimed.phase, "search"))
             j = seen.get(number, 0)
             seen[number] = j + 1
             family_params, hparams = dict(best.family_params), dict(best.hparams)
@@ -547,7 +552,7 @@ def commit_result(sessions: Sessions, job: Prepared, result: PopulationResult
             told = tell_population(job.study, claimed.spec, job.asked, result.candidates,
                                    result.n_params, result.flops)
         weights = None
-        if claimed.phase == "finalist":
+        if claimed.phase in FINALIST_SOURCES:
             weights = {"scaler": job.data.splits.scaler, "label_map": job.data.splits.label_map}
         record_population(session, search_id=claimed.search_id, study_name=claimed.study_name,
                           population_id=pid, phase=claimed.phase,

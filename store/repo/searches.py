@@ -15,6 +15,7 @@ from store.tables import (
     ANALYSIS_STATES,
     SEARCH_STATES,
     SEARCH_TERMINAL_STATES,
+    EpochMetricRow,
     PopulationRow,
     SearchRow,
     TrialRow,
@@ -194,6 +195,20 @@ def search_trial_counts(session: Session, *, search_id: int) -> dict[str, dict[s
     for phase, state, n in session.execute(stmt):
         out.setdefault(phase, {})[state] = int(n)
     return out
+
+
+def search_candidate_epochs(session: Session, *, search_id: int) -> dict[str, int]:
+    """Candidate-epochs a search trained, by phase: its epoch rows (one per trial and epoch).
+
+    The compute the equal-compute control arm matches (``{"search": 412, "finalist": 96}``).
+    """
+    stmt = (
+        select(TrialRow.phase, func.count(EpochMetricRow.id))
+        .join(EpochMetricRow, EpochMetricRow.trial_id == TrialRow.id)
+        .where(TrialRow.search_id == search_id)
+        .group_by(TrialRow.phase)
+    )
+    return {phase: int(n) for phase, n in session.execute(stmt)}
 
 
 def search_population_counts(
