@@ -187,14 +187,13 @@ def build_leaderboard(trials: Sequence[TrialLike], metric: str,
             rung=budgets.get(family, {}).get("rung"),
         ))
     rows.sort(key=lambda r: r.mean, reverse=True)
-    finalist_rung = max((r.rung for r in rows if r.rung is not None), default=None)
     stopped = [
         StoppedFamily(family=f, rung=int(b["rung"]), trials=int(b["trials"]),
                       epochs=int(b["epochs"]), candidate_epochs=int(b["candidate_epochs"]),
                       best_value=best_search.get(f))
         for f, b in budgets.items()
+        # raced out at an earlier rung, or in the last one with no trial completed there
         if f not in finalists and b.get("rung") is not None
-        and (finalist_rung is None or b["rung"] < finalist_rung)
     ]
     stopped.sort(key=lambda s: (-s.rung, -(s.best_value if s.best_value is not None
                                             else -math.inf)))
