@@ -7,6 +7,10 @@ Searches run embedded, in the same database the CLI and the dashboard use
 user's code runs in the user's process only). Heavy imports (torch, optuna,
 sqlalchemy) happen inside the functions, so ``import actsearch`` stays cheap.
 
+Analysis: closed-form fits and distillation run after the search is complete, in a
+background thread the result starts (``result.analysis_state``, ``result.wait_analysis()``,
+``result.fits()``); the leaderboard, trials and curves are there before it.
+
 Progress: ``tqdm.auto``. In Jupyter it is a widget when ipywidgets is installed and
 plain text otherwise, in a terminal a text bar, and it needs no live display
 (rich's ``Live`` in Jupyter needs ipywidgets, and redraws badly in plain-text
@@ -186,7 +190,8 @@ def search(data: Any, label: str | None = None, arch: str | dict[str, Any] = "ml
         server: run on this actsearch service instead (the data is uploaded).
         api_key: the service's API key.
         **spec: any other search option (``sampler``, ``pruner``, ``seed``,
-            ``population_size``, ``finalist_seeds``, ``batch_size``, ...).
+            ``population_size``, ``finalist_seeds``, ``batch_size``, ...); ``control="relu"``
+            also runs a ReLU-only search with the same compute (``result.control``).
 
     Raises:
         InvalidInput, InvalidDataset, ...: actsearch's errors, with the CLI's messages.
@@ -229,7 +234,9 @@ def search(data: Any, label: str | None = None, arch: str | dict[str, Any] = "ml
     finally:
         undo()
         bar.close()
-    return SearchResult(search_id, sessions=sessions, url=url)
+    result = SearchResult(search_id, sessions=sessions, url=url)
+    result.start_analysis()  # fits and distillation, behind the returned result
+    return result
 
 
 DEFAULT_REPLACE: tuple[str, ...] = ("ReLU", "GELU", "SiLU", "ELU", "LeakyReLU", "Tanh",
@@ -318,7 +325,9 @@ def search_module(build: Any, data: Any, label: str | None = None,
     finally:
         undo()
         bar.close()
-    return SearchResult(search_id, sessions=sessions, url=url, build=build)
+    result = SearchResult(search_id, sessions=sessions, url=url, build=build)
+    result.start_analysis()  # curve fits (a user module is not distilled), behind the result
+    return result
 
 
 def _store(ds: Any) -> tuple[dict[str, Any], Any]:
@@ -348,6 +357,7 @@ def resume(search_id: int, *, build: Any = None, workers: int = 1,
         state = row.state
     result = SearchResult(search_id, sessions=sessions, url=url, build=build)
     if state in ("complete", "failed", "cancelled"):
+        result.start_analysis()  # a pending analysis (its process stopped) goes on here
         return result
     spec = result.spec
     bar = _Bar(progress, f"search {search_id} (resumed)")
@@ -375,6 +385,7 @@ def resume(search_id: int, *, build: Any = None, workers: int = 1,
     finally:
         undo()
         bar.close()
+    result.start_analysis()
     return result
 
 

@@ -44,6 +44,29 @@ class RemoteSearchResult:
         return self.client.search(self.search_id).get("error")
 
     @property
+    def analysis_state(self) -> str | None:
+        """The service's curve analysis of this search (fits, distillation), as the API says."""
+        return (self.client.search(self.search_id).get("analysis") or {}).get("state")
+
+    @property
+    def analysis_error(self) -> str | None:
+        return (self.client.search(self.search_id).get("analysis") or {}).get("error")
+
+    def wait_analysis(self, timeout: float | None = None, poll_s: float = 1.0) -> str | None:
+        """Poll until the service's analysis is done or failed (or ``timeout`` s); its state."""
+        import time
+
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            detail = self.client.search(self.search_id)
+            state = (detail.get("analysis") or {}).get("state")
+            if state not in ("pending", "running") or detail.get("state") != "complete":
+                return state
+            if end is not None and time.monotonic() >= end:
+                return state
+            time.sleep(poll_s)
+
+    @property
     def board(self) -> Any:
         from .remote import leaderboard_from_api
 

@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from actsearch.client import ActsearchClient
-from search.protocol import Leaderboard, LeaderboardRow
+from search.control import control_from_dict
+from search.protocol import Leaderboard, LeaderboardRow, StoppedFamily
 
 _ROW_FIELDS = {f.name for f in fields(LeaderboardRow)}
 
@@ -19,7 +20,9 @@ _ROW_FIELDS = {f.name for f in fields(LeaderboardRow)}
 def leaderboard_from_api(data: dict[str, Any]) -> Leaderboard:
     """The API's leaderboard JSON as the same object the embedded mode prints."""
     rows = [LeaderboardRow(**{k: v for k, v in r.items() if k in _ROW_FIELDS}) for r in data["rows"]]
-    return Leaderboard(metric=data["metric"], rows=rows)
+    stopped = [StoppedFamily(**s) for s in data.get("stopped", [])]
+    return Leaderboard(metric=data["metric"], rows=rows, stopped=stopped,
+                       control=control_from_dict(data.get("control")))
 
 
 def remote_search(client: ActsearchClient, options: dict[str, Any], console: Console,
@@ -44,6 +47,7 @@ def remote_search(client: ActsearchClient, options: dict[str, Any], console: Con
     with bar:
         trials = bar.add_task("trials", total=None, info=created["state"])
         finals = bar.add_task("finalists", total=None, info="", visible=False)
+        control = bar.add_task("control", total=None, info="", visible=False)
 
         def on_progress(detail: dict[str, Any]) -> None:
             p = detail["progress"]
@@ -53,6 +57,11 @@ def remote_search(client: ActsearchClient, options: dict[str, Any], console: Con
             if p["finalists_total"]:
                 bar.update(finals, visible=True, total=p["finalists_total"],
                            completed=p["finalists_done"])
+            c = p.get("control")
+            if p["phase"] == "control" and c and c["target_candidate_epochs"]:
+                bar.update(control, visible=True, total=c["target_candidate_epochs"],
+                           completed=min(c["candidate_epochs"], c["target_candidate_epochs"]),
+                           info="ReLU alone, same candidate-epochs")
 
         final = client.wait(search_id, on_progress)
     if final["state"] != "complete":
@@ -69,6 +78,13 @@ def remote_show(client: ActsearchClient, search_id: int, console: Console) -> Le
                   f"failed {p['failed']}, running {p['running']}")
     if detail.get("error"):
         console.print(f"[red]error:[/] {detail['error']}")
+    analysis = detail.get("analysis") or {}
+    if analysis.get("state") == "failed":
+        console.print(f"analysis: [red]failed[/]: {analysis.get('error')}", soft_wrap=True)
+    elif analysis.get("state") in ("pending", "running"):
+        console.print("analysis: [yellow]running[/] (fits, distillation)")
+    elif analysis.get("state") == "done":
+        console.print("analysis: done")
     return leaderboard_from_api(client.leaderboard(search_id))
 
 

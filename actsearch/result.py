@@ -7,6 +7,8 @@ and the dashboard read), so a result is as good after a restart, through
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +59,7 @@ class SearchResult:
         self.database_url = url
         self._build = build
         self._cache: dict[str, Any] = {}
+        self._analysis: threading.Thread | None = None
 
     def __repr__(self) -> str:
         return f"<SearchResult search {self.search_id} {self.state} {self.name!r}>"
@@ -104,6 +107,14 @@ class SearchResult:
         return leaderboard_frame(self.board)
 
     @property
+    def control(self) -> dict[str, Any] | None:
+        """The equal-compute ReLU control and its verdict (``control="relu"``), as ``--json``
+        prints it: ``family``, ``mean``, ``ci95``, ``test_mean``, ``test_ci95``, ``message``...;
+        None when not asked or not finished."""
+        c = self.board.control
+        return c.as_dict() if c is not None else None
+
+    @property
     def trials(self) -> pd.DataFrame:
         """One row per trial (search and finalist phases), as ``GET /searches/{id}/trials``."""
         import pandas as pd
@@ -121,6 +132,85 @@ class SearchResult:
                      "device": t.device, "duration_s": t.duration_s, "error": t.error}
                     for t in rows]
         return pd.DataFrame(data).set_index("id") if data else pd.DataFrame()
+
+    # ----- the curve analysis -------------------------------------------------------------
+    @property
+    def analysis_state(self) -> str | None:
+        """Fits and distillation: ``pending``, ``running``, ``done``, ``failed``, or None
+        (nothing to analyse). The leaderboard never waits for them."""
+        return self._row().analysis_state
+
+    @property
+    def analysis_error(self) -> str | None:
+        return self._row().analysis_error
+
+    def start_analysis(self) -> threading.Thread | None:
+        """Run the pending analysis in a background thread of this process (None: none pending).
+
+        Not a daemon thread: a script's interpreter finishes it before exiting; a
+        process killed mid-way leaves it to be resumed (``actsearch resume``,
+        ``actsearch serve``, or :meth:`wait_analysis` after :func:`actsearch.load`).
+        """
+        from search.analysis.run import UNFINISHED, analyse_search
+
+        if self._analysis is not None and self._analysis.is_alive():
+            return self._analysis
+        if self.state != "complete" or self.analysis_state not in UNFINISHED:
+            return None
+
+        def run() -> None:
+            try:
+                analyse_search(self._sessions, self.search_id)
+            except Exception:  # noqa: BLE001 - recorded (or left pending) by analyse_search
+                import logging
+
+                logging.getLogger(__name__).warning("analysis of search %s stopped",
+                                                    self.search_id, exc_info=True)
+
+        self._analysis = threading.Thread(target=run, name=f"actsearch-analysis-{self.search_id}")
+        self._analysis.start()
+        return self._analysis
+
+    def wait_analysis(self, timeout: float | None = None, poll_s: float = 0.5) -> str | None:
+        """Wait until the analysis is done or failed; returns its state.
+
+        Waits for this result's background thread, or for another process running it;
+        one that nobody runs (pending, or left running by a process that died) runs
+        here and now. ``timeout``: seconds, then the current state is returned.
+        """
+        from search.analysis.run import UNFINISHED, analyse_search, orphaned
+
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            thread = self._analysis
+            if thread is not None and thread.is_alive():
+                thread.join(None if end is None else max(0.0, end - time.monotonic()))
+            state = self.analysis_state
+            if state not in UNFINISHED or self.state != "complete":
+                return state
+            if end is not None and time.monotonic() >= end:
+                return state
+            if orphaned(self._sessions, self.search_id):
+                analyse_search(self._sessions, self.search_id)
+                continue
+            time.sleep(poll_s)
+
+    def fits(self, trial_id: int | None = None) -> list[dict[str, Any]]:
+        """A trial's stored curve fits (default: the final choice's best finalist), best first.
+
+        Kinds ``closed_form``, ``linear``, ``distilled`` per layer, and ``network`` (layer -1:
+        the finalist's distilled and merged network). Empty until the analysis has run
+        (:attr:`analysis_state`, :meth:`wait_analysis`).
+        """
+        from store import repo
+
+        tid = self.best_trial().id if trial_id is None else trial_id
+        with self._sessions() as session:
+            trial = repo.get_trial(session, trial_id=tid)
+            if trial.search_id != self.search_id:
+                raise InvalidInput(f"trial {tid} belongs to search {trial.search_id}, not "
+                                   f"{self.search_id}")
+            return repo.trial_fits(session, trial_id=tid)
 
     # ----- the final choice -------------------------------------------------------------
     def best_trial(self) -> Any:

@@ -22,7 +22,7 @@ from search.spec import SearchSpec
 SearchState = Literal["pending", "running", "finalizing", "interrupted", "complete", "failed",
                       "cancelled"]
 TrialState = Literal["running", "complete", "pruned", "failed"]
-Phase = Literal["search", "finalist"]
+Phase = Literal["search", "finalist", "control", "control_finalist"]
 Task = Literal["classification", "regression"]
 ArchitectureKind = Literal["mlp", "cnn", "transformer", "resnet"]
 TrialSort = Literal["value", "created", "family", "duration"]
@@ -204,9 +204,22 @@ class SearchPublic(_FromRow):
     finished_at: datetime | None
 
 
+class ControlProgress(BaseModel):
+    """The equal-compute ReLU control arm (``control: relu``) while it runs and after."""
+
+    family: str
+    candidate_epochs: int = Field(description="candidate-epochs the control trained so far")
+    target_candidate_epochs: int = Field(
+        description="candidate-epochs the search trained (search phase + finalists): "
+                    "the control's budget")
+    trials: int = Field(description="control trials recorded")
+    running: int = Field(description="control candidates training now")
+    finalists_done: bool
+
+
 class SearchProgress(BaseModel):
     state: SearchState
-    phase: Literal["pending", "search", "finalists", "done"]
+    phase: Literal["pending", "search", "finalists", "control", "done"]
     budget: int = Field(description="search-phase trials planned (trials per family x families)")
     done: int = Field(description="search-phase trials finished (complete + pruned + failed)")
     complete: int
@@ -219,10 +232,25 @@ class SearchProgress(BaseModel):
     finalists_total: int
     finalists_done: int
     elapsed_s: float | None
+    control: ControlProgress | None = Field(
+        default=None, description="the control arm's progress (null: no control asked)")
+
+
+AnalysisState = Literal["pending", "running", "done", "failed"]
+
+
+class SearchAnalysis(BaseModel):
+    """The curve analysis (closed-form fits, distillation), run after the leaderboard is stored."""
+
+    state: AnalysisState | None = Field(
+        description="pending -> running -> done | failed; null: nothing to analyse (no "
+                    "complete trial of a trainable family, or the search is not complete)")
+    error: PublicError = Field(default=None, description="why the analysis failed")
 
 
 class SearchDetail(SearchPublic):
     progress: SearchProgress
+    analysis: SearchAnalysis
 
 
 class SearchesPublic(BaseModel):
@@ -249,6 +277,47 @@ class LeaderboardRowPublic(BaseModel):
     search_trials: int
     search_pruned: int
     best_search_value: float | None
+    budget_epochs: int | None = Field(
+        default=None, description="epochs each of the family's search trials was given")
+    candidate_epochs: int | None = Field(
+        default=None, description="epochs the family's search trials trained, summed")
+    rung: int | None = Field(default=None, description="the last race rung it ran in "
+                             "(null: not raced)")
+
+
+class StoppedFamilyPublic(BaseModel):
+    family: str
+    rung: int = Field(description="the race rung it stopped at")
+    trials: int
+    epochs: int
+    candidate_epochs: int
+    best_value: float | None = Field(description="its best validation value at that rung")
+
+
+class ControlPublic(BaseModel):
+    """The equal-compute ReLU control (``control: relu``) against the final choice."""
+
+    family: str
+    mean: float | None = Field(description="validation metric over the finalist seeds")
+    ci95: float | None
+    test_mean: float | None = Field(description="test metric over the finalist seeds")
+    test_ci95: float | None
+    n_seeds: int
+    values: list[float]
+    test_values: list[float]
+    trials: int = Field(description="the control's tuning trials (ReLU only)")
+    pruned: int
+    family_params: dict[str, Any]
+    hparams: dict[str, Any]
+    source_trial_number: int | None = Field(description="its best trial, in the study "
+                                            "<study_name>-control")
+    verdict: Literal["helped", "did_not_help", "hurt", "inconclusive"]
+    message: str = Field(description="the one-line verdict")
+    delta_test: float | None = Field(description="final choice's test mean minus the control's")
+    p_value: float | None = Field(description="Welch t-test over the finalist seeds")
+    candidate_epochs: int | None = Field(description="the control's compute (search + finalists)")
+    search_candidate_epochs: int | None = Field(description="the search's compute it matches")
+    compute: dict[str, int] = Field(description="candidate-epochs per phase")
 
 
 class LeaderboardPublic(BaseModel):
@@ -257,6 +326,12 @@ class LeaderboardPublic(BaseModel):
     metric: str
     winner: str | None
     rows: list[LeaderboardRowPublic]
+    stopped: list[StoppedFamilyPublic] = Field(
+        default_factory=list, description="families the race stopped (allocation: race), "
+        "with the budget they received; not ranked")
+    control: ControlPublic | None = Field(
+        default=None, description="the equal-compute ReLU control and the verdict (null: not "
+                                  "asked, or not finished)")
 
 
 # --------------------------------------------------------------------------- trials
@@ -382,6 +457,9 @@ class TrialActivations(BaseModel):
     network: NetworkAnalysisPublic | None = Field(
         None, description="finalists only (their weights are stored): the whole network with "
                           "distilled activations and with near-linear layers merged, measured",
+    )
+    analysis: SearchAnalysis | None = Field(
+        None, description="the search's curve analysis: fits and network appear once it is done",
     )
 
 

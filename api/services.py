@@ -24,7 +24,7 @@ from core.settings import Settings
 from search import datasets as ds
 from search.datasets.generate import check_builtin_limits
 from search.datasets.generate import generate_builtin as generate_builtin_dataset
-from search.progress import search_leaderboard
+from search.progress import search_analysis, search_leaderboard
 from search.service import check_warm_start, create_search, register_dataset, spec_for_dataset
 from search.spec import SearchSpec
 from search.validation import DataShape, validate_search_spec
@@ -304,8 +304,16 @@ def leaderboard(session: Session, *, search_id: int, owner: str | None = None) -
         for key in ("ci95", "delta_vs_baseline", "test_mean", "test_ci95", "best_search_value"):
             r[key] = _finite(r[key])
         rows.append({"rank": rank, **r})
+    stopped = board.as_dict()["stopped"]
+    for s in stopped:
+        s["best_value"] = _finite(s["best_value"])
+    control = board.control.as_dict() if board.control is not None else None
+    if control is not None:
+        for key in ("mean", "ci95", "test_mean", "test_ci95", "delta_test", "p_value"):
+            control[key] = _finite(control[key])
     return {"search_id": row.id, "state": row.state, "metric": board.metric,
-            "winner": board.winner.family if board.winner else None, "rows": rows}
+            "winner": board.winner.family if board.winner else None, "rows": rows,
+            "stopped": stopped, "control": control}
 
 
 # --------------------------------------------------------------------------- trials
@@ -374,6 +382,7 @@ def trial_activations(
         "fits": [f for f in repo.trial_fits(session, trial_id=trial_id, layer=layer, epoch=epoch)
                  if f["kind"] != "network"],
         "network": _network_analysis(session, trial_id=trial_id),
+        "analysis": search_analysis(repo.get_search(session, search_id=row.search_id)),
     }
 
 

@@ -17,6 +17,11 @@ Where the answers come from, cheapest first:
    never read from a stale snapshot (like a ``.pyc``; a read-only install skips writing);
 3. otherwise the registry is imported (torch) and the snapshot written.
 
+The same goes for :func:`fixed_population_key` (which families can share a population
+for an architecture: the search plans its populations with it before anything trains),
+memoised per (architecture, family) in ``popkeys-<fingerprint>.txt`` beside it: a pure
+function of its arguments and of the fingerprinted sources.
+
 The snapshot is Python literals (``ast.literal_eval``, never executed or unpickled).
 ``tests/models/test_catalogue.py`` checks that every answer equals the registry's.
 """
@@ -37,7 +42,10 @@ from core.errors import UnknownActivation
 from .params import ParamSpec, resolve_params, structural_values
 
 _PACKAGE = Path(__file__).resolve().parent
-_SOURCES = (_PACKAGE / "params.py", *sorted((_PACKAGE / "activations").glob("*.py")))
+# what the declarations and the population keys are computed from
+_SOURCES = (*(_PACKAGE / name for name in ("params.py", "spec.py", "blocks.py", "network.py",
+                                           "populations.py")),
+            *sorted((_PACKAGE / "activations").glob("*.py")))
 _FORMAT = 1
 
 
@@ -166,6 +174,38 @@ def family_names() -> list[str]:
     return list(_catalogue().families)
 
 
+_keys: dict[tuple[str, str], Any] | None = None
+
+
+def _keys_path() -> Path:
+    return _PACKAGE / "__pycache__" / f"popkeys-{fingerprint()}.txt"
+
+
+def fixed_population_key(arch: Any, family: str) -> Any:
+    """:func:`models.populations.fixed_population_key`, memoised on disk (see the module
+    docstring): torch is imported only for an (architecture, family) not seen before."""
+    global _keys
+    name = family_info(family).name
+    memo_key = (repr(sorted(arch.to_dict().items())), name)
+    if _keys is None:
+        try:
+            _keys = dict(ast.literal_eval(_keys_path().read_text(encoding="utf-8")))
+        except (OSError, ValueError, SyntaxError, TypeError):
+            _keys = {}
+    if memo_key in _keys:
+        return _keys[memo_key]
+    from .populations import fixed_population_key as compute
+
+    value = compute(arch, name)
+    try:  # only literals are stored (a key is a tuple of width pairs)
+        ast.literal_eval(repr(value))
+    except (ValueError, SyntaxError):
+        return value
+    _keys[memo_key] = value
+    _write(_keys_path(), repr(_keys))
+    return value
+
+
 def write_snapshot() -> Path:
     """Write the snapshot from the registry now (imports torch); returns its path."""
     path = snapshot_path()
@@ -173,5 +213,5 @@ def write_snapshot() -> Path:
     return path
 
 
-__all__ = ["FamilyInfo", "family_info", "family_names", "fingerprint", "is_trainable",
-           "snapshot_path", "write_snapshot"]
+__all__ = ["FamilyInfo", "family_info", "family_names", "fingerprint", "fixed_population_key",
+           "is_trainable", "snapshot_path", "write_snapshot"]

@@ -276,6 +276,8 @@ def record_schedule(epochs: int, record_epochs: int) -> list[int]:
 
 
 def _device(name: str) -> torch.device:
+    if name == "auto":  # what a machine has: its GPU when one is visible
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:

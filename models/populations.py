@@ -69,3 +69,38 @@ def plan_populations(arch: ArchSpec, entries: Sequence[tuple[FamilySpec, ActPara
     for i, (family, params) in enumerate(entries):
         groups.setdefault(population_key(arch, family, params), []).append(i)
     return [members[j : j + k] for members in groups.values() for j in range(0, len(members), k)]
+
+
+def _structural_choices(spec: Any) -> list[Any]:
+    """The values a structural parameter can take (a range's ends and middle for numbers)."""
+    if spec.kind == "categorical":
+        return list(spec.choices or (spec.default,))
+    if spec.kind == "int":
+        step = int(spec.step or 1)
+        return list(range(int(spec.low), int(spec.high) + 1, step))[:32]
+    return [spec.low, spec.default, spec.high]
+
+
+def fixed_population_key(arch: ArchSpec, family: str) -> Hashable | None:
+    """The family's :func:`population_key` when no structural value changes it, else None.
+
+    A family with a fixed key (relu, prelu, vaf of any width, spline of any grid...) can be
+    planned into a mixed population before anything is sampled; one whose widths follow a
+    sampled value (maxout's k) can only share with candidates that drew the same value,
+    so the search gives it populations of its own with that value fixed.
+    """
+    from itertools import islice, product
+
+    cls = get_activation(family)
+    structural = [s for s in cls.space() if s.structural]
+    keys = set()
+    combos = product(*(_structural_choices(s) for s in structural)) if structural else [()]
+    for combo in islice(combos, 256):
+        params = {s.name: v for s, v in zip(structural, combo, strict=True)}
+        try:
+            keys.add(population_key(arch, family, params))
+        except Exception:  # noqa: BLE001 - a value this architecture refuses: not sampled either
+            continue
+        if len(keys) > 1:
+            return None
+    return keys.pop() if len(keys) == 1 else None

@@ -17,6 +17,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .spec import ArchSpec
@@ -320,6 +321,24 @@ def physical_cores() -> int:
     except OSError:
         pass
     return len(cores) or max(1, os.cpu_count() or 1)
+
+
+def auto_device() -> str:
+    """``"cuda:0"`` when torch sees a GPU, else ``"cpu"`` (what ``device="auto"`` means).
+
+    On a machine without a GPU device node (NVIDIA's ``/dev/nvidia*``, ROCm's
+    ``/dev/kfd``), or with ``CUDA_VISIBLE_DEVICES`` empty, torch cannot see one: the
+    answer is ``"cpu"`` without importing torch (a coordinator sizing its populations
+    before anything trains). Elsewhere torch is asked.
+    """
+    if "torch" not in sys.modules:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        nodes = any(Path("/dev").glob("nvidia[0-9]*")) or Path("/dev/kfd").exists()
+        if (visible is not None and visible.strip() in ("", "-1")) or not nodes:
+            return "cpu"
+    import torch
+
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
 
 
 def _device_type(device: str | torch.device) -> str:

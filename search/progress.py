@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from store import repo
 from store.tables import SEARCH_TERMINAL_STATES, SearchRow, utcnow
 
+from .control import CONTROL_FINALIST_PHASE, CONTROL_PHASE, CONTROL_PHASES, MAIN_COMPUTE_PHASES
 from .protocol import Leaderboard, build_leaderboard, task_metric
 from .spec import SearchSpec
 
@@ -34,14 +35,15 @@ def search_progress(session: Session, *, row: SearchRow) -> dict[str, Any]:
     unfinished = ("pending", "running")
     # candidates training now (a pending population's trials have not started)
     running = sum(k for ph in pops.values() for st, (_, k) in ph.items() if st == "running")
-    finalist_pops = pops.get("finalist", {})
-    finalists_total = sum(n for n, _ in finalist_pops.values())
-    finalists_done = sum(n for st, (n, _) in finalist_pops.items() if st not in unfinished)
+    finalists_total, finalists_done = _finalist_families(session, row.id) if pops.get(
+        "finalist") else (0, 0)
     best = repo.best_search_trial(session, search_id=row.id)
     if row.state in SEARCH_TERMINAL_STATES:
         phase = "done"
     elif row.state == "pending":
         phase = "pending"
+    elif any(pops.get(p) for p in CONTROL_PHASES):
+        phase = "control"
     elif finalists_total or row.state == "finalizing":
         phase = "finalists"
     else:
@@ -49,7 +51,7 @@ def search_progress(session: Session, *, row: SearchRow) -> dict[str, Any]:
     # Retried populations (a dead worker's, in distributed mode) ask fresh trials: the
     # budget shown counts every trial planned so far, so "done" never exceeds it.
     pending = sum(k for st, (_, k) in pops.get("search", {}).items() if st in unfinished)
-    budget = max(spec.trials_per_family() * len(spec.families),
+    budget = max(spec.planned_trials(),
                  complete + pruned + failed + pending)
     return {
         "state": row.state,
@@ -66,7 +68,49 @@ def search_progress(session: Session, *, row: SearchRow) -> dict[str, Any]:
         "finalists_total": finalists_total or len(spec.families),
         "finalists_done": finalists_done,
         "elapsed_s": _elapsed(row),
+        "control": _control_progress(session, row, spec, pops) if spec.control else None,
     }
+
+
+def _control_progress(session: Session, row: SearchRow, spec: SearchSpec,
+                      pops: dict[str, dict[str, tuple[int, int]]]) -> dict[str, Any]:
+    """How far the equal-compute control arm is: its candidate-epochs against the search's."""
+    compute = repo.search_candidate_epochs(session, search_id=row.id)
+    trials = repo.search_trial_counts(session, search_id=row.id).get(CONTROL_PHASE, {})
+    finalists = pops.get(CONTROL_FINALIST_PHASE, {})
+    return {
+        "family": "relu",
+        "candidate_epochs": sum(compute.get(p, 0) for p in CONTROL_PHASES),
+        "target_candidate_epochs": sum(compute.get(p, 0) for p in MAIN_COMPUTE_PHASES),
+        "trials": sum(trials.values()),
+        "running": sum(k for ph in CONTROL_PHASES for st, (_, k) in pops.get(ph, {}).items()
+                       if st == "running"),
+        "finalists_done": bool(finalists) and all(st not in ("pending", "running")
+                                                  for st in finalists),
+    }
+
+
+def _finalist_families(session: Session, search_id: int) -> tuple[int, int]:
+    """Families in the finalist phase, and those whose every re-run is finished (a mixed
+    finalist population holds several families; a one-family one, one)."""
+    state: dict[str, bool] = {}
+    for pop in repo.list_populations(session, search_id=search_id):
+        if pop.phase != "finalist":
+            continue
+        finished = pop.state not in ("pending", "running")
+        for family in set(pop.slot_families()):
+            state[family] = state.get(family, True) and finished
+    return len(state), sum(state.values())
+
+
+def search_analysis(row: SearchRow) -> dict[str, Any]:
+    """The curve analysis of a search (fits, distillation; :mod:`search.analysis.run`).
+
+    ``state``: ``pending``, ``running``, ``done``, ``failed`` (``error`` says why), or None
+    where there is nothing to analyse (no complete trainable trial, a search not
+    complete, or one finished before analysis ran apart from the search).
+    """
+    return {"state": row.analysis_state, "error": row.analysis_error}
 
 
 def _metric(session: Session, row: SearchRow) -> str:
@@ -80,4 +124,9 @@ def _metric(session: Session, row: SearchRow) -> str:
 def search_leaderboard(session: Session, *, row: SearchRow) -> Leaderboard:
     """The leaderboard of a search from its stored trials (finalists per family, baseline marked)."""
     trials = repo.list_trials(session, search_id=row.id, limit=None)
-    return build_leaderboard(trials, _metric(session, row))
+    spec = SearchSpec.model_validate(row.spec)
+    board = build_leaderboard(trials, _metric(session, row), repo.family_budgets(
+        session, search_id=row.id, full_epochs=spec.epochs))
+    if board.control is not None:
+        board.set_compute(repo.search_candidate_epochs(session, search_id=row.id))
+    return board

@@ -17,7 +17,10 @@ from core.errors import InvalidInput
 from models.catalogue import family_info  # no torch: the families' declarations only
 from models.spec import IMAGE_KINDS, SEQUENCE_KINDS, ArchSpec
 
+#: The round-one default (eight families); the default is now every registered family
+#: that fits the architecture (:func:`default_families`), raced (``allocation: race``).
 DEFAULT_FAMILIES = ["relu", "leaky_relu", "elu", "gelu", "silu", "prelu", "rational", "vaf"]
+ALLOCATIONS = ("race", "equal")
 SAMPLERS = ("tpe", "random", "qmc", "cmaes", "gp", "nsga2")
 PRUNERS = ("median", "hyperband", "successive_halving", "percentile", "none")
 SECONDARY_OBJECTIVES = ("params", "flops")
@@ -132,8 +135,16 @@ class SearchSpec(BaseModel):
         "'transformer:d=64,layers=2,heads=4', or an object {kind, hidden, dropout, norm, "
         "residual, conv_channels, kernel, pool, input_shape, activation_scope, d_model, "
         "n_layers, heads, mlp_ratio, param_match, blocks}")
-    families: list[str] = Field(default_factory=lambda: list(DEFAULT_FAMILIES), min_length=1)
-    trials: int = Field(default=32, ge=1, description="tuning trials in all, split evenly across families")
+    families: list[str] = Field(
+        default_factory=list, description="families to search; empty or omitted: every "
+        "registered family that fits the architecture (relu is always added as the baseline)")
+    trials: int = Field(default=32, ge=1, description="the compute budget: what `trials` "
+                        "candidates at `epochs` each cost (equal allocation: split evenly "
+                        "across families; race: spent in rungs, see `allocation`)")
+    allocation: Literal["race", "equal"] = Field(
+        default="race", description="race: successive halving with families as arms (every "
+        "family few trials at few epochs, the best third go on to more trials and epochs, "
+        "relu always); equal: every family the same trials at full epochs")
     time_budget_s: float | None = Field(default=None, gt=0)
     epochs: int = Field(default=20, ge=1)
     batch_size: int = Field(default=64, ge=1, le=MAX_BATCH_SIZE)
@@ -155,6 +166,12 @@ class SearchSpec(BaseModel):
         description="id of an earlier search with the same families, architecture and "
                     "objective: its finished trials (complete and pruned) seed this search's "
                     "sampler; this search's own trial budget is unchanged")
+    control: Literal["relu"] | None = Field(
+        default=None,
+        description="'relu' also runs a ReLU-only search with the same total compute "
+                    "(candidate-epochs, search and finalists) once the leaderboard is decided, "
+                    "and reports the final choice's test metric against it with a verdict; "
+                    "the search takes about twice as long")
 
     inputs: DataInputs | None = Field(
         default=None, description="filled in from the dataset when the search is created "
@@ -164,12 +181,24 @@ class SearchSpec(BaseModel):
     @field_validator("families")
     @classmethod
     def _known_families(cls, value: list[str]) -> list[str]:
+        if not value:
+            return []  # every family that fits: filled in once the architecture is known
         names = [family_info(v).name for v in value]  # raises UnknownActivation
         if len(set(names)) != len(names):
             raise ValueError(f"families listed twice: {sorted({n for n in names if names.count(n) > 1})}")
         if "relu" not in names:
             names.insert(0, "relu")  # the baseline is always tuned alongside (evaluation protocol)
         return names
+
+    @field_validator("control", mode="before")
+    @classmethod
+    def _known_control(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip().lower() or None
+            if value not in (None, "relu"):
+                raise ValueError(f"unknown control {value!r}; the control arm is 'relu' "
+                                 "(a ReLU-only search with the same compute), or leave it out")
+        return value
 
     @field_validator("sampler")
     @classmethod
@@ -210,7 +239,14 @@ class SearchSpec(BaseModel):
 
     @model_validator(mode="after")
     def _arch(self) -> SearchSpec:
+        if not self.families:
+            self.families = default_families(self.activation_widths(), module=self.is_module)
         if self.is_module:
+            if self.control is not None:
+                raise InvalidInput(
+                    "control: the equal-compute ReLU control runs for built-in architectures "
+                    "only (actsearch.search, the CLI, the API), not for search_module yet; "
+                    "leave control out, or search a built-in architecture")
             self._check_widths(self.activation_widths())
             if self.population_size is None:
                 self.population_size = min(MODULE_POPULATION_SIZE, self.trials_per_family())
@@ -292,6 +328,21 @@ class SearchSpec(BaseModel):
             return list(self.module_arch().slots)
         return self.arch_spec().activation_widths()
 
+    @property
+    def racing(self) -> bool:
+        """Whether the search races its families (more than one rung; :mod:`search.race`)."""
+        from .race import races
+
+        return not self.is_module and races(self.families, self.allocation)
+
+    def planned_trials(self) -> int:
+        """The search phase's trials in all (a race plans more, cheaper ones)."""
+        from .race import planned_trials
+
+        if self.is_module:
+            return self.trials_per_family() * len(self.families)
+        return planned_trials(len(self.families), self.trials, self.epochs, self.allocation)
+
     def trials_per_family(self) -> int:
         """Equal tuning budget per family: the ReLU baseline gets as many trials as any other."""
         return max(1, -(-self.trials // len(self.families)))
@@ -344,3 +395,32 @@ def load_spec_file(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidInput(f"spec file {path} must hold a mapping of options, not {type(data).__name__}")
     return data
+
+
+def default_families(widths: list[int], *, module: bool = False) -> list[str]:
+    """Every registered family a search of these activation widths can use (relu first).
+
+    Families added later are searched by default too. Left out: those whose required
+    divisor fits no width (groupsort's group), and for a user's module the families that
+    change a layer's width (the module's layers are the user's).
+    """
+    from models.catalogue import family_names
+
+    names = ["relu", *sorted(n for n in family_names() if n != "relu")]
+    chosen = []
+    for name in names:
+        cls = family_info(name)
+        if any(p.divides_width and widths and not p.choices_for(widths) for p in cls.space()):
+            continue
+        if module and not _preserves_width(name, widths):
+            continue
+        chosen.append(cls.name)
+    return list(dict.fromkeys(chosen))
+
+
+def _preserves_width(family: str, widths: list[int]) -> bool:
+    from models.activations import get_activation
+    from models.network import layer_widths
+
+    cls = get_activation(family)
+    return all(layer_widths(cls, {}, w, param_match=False) == (w, w) for w in widths or [8])

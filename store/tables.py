@@ -52,8 +52,13 @@ POPULATION_STATES = ("pending", "running", "complete", "failed", "cancelled")
 # A population in one of these states will never train again (cancelled: its
 # search was cancelled or ran out of time before a worker claimed it).
 POPULATION_FINISHED_STATES = ("complete", "failed", "cancelled")
-PHASES = ("search", "finalist")
+# control / control_finalist: the equal-compute ReLU control arm (``control: relu``), run
+# after the search's leaderboard is decided (its trials live in the study "<name>-control").
+PHASES = ("search", "finalist", "control", "control_finalist")
 TRIAL_STATES = ("running", "complete", "pruned", "failed")
+# A complete search's curve analysis (fits, distillation: search.analysis.run), off the
+# critical path; NULL where there is nothing to analyse (or it finished before 0006).
+ANALYSIS_STATES = ("pending", "running", "done", "failed")
 
 # Deterministic constraint names: Alembic batch mode (SQLite) and PostgreSQL both
 # need names to drop or alter a constraint in a later migration.

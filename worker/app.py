@@ -25,9 +25,11 @@ Choices and why:
   it is failed with a "time limit" error and the search goes on); Celery's hard
   time limit, well after it, is the last resort for a child stuck in native code
   (killed; the reconciler then fails and retries the population).
-* Two queues: populations on ``queue``; ``search.start`` and ``search.reconcile``
-  on ``control_queue``, consumed by the same workers, so control work never
-  waits behind a backlog of populations.
+* Two queues: populations on ``queue``; ``search.start``, ``search.reconcile`` and
+  ``search.analyse`` on ``control_queue``, consumed by the same workers, so control
+  work never waits behind a backlog of populations. A search's analysis (seconds of
+  CPU, bounded by its trial count) goes there too: on a busy cluster it would
+  otherwise wait for every queued population of every other search.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from core.settings import Settings, WorkerSettings, get_settings
 RUN_POPULATION = "search.run_population"
 START = "search.start"
 RECONCILE = "search.reconcile"
+ANALYSE = "search.analyse"  # a complete search's fits and distillation (search.analysis.run)
 SCHEDULES_TICK = "schedules.tick"  # worker/schedule_tasks.py
 GPUS_ENV = "ACTSEARCH_WORKER_GPUS"  # set by `actsearch worker --gpu`; one per child process
 HARD_LIMIT_GRACE_S = 120.0  # hard limit = training limit + this (or twice it, if more)
@@ -77,6 +80,7 @@ def create_app(
         task_routes={
             START: {"queue": ws.control_queue},
             RECONCILE: {"queue": ws.control_queue},
+            ANALYSE: {"queue": ws.control_queue},
             SCHEDULES_TICK: {"queue": ws.control_queue},
         },
         beat_schedule={

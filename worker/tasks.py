@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import Unreachable
 from core.settings import WorkerSettings, get_settings
-from worker.app import RECONCILE, RUN_POPULATION, START, get_app
+from worker.app import ANALYSE, RECONCILE, RUN_POPULATION, START, get_app
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +193,31 @@ def enqueue_populations(population_ids: Iterable[int],
             for pid, task_id in zip(ids, task_ids, strict=True)]
 
 
+def enqueue_analyses(search_ids: Iterable[int]) -> list[int]:
+    """Send one ``search.analyse`` per search (after the commit that made it pending).
+
+    Duplicates are harmless: the analysis lock admits one at a time, and a finished
+    analysis is left as it is.
+    """
+    ids = list(dict.fromkeys(search_ids))
+    if not ids:
+        return []
+    app = get_app()
+    policy = publish_retry_policy(get_settings().worker)
+    for search_id in ids:
+        app.send_task(ANALYSE, args=[search_id], retry=True, retry_policy=policy)
+    return ids
+
+
+def _analysis_pending(sessions: sessionmaker[Session], search_id: int) -> bool:
+    """Whether a search is complete with its analysis still pending (to enqueue it)."""
+    from store import repo
+
+    with sessions() as session:
+        row = repo.get_search(session, search_id=search_id)
+        return row.state == "complete" and row.analysis_state == "pending"
+
+
 def _worker_name(task: Task) -> str:
     return f"{task.request.hostname or 'worker'}:{os.getpid()}"
 
@@ -297,8 +322,36 @@ def _run_population(task: Task, population_id: int, release: Any) -> dict[str, A
         follow = advance_search(res.sessions, search_id=outcome.search_id,
                                 storage_url=res.database_url)
     enqueue_populations(follow, res.sessions)
+    if outcome.search_id is not None and not follow and _analysis_pending(res.sessions,
+                                                                          outcome.search_id):
+        enqueue_analyses([outcome.search_id])  # the search just completed: fits, distillation
     log.info("population %s: %s; enqueued %s", population_id, outcome.status, follow)
     return {"population_id": population_id, "status": outcome.status, "enqueued": follow}
+
+
+@shared_task(name=ANALYSE, bind=True, **RETRY)
+def analyse_search_task(self: Task, search_id: int, transient_since: float | None = None
+                        ) -> dict[str, Any]:
+    """A complete search's fits and distillation (:func:`search.analysis.run.analyse_search`).
+
+    A database outage is retried for the retry budget (the analysis went back to
+    pending, or stays running with its lock free: either is resumed). Other errors
+    are the analysis's own: it ends ``failed`` with them, the search stays complete.
+    """
+    try:
+        res = resources()
+        _prepare_torch(res)
+        from search.analysis.run import analyse_search
+
+        report = analyse_search(res.sessions, search_id)
+    except Exception as exc:
+        if not is_transient_error(exc):
+            raise
+        _retry_transient(self, exc, since=transient_since)
+    log.info("analysis of search %s: %s (%d fitted, %d distilled, %.1f s)", search_id,
+             report.state, report.fitted, report.distilled, report.seconds)
+    return {"search_id": search_id, "state": report.state, "fitted": report.fitted,
+            "distilled": report.distilled}
 
 
 @shared_task(name=START, bind=True, **RETRY)
@@ -388,10 +441,46 @@ def _reconcile(self: Task) -> dict[str, Any]:
         enqueue_populations(resent, res.sessions)
     for search_id in report.restart:
         get_app().send_task(START, args=[search_id])
+    analyses = _analyses_to_send(res.sessions, report.advanced, ws)
+    enqueue_analyses(analyses)
     summary = {"stale": report.stale, "failed_trials": report.failed_trials,
                "enqueued": report.enqueue, "exhausted": report.exhausted,
                "restarted": report.restart, "resent": resent, "advanced": report.advanced,
-               "recorded_trials": report.recorded_trials}
+               "recorded_trials": report.recorded_trials, "analyses": analyses}
     if any(v for k, v in summary.items() if k != "advanced"):
         log.warning("reconcile: %s", summary)
     return summary
+
+
+def _analyses_to_send(sessions: sessionmaker[Session], advanced: Iterable[int],
+                      ws: WorkerSettings) -> list[int]:
+    """The analyses this reconciler pass sends.
+
+    * searches it just completed (advanced to ``complete``, analysis pending);
+    * analyses ``running`` whose analysis lock nobody holds (their worker died);
+    * pending ones whose search finished over ``stale_after_s`` ago, when the control
+      queue is empty (their message was lost, e.g. a broker restarted without
+      persistence; while it holds messages, theirs may still be waiting there).
+    """
+    from search.analysis.run import orphaned
+    from store import repo
+    from store.tables import utcnow
+
+    out = [sid for sid in advanced if _analysis_pending(sessions, sid)]
+    with sessions() as session:
+        rows = [(r.id, r.analysis_state, r.finished_at)
+                for r in repo.searches_with_analysis(session, states=("pending", "running"))
+                if r.state == "complete" and r.id not in out]
+    queue_empty: bool | None = None
+    for sid, state, finished_at in rows:
+        if state == "running":
+            if orphaned(sessions, sid):
+                out.append(sid)
+            continue
+        old = finished_at is None or (utcnow() - finished_at).total_seconds() > ws.stale_after_s
+        if old:
+            if queue_empty is None:
+                queue_empty = _queue_is_empty(get_app(), ws.control_queue)
+            if queue_empty:
+                out.append(sid)
+    return out

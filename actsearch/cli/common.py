@@ -69,7 +69,8 @@ def leaderboard_table(board: Any, title: str) -> Table:
     table = Table(title=title, title_justify="left")
     for name, justify in (("#", "right"), ("family", "left"), (f"val {board.metric}", "right"),
                           ("±95% CI", "right"), ("seeds", "right"), ("Δ vs relu", "right"),
-                          ("params", "right"), ("FLOPs", "right"), ("trials/pruned", "right"),
+                          ("params", "right"), ("FLOPs", "right"),
+                          ("budget: trials/pruned x epochs", "right"),
                           (f"test {board.metric}", "right")):
         table.add_column(name, justify=justify, no_wrap=True)
     for rank, row in enumerate(board.rows, start=1):
@@ -80,12 +81,33 @@ def leaderboard_table(board: Any, title: str) -> Table:
         table.add_row(str(rank), f"[bold]{row.family}[/]" if rank == 1 else row.family,
                       f"{row.mean:.4f}", f"{row.ci95:.4f}", str(row.n_seeds), delta_txt,
                       si(row.n_params), si(row.flops),
-                      f"{row.search_trials}/{row.search_pruned}", test)
+                      _budget(row), test)
     return table
+
+
+def _budget(row: Any) -> str:
+    epochs = getattr(row, "budget_epochs", None)
+    return f"{row.search_trials}/{row.search_pruned}" + (f" x {epochs}" if epochs else "")
+
+
+def stopped_lines(board: Any) -> list[str]:
+    """The families the race stopped, one line per rung (they are not ranked)."""
+    by_rung: dict[int, list[Any]] = {}
+    for s in getattr(board, "stopped", None) or []:
+        by_rung.setdefault(s.rung, []).append(s)
+    lines = []
+    for rung in sorted(by_rung, reverse=True):
+        group = by_rung[rung]
+        names = ", ".join(f"{s.family} {fmt(s.best_value)}" for s in group)
+        lines.append(f"stopped at rung {rung} ({group[0].trials} trials x {group[0].epochs} "
+                     f"epochs each; best {board.metric} then): {names}")
+    return lines
 
 
 def print_board(board: Any, title: str) -> None:
     console.print(leaderboard_table(board, title))
+    for line in stopped_lines(board):
+        console.print(f"[dim]{line}[/]")
     w, b = board.winner, board.baseline
     if w is None:
         console.print("[yellow]no finalist completed; see `actsearch show` for the trials[/]")
@@ -96,5 +118,14 @@ def print_board(board: Any, title: str) -> None:
     console.print(f"best: [bold]{w.family}[/] {board.metric} {w.mean:.4f} ± {w.ci95:.4f} "
                   f"({verdict}); test {board.metric} {fmt(w.test_mean)} ± {fmt(w.test_ci95)}"
                   + ("  [yellow](intervals overlap the baseline's)[/]" if overlap else ""))
+    c = getattr(board, "control", None)
+    if c is not None:
+        compute = "" if c.candidate_epochs is None else (
+            f", {c.candidate_epochs} vs {c.search_candidate_epochs} candidate-epochs")
+        console.print(f"control: [bold]{c.family}[/] alone ({c.trials} trials{compute}): "
+                      f"{board.metric} {c.mean:.4f} ± {c.ci95:.4f}; test {board.metric} "
+                      f"{fmt(c.test_mean)} ± {fmt(c.test_ci95)}", highlight=False)
+        color = {"helped": "green", "hurt": "red"}.get(c.verdict, "yellow")
+        console.print(f"[{color}]{c.message}[/]", highlight=False)
 
 

@@ -32,11 +32,16 @@ def search(
                                                      "diabetes, mnist1d, two_spirals, teacher) or a "
                                                      "CSV/Parquet/NPZ path")] = None,
     arch: Annotated[str | None, typer.Option(help="architecture: mlp:64,64 or cnn:16,32/64")] = None,
-    trials: Annotated[int | None, typer.Option(help="tuning trials in all, split evenly across "
-                                                    "families")] = None,
+    trials: Annotated[int | None, typer.Option(help="compute budget: what this many trials at "
+                                                    "--epochs cost (raced, or split evenly "
+                                                    "with --allocation equal)")] = None,
     epochs: Annotated[int | None, typer.Option(help="epochs per candidate")] = None,
-    families: Annotated[str | None, typer.Option(help="comma-separated families (relu is always "
-                                                      "added as the baseline)")] = None,
+    families: Annotated[str | None, typer.Option(help="comma-separated families (default: every "
+                                                      "registered family; relu is always added "
+                                                      "as the baseline)")] = None,
+    allocation: Annotated[str | None, typer.Option(help="race (default: successive halving over "
+                                                        "families, relu never stopped) or equal "
+                                                        "(same trials for every family)")] = None,
     label: Annotated[str | None, typer.Option(help="label column (CSV/Parquet) or y array (NPZ)")] = None,
     spec: Annotated[Path | None, typer.Option(help="JSON/YAML file with any search options; "
                                                    "flags override it")] = None,
@@ -48,6 +53,9 @@ def search(
     population_size: Annotated[int | None, typer.Option(help="K candidates trained at once")] = None,
     objective: Annotated[str | None, typer.Option(help="metric, metric+params or metric+flops")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
+    control: Annotated[str | None, typer.Option(
+        help="relu: also run a ReLU-only search with the same total compute and report "
+             "whether searching activations helped (about twice the time)")] = None,
     workers: Annotated[int, typer.Option(help="training processes")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="print the leaderboard as JSON")] = False,
 ) -> None:
@@ -57,10 +65,14 @@ def search(
     # process imports the rest, prepares the database and asks the first population.
     pool = _start_trainers(workers) if remote["client"] is None else None
     try:
-        _search(dataset=dataset, arch=arch, trials=trials, epochs=epochs, families=families,
-                label=label, spec=spec, sampler=sampler, pruner=pruner, time_budget=time_budget,
-                population_size=population_size, objective=objective, seed=seed,
-                as_json=as_json, pool=pool, started=started)
+        flags = {"dataset": dataset, "architecture": arch, "trials": trials, "epochs": epochs,
+                 "label": label, "sampler": sampler, "pruner": pruner,
+                 "time_budget_s": time_budget, "population_size": population_size,
+                 "objective": objective, "seed": seed, "allocation": allocation,
+                 "control": control,
+                 "families": ([f.strip() for f in families.split(",") if f.strip()]
+                              if families else None)}
+        _search(flags, spec=spec, as_json=as_json, pool=pool, started=started)
     finally:
         if pool is not None:
             pool.close()
@@ -72,18 +84,13 @@ def _start_trainers(workers: int) -> Any:
     return TrainerPool(workers).start()
 
 
-def _search(*, dataset: str | None, arch: str | None, trials: int | None, epochs: int | None,
-            families: str | None, label: str | None, spec: Path | None, sampler: str | None,
-            pruner: str | None, time_budget: float | None, population_size: int | None,
-            objective: str | None, seed: int | None, as_json: bool, pool: Any,
+def _search(flags: dict[str, Any], *, spec: Path | None, as_json: bool, pool: Any,
             started: float) -> None:
+    """The search command's work: ``flags`` (spec fields, None where not given) override
+    the ``--spec`` file's options."""
     from search.spec import load_spec_file, parse_spec
 
     options: dict[str, Any] = load_spec_file(spec) if spec else {}
-    flags = {"dataset": dataset, "architecture": arch, "trials": trials, "epochs": epochs,
-             "label": label, "sampler": sampler, "pruner": pruner, "time_budget_s": time_budget,
-             "population_size": population_size, "objective": objective, "seed": seed,
-             "families": [f.strip() for f in families.split(",") if f.strip()] if families else None}
     options.update({k: v for k, v in flags.items() if v is not None})
     if "dataset" not in options:
         fail("no dataset: pass --dataset digits (or a CSV/Parquet/NPZ path), or a --spec file "
@@ -94,11 +101,16 @@ def _search(*, dataset: str | None, arch: str | None, trials: int | None, epochs
 
         search_id, board = remote_search(remote["client"], options, err_console, quiet=as_json)
         if as_json:
-            print(json.dumps({"search_id": search_id, **board.as_dict()}))
+            print(json.dumps({"search_id": search_id, **board.as_dict()}), flush=True)
         else:
             print_board(board, f"search {search_id} on {remote['client'].base_url}: leaderboard")
+        analysis = remote["client"].search(search_id).get("analysis") or {}
+        if analysis.get("state") in ("pending", "running"):
+            err_console.print(f"analysis running on the service (fits, distillation); `actsearch "
+                              f"show {search_id}` says when it is done", soft_wrap=True)
         return
 
+    from search.race import describe_budget
     from search.service import create_search
 
     url, sessions = db()
@@ -107,8 +119,7 @@ def _search(*, dataset: str | None, arch: str | None, trials: int | None, epochs
         search_id, study_name = row.id, row.study_name
     # --json keeps stdout for the one JSON document: everything else goes to stderr.
     err_console.print(f"search [bold]{search_id}[/] (study {study_name}) on {search_spec.dataset}: "
-                      f"{len(search_spec.families)} families x "
-                      f"{search_spec.trials_per_family()} trials, {search_spec.epochs} epochs")
+                      f"{describe_budget(len(search_spec.families), search_spec.trials, search_spec.epochs, search_spec.allocation)}")
     _run_here(search_id, sessions, url, pool=pool, as_json=as_json, started=started)
 
 
@@ -160,12 +171,18 @@ def _run_here(search_id: int, sessions: Any, url: str, *, pool: Any, as_json: bo
         with bar:
             task = bar.add_task("trials", total=None, info="")
             finals = bar.add_task("finalists", total=None, info="", visible=False)
+            control = bar.add_task("control", total=None, info="", visible=False)
 
             def on_progress(p: Any) -> None:
                 best = "-" if p.best_value is None else f"{p.best_value:.4f} ({p.best_family})"
                 bar.update(task, total=p.total, completed=min(p.done, p.total),
                            info=f"running {p.running} pruned {p.pruned} failed {p.failed} | "
                                 f"best {best} | {p.current}")
+                if p.phase == "control" and p.control_target:
+                    bar.update(finals, completed=p.finalists_total)
+                    bar.update(control, visible=True, total=p.control_target,
+                               completed=min(p.control_epochs, p.control_target),
+                               info=f"ReLU alone, same candidate-epochs | {p.current}")
                 if p.phase == "finalists":
                     bar.update(finals, visible=True, total=p.finalists_total,
                                completed=p.finalists_done,
@@ -185,14 +202,60 @@ def _run_here(search_id: int, sessions: Any, url: str, *, pool: Any, as_json: bo
         state, error, study_name = row.state, row.error, row.study_name
     if as_json:
         print(json.dumps({"search_id": search_id, "study_name": study_name, "state": state,
-                          **board.as_dict(), "timings": coordinator.timings}))
-        return
-    if error:
-        err_console.print(f"[red]search {search_id} {state}:[/] {error}", highlight=False)
-    print_board(board, f"search {search_id}: leaderboard ({spec.finalist_seeds} seeds per finalist)")
-    if spec.multi_objective:
-        _print_pareto(coordinator.study, spec.objective.split("+")[1])
-    console.print(f"database: {url}  (optuna-dashboard {url})")
+                          **board.as_dict(), "timings": coordinator.timings}), flush=True)
+    else:
+        if error:
+            err_console.print(f"[red]search {search_id} {state}:[/] {error}", highlight=False)
+        print_board(board, f"search {search_id}: leaderboard ({spec.finalist_seeds} seeds per "
+                           "finalist)")
+        if spec.multi_objective:
+            _print_pareto(coordinator.study, spec.objective.split("+")[1])
+        console.print(f"database: {url}  (optuna-dashboard {url})")
+        console.file.flush()
+    _analyse_here(search_id, sessions)
+
+
+def _analyse_here(search_id: int, sessions: Any) -> None:
+    """The search's curve analysis (fits, distillation), after its leaderboard is printed.
+
+    Status on stderr (stdout stays the leaderboard, or --json's one document). Ctrl-C
+    leaves the search complete and its analysis pending, for `actsearch resume` or
+    `actsearch serve` to finish.
+    """
+    import time
+
+    from search.analysis.run import UNFINISHED, analyse_search
+    from store import repo
+
+    with sessions() as session:
+        row = repo.get_search(session, search_id=search_id)
+        if row.state != "complete" or row.analysis_state not in UNFINISHED:
+            return
+    label = "analysis running (fits, distillation)…"
+    t0 = time.monotonic()
+    try:
+        if err_console.is_terminal:
+            with err_console.status(label) as status:
+                report = analyse_search(sessions, search_id, on_step=lambda step: status.update(
+                    f"analysis running ({step})…"))
+        else:
+            err_console.print(label)
+            report = analyse_search(sessions, search_id)
+    except KeyboardInterrupt:
+        err_console.print(f"analysis interrupted: search {search_id} is complete and kept; its "
+                          f"analysis is pending (`actsearch resume {search_id}` or `actsearch "
+                          "serve` finishes it)", soft_wrap=True)
+        raise typer.Exit(130) from None
+    took = time.monotonic() - t0
+    if report.state == "busy":
+        err_console.print(f"analysis of search {search_id} is running in another process; "
+                          f"`actsearch show {search_id}` says when it is done")
+    elif report.state == "failed":
+        err_console.print(f"[yellow]analysis failed[/] after {took:.1f} s (the leaderboard "
+                          f"stands): {report.error}", highlight=False, soft_wrap=True)
+    else:
+        err_console.print(f"analysis done in {took:.1f} s: {report.fitted} trials fitted, "
+                          f"{report.distilled} finalists distilled")
 
 
 def _stopped(search_id: int, state: str) -> bool:
@@ -205,6 +268,34 @@ def _stopped(search_id: int, state: str) -> bool:
         return False
     return (state == "interrupted" or lock_path(home, search_id).exists()) \
         and lock_holder(home, search_id) is None
+
+
+def _analysis_line(session: Any, row: Any) -> str | None:
+    """What ``actsearch show`` says of a search's curve analysis (None: nothing to analyse)."""
+    from search.analysis.run import orphaned
+    from search.progress import search_analysis
+
+    a = search_analysis(row)
+    state = a["state"]
+    if state is None:
+        return None
+    if state == "failed":
+        return f"analysis: [red]failed[/]: {a['error']}"
+    if state == "done":
+        return "analysis: done (fits and distillation: `actsearch curves`, the dashboard)"
+    sessions = sessionmaker_of(session)
+    if sessions is not None and orphaned(sessions, row.id):
+        return (f"analysis: [yellow]{state}[/], no process runs it: `actsearch resume {row.id}` "
+                "(or `actsearch serve`) finishes it")
+    return "analysis: [yellow]running[/] (fits, distillation)"
+
+
+def sessionmaker_of(session: Any) -> Any:
+    """A session factory on the session's engine (to try the analysis lock)."""
+    from sqlalchemy.orm import sessionmaker
+
+    bind = session.get_bind()
+    return sessionmaker(bind=bind) if bind is not None else None
 
 
 def _print_pareto(study: Any, second: str) -> None:
@@ -243,6 +334,9 @@ def show(search_id: int) -> None:
             console.print(f"[yellow]its process is gone: resume it with `actsearch resume "
                           f"{row.id}`[/] (or start `actsearch serve`)", soft_wrap=True)
         board = search_leaderboard(session, row=row)
+        analysis = _analysis_line(session, row)
+    if analysis:
+        console.print(analysis, soft_wrap=True)
     counts: dict[str, int] = {}
     for t in trials:
         counts[t.state] = counts.get(t.state, 0) + 1

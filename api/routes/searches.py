@@ -23,7 +23,7 @@ from api.schemas import (
     TrialsPublic,
     TrialState,
 )
-from search.progress import search_progress
+from search.progress import search_analysis, search_progress
 from store import repo
 
 router = APIRouter(prefix="/searches", tags=["searches"])
@@ -47,7 +47,7 @@ _EXAMPLES = {
 def _detail(session: Any, row: Any) -> SearchDetail:
     return SearchDetail.model_validate(
         {**SearchPublic.model_validate(row).model_dump(),
-         "progress": search_progress(session, row=row)}
+         "progress": search_progress(session, row=row), "analysis": search_analysis(row)}
     )
 
 

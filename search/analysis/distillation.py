@@ -14,8 +14,8 @@
   after merging, the hidden layers, parameters and FLOPs before and after are reported;
   where it is not exact the reason is (:func:`linear_layers`).
 
-:func:`analyse_finalists` runs it on a search's trainable finalists when the search
-finishes and stores one row per trial in ``actsearch_fits`` (kind ``network``,
+:func:`analyse_finalists` runs it on a search's trainable finalists once the search
+is complete (:mod:`search.analysis.run`, off the critical path) and stores one row per trial in ``actsearch_fits`` (kind ``network``,
 layer -1: the whole network), whose ``extra`` holds the result. That row reuses the
 fits table's JSON column rather than a new table: the result is one small JSON
 document per trial, read whole, never queried by field.
@@ -58,6 +58,8 @@ __all__ = [
     "EvalData",
     "analyse_finalists",
     "analyse_network",
+    "finalist_network_row",
+    "finalists_to_analyse",
     "distil_for_export",
     "distil_network",
     "linear_layers",
@@ -344,6 +346,49 @@ def stored_network_analysis(session: Session, *, trial_id: int) -> dict[str, Any
     return {**rows[-1]["extra"], "epoch": rows[-1]["epoch"]} if rows else None
 
 
+def finalists_to_analyse(session: Session, *, search_id: int) -> list[Any]:
+    """The search's complete trainable finalists with weights and no ``network`` row yet."""
+    out = []
+    for trial in repo.list_trials(session, search_id=search_id, phase="finalist", limit=None):
+        if trial.state != "complete" or not is_trainable(trial.family):
+            continue
+        if not repo.has_weights(session, trial_id=trial.id):
+            continue
+        if any(f["kind"] == "network" for f in repo.trial_fits(session, trial_id=trial.id,
+                                                              layer=NETWORK_LAYER)):
+            continue
+        out.append(trial)
+    return out
+
+
+def finalist_network_row(
+    session: Session, *, trial: Any, arch: ArchSpec, data: Splits, n_outputs: int,
+    with_test: bool, rel_error: float = DEFAULT_DISTIL_REL_ERROR,
+    linear_tol: float = DEFAULT_LINEAR_TOL,
+) -> dict[str, Any]:
+    """The ``network`` fits row of one finalist (its weights rebuilt and analysed); raises on error.
+
+    Reads only (weights, the epoch of its curve fits): the caller stores the row, so
+    the computation holds no write transaction.
+    """
+    eval_data = EvalData(np.asarray(data.X_val), np.asarray(data.y_val), str(data.task),
+                         np.asarray(data.X_test) if with_test else None,
+                         np.asarray(data.y_test) if with_test else None)
+    state, _, _ = repo.load_weights(session, trial_id=trial.id)
+    net = build_network(arch, trial.family, [trial.family_params], eval_data.X_val.shape[1],
+                        n_outputs)
+    net.load_candidate_state(state)
+    result = analyse_network(net, eval_data, rel_error=rel_error, linear_tol=linear_tol)
+    epoch = max((int(f["epoch"]) for f in repo.trial_fits(session, trial_id=trial.id)), default=0)
+    d = result["distilled"]
+    return {
+        "layer": NETWORK_LAYER, "epoch": epoch, "unit": None, "kind": "network",
+        "family": trial.family, "params": {"rel_error": rel_error, "linear_tol": linear_tol},
+        "rmse": None, "max_error": max((x["max_error"] for x in d["layers"]), default=None),
+        "r2": None, "extra": result,
+    }
+
+
 def analyse_finalists(
     session: Session, *, search_id: int, arch: ArchSpec, data: Splits, n_outputs: int,
     test_family: str | None = None, rel_error: float = DEFAULT_DISTIL_REL_ERROR,
@@ -354,40 +399,19 @@ def analyse_finalists(
     ``data`` is the search's split (scaled as in training); the test split is used only
     for ``test_family`` (the final choice, the one family the protocol scores on test).
     Trials already analysed are skipped; a failure is logged and skips that trial only.
-    Returns how many trials were analysed.
+    Returns how many trials were analysed. (:func:`search.analysis.run.analyse_search`
+    runs the same per-trial steps, each in its own transaction, and records failures.)
     """
     done = 0
-    for trial in repo.list_trials(session, search_id=search_id, phase="finalist", limit=None):
-        if trial.state != "complete" or not is_trainable(trial.family):
-            continue
-        if not repo.has_weights(session, trial_id=trial.id):
-            continue
-        fits = repo.trial_fits(session, trial_id=trial.id)
-        if any(f["kind"] == "network" for f in fits):
-            continue
-        with_test = trial.family == test_family
-        eval_data = EvalData(np.asarray(data.X_val), np.asarray(data.y_val), str(data.task),
-                             np.asarray(data.X_test) if with_test else None,
-                             np.asarray(data.y_test) if with_test else None)
+    for trial in finalists_to_analyse(session, search_id=search_id):
         try:
-            state, _, _ = repo.load_weights(session, trial_id=trial.id)
-            net = build_network(arch, trial.family, [trial.family_params], eval_data.X_val.shape[1],
-                                n_outputs)
-            net.load_candidate_state(state)
-            result = analyse_network(net, eval_data, rel_error=rel_error, linear_tol=linear_tol)
+            row = finalist_network_row(session, trial=trial, arch=arch, data=data,
+                                       n_outputs=n_outputs, with_test=trial.family == test_family,
+                                       rel_error=rel_error, linear_tol=linear_tol)
         except Exception:
             log.warning("network analysis of trial %d (%s) failed; nothing stored", trial.id,
                         trial.family, exc_info=True)
             continue
-        epoch = max((int(f["epoch"]) for f in fits), default=0)
-        d = result["distilled"]
-        repo.add_fits(session, trial_id=trial.id, rows=[{
-            "layer": NETWORK_LAYER, "epoch": epoch, "unit": None, "kind": "network",
-            "family": trial.family,
-            "params": {"rel_error": rel_error, "linear_tol": linear_tol},
-            "rmse": None, "max_error": max((x["max_error"] for x in d["layers"]), default=None),
-            "r2": None, "extra": result,
-        }])
+        repo.add_fits(session, trial_id=trial.id, rows=[row])
         done += 1
     return done
-

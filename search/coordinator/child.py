@@ -42,7 +42,7 @@ class PopulationJob:
     """What a child needs to train one population (plain picklable values)."""
 
     arch: dict[str, Any]
-    family: str
+    family: str | None  # None: a mixed population (each candidate names its family)
     candidates: list[Candidate]
     config: TrainConfig
     data_key: str | None = None  # which of the child's datasets (None: the unnamed one)

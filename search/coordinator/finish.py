@@ -18,12 +18,15 @@ from sqlalchemy.orm import Session
 from store import repo
 from store.tables import POPULATION_FINISHED_STATES, PopulationRow
 
+from ..analysis.run import has_something_to_analyse
 from ..protocol import Leaderboard, best_per_family, build_leaderboard, task_metric
 from ..service import PreparedData, open_study
 from ..spec import SearchSpec
+from .control import advance_control, score_control_test
 from .data import prepared_data
-from .results import analyse_finalist_networks, nothing_completed_error
-from .steps import ACTIVE_SEARCH_STATES, Sessions, is_transient, new_task_id
+from .planner import MIXED, engine_k, plan_rung, sharing_groups
+from .results import nothing_completed_error
+from .steps import ACTIVE_SEARCH_STATES, Sessions, add_planned, is_transient, new_task_id
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,8 @@ def advance_search(sessions: Sessions, *, search_id: int,
     outage) are recorded from ``storage_url``, and trials still RUNNING (asked by a
     try that never stored their numbers) are failed and recorded, so the search
     phase ends with one row per Optuna trial and none RUNNING. After the finalists: the winner's test score, then
-    ``complete`` with ``best``. A cancelled search only has its pending
+    ``complete`` with ``best``; with ``control: relu``, the control arm's rounds and
+    finalist come in between (:mod:`.control`). A cancelled search only has its pending
     populations marked cancelled. Finishing reads only our tables (no Optuna).
     """
     from .recovery import fail_running_trials, record_unrecorded
@@ -83,13 +87,23 @@ def advance_search(sessions: Sessions, *, search_id: int,
                 if running:
                     fail_running_trials(study, running, ORPHAN_AT_PHASE_END)
                 record_unrecorded(session, search, spec, pops, storage_url, cutoff=None)
+            if spec.racing:
+                rung_ids = _plan_next_rung(session, search_id, spec, pops)
+                if rung_ids:
+                    return rung_ids  # the search stays running: the race goes on
             new_ids = _plan_finalists(session, search_id, spec)
             repo.set_search_state(session, search_id=search_id, state="finalizing")
             if new_ids:
                 return new_ids
+        if spec.control:  # the equal-compute control arm runs once the finalists are done
+            control_ids = advance_control(session, search, spec, storage_url)
+            if control_ids:
+                return control_ids
         dataset_id = search.dataset_id
     # Every finalist is finished (or there were none): score and complete.
     try:
+        if spec.control:
+            score_control_test(sessions, search_id=search_id, dataset_id=dataset_id, spec=spec)
         _finish(sessions, search_id, dataset_id, spec, test_scorer)
     except Exception as exc:
         if is_transient(exc):
@@ -103,18 +117,83 @@ def advance_search(sessions: Sessions, *, search_id: int,
     return []
 
 
+def _rung_trials(session: Session, search_id: int, pops: Sequence[PopulationRow], rung: int
+                 ) -> list[Any]:
+    ids = {p.id for p in pops if p.phase == "search" and p.rung == rung}
+    return [t for t in repo.list_trials(session, search_id=search_id, phase="search", limit=None)
+            if t.population_id in ids]
+
+
+def _dataset_shape(session: Session, search_id: int) -> tuple[int, int]:
+    dataset = repo.get_dataset(session, dataset_id=repo.get_search(
+        session, search_id=search_id).dataset_id)
+    n_outputs = (dataset.n_classes if dataset.task == "classification" else 1) or 1
+    return dataset.n_features, n_outputs
+
+
+def _plan_next_rung(session: Session, search_id: int, spec: SearchSpec,
+                    pops: Sequence[PopulationRow]) -> list[int]:
+    """Promote the best families of the rung just finished and plan the next rung (if any)."""
+    from ..race import best_in_rung, promote, schedule
+
+    rungs = schedule(len(spec.families), spec.trials, spec.epochs)
+    current = max((p.rung for p in pops if p.phase == "search" and p.rung is not None),
+                  default=None)
+    if current is None or current >= len(rungs) - 1:
+        return []
+    raced = [f for f in spec.families
+             if any(f in p.slot_families() for p in pops if p.rung == current)]
+    trials = _rung_trials(session, search_id, pops, current)
+    ranked = best_in_rung((t.family, t.state, t.value) for t in trials)
+    promoted = promote(ranked, raced, rungs[current + 1].families)
+    log.info("search %s rung %d: %s go on to rung %d", search_id, current,
+             ", ".join(promoted), current + 1)
+    n_inputs, n_outputs = _dataset_shape(session, search_id)
+    return add_planned(session, search_id, plan_rung(
+        spec, current + 1, promoted, n_inputs=n_inputs, n_outputs=n_outputs))
+
+
 def _plan_finalists(session: Session, search_id: int, spec: SearchSpec) -> list[int]:
+    """The finalists: each family's best search trial re-trained on the finalist seeds.
+
+    Families that can share a population re-train in one (mixed) population, so the
+    whole finalist phase is one batched pass where the engine can hold it. In a race
+    only the last rung's families are finalists, from their trials at full epochs.
+    """
     trials = repo.list_trials(session, search_id=search_id, phase="search", limit=None)
+    if spec.racing:
+        pops = repo.list_populations(session, search_id=search_id)
+        last = max((p.rung for p in pops if p.phase == "search" and p.rung is not None),
+                   default=None)
+        if last is not None:
+            trials = _rung_trials(session, search_id, pops, last)
     best = best_per_family(trials)
+    finalists = [f for f in spec.families if f in best]
+    if spec.is_module:
+        groups: list[list[str]] = [[f] for f in finalists]
+        cap = spec.finalist_seeds
+    else:
+        split = sharing_groups(spec, finalists)
+        groups = [*split.groups.values(), *([f] for f in split.solo)]
+        n_inputs, n_outputs = _dataset_shape(session, search_id)
+        cap = max(spec.finalist_seeds, engine_k(spec, finalists, n_inputs=n_inputs,
+                                                n_outputs=n_outputs))
     ids = []
-    for family in spec.families:
-        if family not in best:
-            continue
-        row = repo.add_population(session, search_id=search_id, family=family, structural={},
-                                  k=spec.finalist_seeds, phase="finalist",
-                                  task_id=new_task_id())
-        row.source_trial_number = best[family].trial_number
-        ids.append(row.id)
+    for members in groups:
+        slots = [(f, best[f].trial_number) for f in members for _ in range(spec.finalist_seeds)]
+        per = max(spec.finalist_seeds, cap // spec.finalist_seeds * spec.finalist_seeds)
+        for start in range(0, len(slots), per):
+            chunk = slots[start:start + per]
+            families = [f for f, _ in chunk]
+            one = len(set(families)) == 1
+            row = repo.add_population(
+                session, search_id=search_id, family=families[0] if one else MIXED,
+                families=None if one else families, structural={}, k=len(chunk),
+                phase="finalist", task_id=new_task_id(),
+                source_trial_numbers=None if one else [n for _, n in chunk])
+            if one:
+                row.source_trial_number = chunk[0][1]
+            ids.append(row.id)
     session.flush()
     return ids
 
@@ -123,7 +202,9 @@ def _finish(sessions: Sessions, search_id: int, dataset_id: int, spec: SearchSpe
             test_scorer: TestScorer | None = None) -> None:
     """The test score of the final choice only, the leaderboard, then ``complete`` with best.
 
-    The data (and torch, for the test evaluation) load before the row lock is
+    The curve analysis (fits, distillation) is not done here: ``analysis_state`` becomes
+    ``pending`` with ``complete`` (NULL when no complete trial has a trainable family)
+    and :func:`search.analysis.run.analyse_search` runs after this commit. The data (and torch, for the test evaluation) load before the row lock is
     taken, to keep the lock short.
     """
     data = prepared_data(sessions, dataset_id=dataset_id, spec=spec)
@@ -133,24 +214,25 @@ def _finish(sessions: Sessions, search_id: int, dataset_id: int, spec: SearchSpe
         if search.state != "finalizing":
             return  # another worker finished it while we loaded the data
         trials = repo.list_trials(session, search_id=search_id, limit=None)
-        board = build_leaderboard(trials, metric)
+        budgets = repo.family_budgets(session, search_id=search_id, full_epochs=spec.epochs)
+        board = build_leaderboard(trials, metric, budgets)
         if board.winner is not None and test_scorer is not None:
             test_scorer(session, search_id, data, board.winner.family)
             trials = repo.list_trials(session, search_id=search_id, limit=None)
-            board = build_leaderboard(trials, metric)
+            board = build_leaderboard(trials, metric, budgets)
         elif board.winner is not None:
             _score_test(session, search_id, spec, data, board.winner.family)
-            analyse_finalist_networks(session, search_id=search_id, arch=spec.arch_spec(),
-                                      data=data.splits, n_outputs=data.n_outputs,
-                                      test_family=board.winner.family)
             trials = repo.list_trials(session, search_id=search_id, limit=None)
-            board = build_leaderboard(trials, metric)
+            board = build_leaderboard(trials, metric, budgets)
+        board.set_compute(repo.search_candidate_epochs(session, search_id=search_id))
         error = nothing_completed_error(trials)
         if error is not None:
             repo.set_search_state(session, search_id=search_id, state="failed", error=error)
             return
         repo.set_search_state(session, search_id=search_id, state="complete",
                               best=best_summary(board))
+        # Fits and distillation run after this commit (search.analysis.run), never before it.
+        search.analysis_state = "pending" if has_something_to_analyse(trials) else None
 
 
 def best_summary(board: Leaderboard) -> dict[str, Any] | None:
@@ -160,7 +242,8 @@ def best_summary(board: Leaderboard) -> dict[str, Any] | None:
     w, b = board.winner, board.baseline
     return {"family": w.family, "mean": w.mean, "ci95": w.ci95, "test_mean": w.test_mean,
             "test_ci95": w.test_ci95, "baseline_mean": b.mean if b else None,
-            "delta_vs_baseline": w.delta_vs_baseline, "metric": board.metric}
+            "delta_vs_baseline": w.delta_vs_baseline, "metric": board.metric,
+            "control": board.control.as_dict() if board.control is not None else None}
 
 
 def _score_test(session: Session, search_id: int, spec: SearchSpec, data: PreparedData,

@@ -178,7 +178,8 @@ def _train_claimed(sessions: sessionmaker[Session], claimed: Claimed, *, storage
                 return list(reporter(report)) if reporter is not None else []
 
             with population_time_limit(time_limit_s):
-                result = train_population(claimed.spec.arch_spec(), claimed.family,
+                family = None if claimed.mixed else claimed.family  # mixed: per candidate
+                result = train_population(claimed.spec.arch_spec(), family,
                                           job.candidates, job.data.tensor_data(device),
                                           job.config,
                                           on_epoch=on_epoch)

@@ -76,6 +76,9 @@ class Progress:
     finalists_total: int = 0
     finalists_done: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    # the equal-compute control arm (``control: relu``), phase "control" while it runs
+    control_epochs: int = 0
+    control_target: int = 0
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -187,7 +190,7 @@ class EmbeddedCoordinator:
             raise InvalidInput(
                 f"search {search_id} trains your own module ({self.spec.module_arch().name}); "
                 f"only your Python process can: actsearch.resume({search_id}, build=build)")
-        self.progress = Progress(total=self.spec.trials_per_family() * len(self.spec.families))
+        self.progress = Progress(total=self.spec.planned_trials())
         self._stats = _Stats()
         self._study: optuna.Study | None = None
 
@@ -281,7 +284,7 @@ class EmbeddedCoordinator:
                 idle = next(c for c in self.children if c.job is None)
                 idle.send(job)
                 self._mark("first_population_s")
-                self.progress.current = f"{job.claimed.family} x{len(job.identities)}"
+                self.progress.current = f"{job.claimed.label} x{len(job.identities)}"
                 self._emit()
                 job = self._next_job() if self._has_idle_child() else None
                 if job is None:
@@ -322,7 +325,8 @@ class EmbeddedCoordinator:
             if claimed is None:
                 continue  # cancelled (search cancelled, time spent) or taken: try the next
             try:
-                return prepare(self.sessions, claimed, self.storage_url)
+                return prepare(self.sessions, claimed, self.storage_url,
+                               device=get_settings().worker.device)
             except Exception as exc:  # noqa: BLE001 - fail this population, run the others
                 if is_transient(exc):
                     raise
@@ -360,7 +364,7 @@ class EmbeddedCoordinator:
             stop = job.reporter(payload) if job.reporter else []
             child.conn.send(("stop", stop))
             self._heartbeat(job)
-            self.progress.current = f"{job.claimed.family} epoch {payload.epoch}"
+            self.progress.current = f"{job.claimed.label} epoch {payload.epoch}"
             self._emit()
         elif kind == "result":
             child.job = None
@@ -399,10 +403,13 @@ class EmbeddedCoordinator:
         self.progress = Progress(
             total=p["budget"], done=p["done"], pruned=p["pruned"], failed=p["failed"],
             running=p["running"], best_value=p["best_value"], best_family=p["best_family"],
-            phase="finalists" if p["phase"] in ("finalists", "done") else "search",
+            phase="control" if p["phase"] == "control" else
+            "finalists" if p["phase"] in ("finalists", "done") else "search",
             current=current, candidate_epochs=self._stats.candidate_epochs,
             finalists_total=p["finalists_total"], finalists_done=p["finalists_done"],
-            timings=dict(self.timings))
+            timings=dict(self.timings),
+            control_epochs=(p.get("control") or {}).get("candidate_epochs", 0),
+            control_target=(p.get("control") or {}).get("target_candidate_epochs", 0))
         self._emit()
 
     def _emit(self) -> None:

@@ -1,4 +1,5 @@
-"""One population, seen from Optuna: ask K trials of one family, prune each on its own, tell each.
+"""One population, seen from Optuna: ask K trials (of one family or several), prune each on
+its own against its family's trials, tell each.
 
 These functions hold no process or database plumbing, so the embedded
 coordinator and the Celery worker share them.
@@ -7,11 +8,12 @@ coordinator and the Celery worker share them.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import optuna
-from optuna.samplers import BaseSampler, PartialFixedSampler
+from optuna.samplers import BaseSampler, PartialFixedSampler, RandomSampler, TPESampler
 from optuna.trial import TrialState
 
 from models.records import EpochReport
@@ -30,6 +32,7 @@ class AskedTrial:
     """One candidate of a population: its Optuna trial and what was sampled for it."""
 
     trial: optuna.Trial
+    family: str
     act_params: dict[str, Any]
     hparams: dict[str, float]
     seed: int
@@ -41,7 +44,8 @@ class AskedTrial:
 
     def candidate(self) -> Candidate:
         return Candidate(seed=self.seed, lr=self.hparams["lr"],
-                         weight_decay=self.hparams["weight_decay"], act_params=dict(self.act_params))
+                         weight_decay=self.hparams["weight_decay"], act_params=dict(self.act_params),
+                         family=self.family)
 
 
 def candidate_seed(search_seed: int, trial_number: int) -> int:
@@ -49,32 +53,84 @@ def candidate_seed(search_seed: int, trial_number: int) -> int:
     return (search_seed * 1_000_003 + trial_number * 7919) % (2**31 - 1)
 
 
-def ask_population(
-    study: optuna.Study, base_sampler: BaseSampler, family: str, k: int, spec: SearchSpec,
-    structural: dict[str, Any] | None = None,
-) -> list[AskedTrial]:
-    """Ask ``k`` trials of ``family`` that share its structural parameters.
+def own_structural(family: str, structural: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``structural`` (Optuna-named, several families' merged) of ``family``."""
+    prefix = f"{family}."
+    return {name: value for name, value in structural.items() if name.startswith(prefix)}
 
-    The first trial samples the structural values (maxout's k, rational degrees,
-    sharing...) with the family fixed; the other k-1 are asked with those fixed
-    too (``PartialFixedSampler``), since a population shares one tensor shape.
-    ``structural`` fixes them from the start (completing a population asked in part).
+
+def ask_population(
+    study: optuna.Study, base_sampler: BaseSampler, families: str | Sequence[str], k: int | None,
+    spec: SearchSpec, structural: dict[str, Any] | None = None,
+    fixed_per_slot: Sequence[dict[str, Any]] | None = None,
+) -> list[AskedTrial]:
+    """Ask one trial per slot (``families``: one family per slot, or one family for ``k``).
+
+    A population shares one structure per family (maxout's k, rational degrees, VAF
+    width...): the first trial of each family samples its structural values with the
+    family fixed; the family's later trials are asked with those fixed too
+    (``PartialFixedSampler``). ``structural`` (Optuna-named, as
+    :func:`search.space.structural_params` gives them, any families merged) fixes them
+    from the start (completing a population asked in part). ``fixed_per_slot``: more
+    values to fix, one dict per slot (a race's first rung shares lr and weight decay).
     """
-    fixed: dict[str, Any] = {FAMILY_KEY: family}
-    if structural:  # Optuna-named, as :func:`search.space.structural_params` gives them
-        fixed.update(structural)
+    slots = [families] * int(k or 0) if isinstance(families, str) else list(families)
+    shared: dict[str, Any] = dict(structural or {})
+    if isinstance(base_sampler, IN_MEMORY_SAMPLERS):
+        return _ask_in_memory(study, base_sampler, slots, spec, shared, fixed_per_slot)
     asked: list[AskedTrial] = []
     try:
-        for _ in range(k):
-            study.sampler = PartialFixedSampler(dict(fixed), base_sampler)
+        for i, family in enumerate(slots):
+            fixed = {FAMILY_KEY: family, **own_structural(family, shared),
+                     **(fixed_per_slot[i] if fixed_per_slot else {})}
+            study.sampler = PartialFixedSampler(fixed, base_sampler)
             trial = study.ask()
             act_params, hparams = suggest_candidate(trial, family, spec)
-            if not asked and not structural:
-                fixed.update(structural_params(family, act_params))
-            asked.append(AskedTrial(trial, act_params, hparams,
+            if not own_structural(family, shared):
+                shared.update(structural_params(family, act_params))
+            asked.append(AskedTrial(trial, family, act_params, hparams,
                                     candidate_seed(spec.seed, trial.number)))
     finally:
         study.sampler = base_sampler
+    return asked
+
+
+#: Samplers that keep no state of their own in the storage (study or trial system
+#: attributes), so they can sample on an in-memory copy of the study.
+IN_MEMORY_SAMPLERS: tuple[type[BaseSampler], ...] = (TPESampler, RandomSampler)
+
+
+def _ask_in_memory(study: optuna.Study, base_sampler: BaseSampler, slots: Sequence[str],
+                   spec: SearchSpec, shared: dict[str, Any],
+                   fixed_per_slot: Sequence[dict[str, Any]] | None) -> list[AskedTrial]:
+    """The same asks as :func:`ask_population`, sampled on an in-memory copy of the study.
+
+    Asking on the RDB study costs a read of every trial and a commit per suggested
+    parameter (~0.1 s a trial on SQLite: seconds per population, quadratic in the
+    budget). Here the study is read once, the sampler (same seed, same RUNNING trials
+    for the constant liar) works in memory, and each asked trial is written with all its
+    parameters in one transaction; it stays RUNNING in the copy so the next ask sees it.
+    """
+    memory = optuna.create_study(directions=study.directions, sampler=base_sampler,
+                                 pruner=optuna.pruners.NopPruner())
+    memory.add_trials(study.get_trials(deepcopy=False))
+    asked: list[AskedTrial] = []
+    for i, family in enumerate(slots):
+        fixed = {FAMILY_KEY: family, **own_structural(family, shared),
+                 **(fixed_per_slot[i] if fixed_per_slot else {})}
+        memory.sampler = PartialFixedSampler(fixed, base_sampler)
+        draft = memory.ask()
+        act_params, hparams = suggest_candidate(draft, family, spec)
+        if not own_structural(family, shared):
+            shared.update(structural_params(family, act_params))
+        frozen = memory._storage.get_trial(draft._trial_id)
+        template = optuna.trial.create_trial(
+            state=TrialState.RUNNING, params=frozen.params, distributions=frozen.distributions,
+            user_attrs=frozen.user_attrs, system_attrs=frozen.system_attrs)
+        trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
+        trial = optuna.Trial(study, trial_id)
+        asked.append(AskedTrial(trial, family, act_params, hparams,
+                                candidate_seed(spec.seed, trial.number)))
     return asked
 
 
@@ -89,7 +145,7 @@ class PruningReporter:
 
     asked: list[AskedTrial]
     multi_objective: bool = False
-    view: FamilyMemoryView | None = None
+    views: dict[str, FamilyMemoryView] | None = None  # one per family of the population
 
     def __call__(self, report: EpochReport) -> list[int]:
         if self.multi_objective:
@@ -101,9 +157,10 @@ class PruningReporter:
                 continue  # the engine fails non-finite candidates itself
             if report.epoch not in asked.reported:
                 asked.trial.report(value, report.epoch)
-            if self.view is not None:
-                frozen = self.view.report(asked.number, report.epoch, value)
-                prune = decide(self.view, asked.trial.study.pruner, frozen)
+            if self.views is not None:
+                view = self.views[asked.family]
+                frozen = view.report(asked.number, report.epoch, value)
+                prune = decide(view, asked.trial.study.pruner, frozen)
             else:
                 prune = asked.trial.should_prune()
             if prune:
@@ -111,14 +168,17 @@ class PruningReporter:
         return stop
 
 
-def pruning_reporter(study: optuna.Study, family: str, asked: list[AskedTrial], *,
+def pruning_reporter(study: optuna.Study, asked: list[AskedTrial], *,
                      multi_objective: bool) -> PruningReporter:
-    """The reporter of a population: on a memory view when its pruner allows one."""
-    view = None
+    """The reporter of a population: on in-memory views (one per family, since each
+    family is pruned against its own trials) when its pruner allows them."""
+    views = None
     if not multi_objective and memory_safe(study.pruner):
-        view = FamilyMemoryView(study, family)
-        view.track([a.trial for a in asked])
-    return PruningReporter(asked, multi_objective=multi_objective, view=view)
+        views = {}
+        for family in dict.fromkeys(a.family for a in asked):
+            views[family] = FamilyMemoryView(study, family)
+            views[family].track([a.trial for a in asked if a.family == family])
+    return PruningReporter(asked, multi_objective=multi_objective, views=views)
 
 
 def objective_values(spec: SearchSpec, result: CandidateResult, n_params: int,

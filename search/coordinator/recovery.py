@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from store import repo
 from store.tables import PopulationRow, SearchRow, utcnow
 
+from ..control import ASKED_PHASES, CONTROL_PHASE, spec_for_phase, study_for_phase
 from ..service import open_study
 from ..space import FAMILY_KEY
 from ..spec import SearchSpec
@@ -83,18 +84,21 @@ def _record_lost_trials(session: Session, pop: PopulationRow, study_name: str, s
                         trials: Sequence[FrozenTrial], error: str) -> None:
     """Failed rows in our table for trials a dead worker never recorded (progress counts them)."""
     for t in trials:
-        family_params, hparams = split_trial_params(t.params, pop.family)
+        family = str(t.params.get(FAMILY_KEY, pop.slot_families()[0]))
+        family_params, hparams = split_trial_params(t.params, family)
         repo.add_trial(session, search_id=pop.search_id, population_id=pop.id,
-                       study_name=study_name, trial_number=t.number, phase="search",
-                       family=pop.family, family_params=family_params, hparams=hparams,
+                       study_name=study_name, trial_number=t.number, phase=pop.phase,
+                       family=family, family_params=family_params, hparams=hparams,
                        seed=candidate_seed(spec.seed, t.number), state="failed", error=error,
                        started_at=t.datetime_start, finished_at=utcnow())
 
 
 def _retry(session: Session, pop: PopulationRow) -> int:
-    """A fresh pending population repeating ``pop`` (same family, k, phase, finalist source)."""
+    """A fresh pending population repeating ``pop`` (same families, k, phase, epochs, sources)."""
     row = repo.add_population(session, search_id=pop.search_id, family=pop.family,
-                              structural={}, k=pop.k, phase=pop.phase, task_id=new_task_id())
+                              structural={}, k=pop.k, phase=pop.phase, task_id=new_task_id(),
+                              families=pop.families, source_trial_numbers=pop.source_trial_numbers,
+                              epochs=pop.epochs, rung=pop.rung)
     row.attempts = pop.attempts
     row.retry_of = pop.id
     row.source_trial_number = pop.source_trial_number
@@ -118,10 +122,11 @@ def _give_up(sessions: Sessions, pop_id: int, storage_url: str, stale_after_s: f
         search = repo.get_search(session, search_id=pop.search_id)
         spec = SearchSpec.model_validate(search.spec)
         report.stale.append(pop_id)
-        if pop.phase == "search" and pop.trial_numbers:
-            study = open_study(spec, search.study_name, storage_url)
+        if pop.phase in ASKED_PHASES and pop.trial_numbers:
+            name = study_for_phase(search.study_name, pop.phase)
+            study = open_study(spec_for_phase(spec, pop.phase), name, storage_url)
             failed = fail_running_trials(study, pop.trial_numbers, error)
-            _record_lost_trials(session, pop, search.study_name, spec, failed, error)
+            _record_lost_trials(session, pop, name, spec, failed, error)
             report.failed_trials += len(failed)
         if search.state in ACTIVE_SEARCH_STATES and pop.attempts < max_attempts:
             report.enqueue.append(_retry(session, pop))
@@ -171,8 +176,10 @@ def _sweep_orphans(sessions: Sessions, search_id: int, storage_url: str, stale_a
 def record_unrecorded(session: Session, search: SearchRow, spec: SearchSpec,
                        pops: Sequence[PopulationRow], storage_url: str, *,
                        cutoff: datetime | None, owned: set[int] | None = None,
-                       now: set[int] | None = None) -> int:
+                       now: set[int] | None = None, phase: str = "search") -> int:
     """Rows for finished Optuna trials that have none; returns how many were written.
+
+    ``phase``: ``search`` (the search's study) or ``control`` (the control arm's).
 
     ``cutoff``: only trials finished before it (Optuna stamps naive local times),
     so a worker still committing its own row is left alone; ``None`` when no
@@ -180,18 +187,19 @@ def record_unrecorded(session: Session, search: SearchRow, spec: SearchSpec,
     numbers recorded whatever the cutoff (the caller has just failed them itself).
     """
     recorded = {t.trial_number for t in repo.list_trials(session, search_id=search.id,
-                                                          phase="search", limit=None)}
+                                                          phase=phase, limit=None)}
     skip = recorded | (owned or set())
-    study = open_study(spec, search.study_name, storage_url)
+    study_name = study_for_phase(search.study_name, phase)
+    study = open_study(spec_for_phase(spec, phase), study_name, storage_url)
     missing = [t for t in study.get_trials(deepcopy=False)
                if t.state in _ROW_STATES and t.number not in skip
                and t.datetime_complete is not None
                and (cutoff is None or t.number in (now or set())
                     or t.datetime_complete.astimezone() < cutoff)]
-    by_number = {n: p for p in pops for n in (p.trial_numbers or [])}
+    by_number = {n: p for p in pops if p.phase == phase for n in (p.trial_numbers or [])}
     for t in missing:
-        _record_unrecorded_trial(session, search.id, search.study_name, spec, t,
-                                 by_number.get(t.number))
+        _record_unrecorded_trial(session, search.id, study_name, spec, t,
+                                 by_number.get(t.number), phase)
     return len(missing)
 
 
@@ -200,7 +208,8 @@ _ROW_STATES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned",
 
 
 def _record_unrecorded_trial(session: Session, search_id: int, study_name: str,
-                             spec: SearchSpec, t: FrozenTrial, pop: PopulationRow | None) -> None:
+                             spec: SearchSpec, t: FrozenTrial, pop: PopulationRow | None,
+                             phase: str = "search") -> None:
     """Our row for a finished Optuna trial whose worker's write never landed."""
     family = str(t.params.get(FAMILY_KEY, pop.family if pop is not None else "unknown"))
     family_params, hparams = split_trial_params(t.params, family)
@@ -209,7 +218,7 @@ def _record_unrecorded_trial(session: Session, search_id: int, study_name: str,
         "recorded by the reconciler from Optuna: the worker's own write of this trial was "
         "lost (e.g. the database restarted); its epochs and curves are not stored")
     repo.add_trial(session, search_id=search_id, population_id=pop.id if pop else None,
-                   study_name=study_name, trial_number=t.number, phase="search", family=family,
+                   study_name=study_name, trial_number=t.number, phase=phase, family=family,
                    family_params=family_params, hparams=hparams,
                    seed=candidate_seed(spec.seed, t.number), state=state,
                    value=t.value if state == "complete" and len(t.values or []) == 1 else None,
@@ -324,9 +333,34 @@ def release_interrupted(sessions: Sessions, *, search_id: int, storage_url: str)
         record_unrecorded(session, search, spec, pops, storage_url, cutoff=None)
         running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
         for p in pops:
-            if p.state == "pending" and p.trial_numbers and not running & set(p.trial_numbers):
+            if (p.phase == "search" and p.state == "pending" and p.trial_numbers
+                    and not running & set(p.trial_numbers)):
                 repo.set_population_state(session, population_id=p.id, state="complete")
+    if spec.control and any(p.phase == CONTROL_PHASE for p in pops):
+        _release_control(sessions, search_id, spec, study_name, storage_url)
     return resumed
+
+
+def _release_control(sessions: Sessions, search_id: int, spec: SearchSpec, study_name: str,
+                     storage_url: str) -> None:
+    """:func:`release_interrupted` for the control arm's study (its trial numbers are its own).
+
+    Its finished trials without our row get one, and a pending control population whose
+    trials all finished is complete; RUNNING control trials that no population owns are
+    failed when the control round ends (:mod:`.control`).
+    """
+    study = open_study(spec_for_phase(spec, CONTROL_PHASE),
+                       study_for_phase(study_name, CONTROL_PHASE), storage_url)
+    with sessions.begin() as session:
+        pops = repo.list_populations(session, search_id=search_id)
+        search = repo.get_search(session, search_id=search_id)
+        record_unrecorded(session, search, spec, pops, storage_url, cutoff=None,
+                          phase=CONTROL_PHASE)
+        running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        for p in pops:
+            if (p.phase == CONTROL_PHASE and p.state == "pending" and p.trial_numbers
+                    and not running & set(p.trial_numbers)):
+                repo.set_population_state(session, population_id=p.id, state="complete")
 
 
 def _adopt_orphans(session: Session, study: optuna.Study, pops: Sequence[PopulationRow]) -> list[int]:
@@ -343,7 +377,8 @@ def _adopt_orphans(session: Session, study: optuna.Study, pops: Sequence[Populat
     for t in orphans:
         family = t.params.get(FAMILY_KEY)  # None: interrupted before its first suggestion
         taker = next((p for p in pops if p.state == "pending" and p.phase == "search"
-                      and family in (None, p.family) and len(p.trial_numbers or []) < p.k),
+                      and (family is None or family in p.slot_families())
+                      and len(p.trial_numbers or []) < p.k),
                      None)
         if taker is None:
             left.append(t.number)
@@ -396,13 +431,19 @@ def fail_search(sessions: Sessions, *, search_id: int, storage_url: str, error: 
         spec = SearchSpec.model_validate(row.spec)
         study_name = row.study_name
     try:
-        study = open_study(spec, study_name, storage_url)
-        running = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
-        fail_running_trials(study, running, error)
-        with sessions.begin() as session:
-            search = repo.get_search(session, search_id=search_id)
-            record_unrecorded(session, search, spec, repo.list_populations(
-                session, search_id=search_id), storage_url, cutoff=None)
+        for phase in ASKED_PHASES if spec.control else ("search",):
+            try:
+                study = open_study(spec_for_phase(spec, phase),
+                                   study_for_phase(study_name, phase), storage_url)
+            except KeyError:  # the control arm's study: created when the control starts
+                continue
+            running = [t.number for t in study.get_trials(deepcopy=False,
+                                                          states=(TrialState.RUNNING,))]
+            fail_running_trials(study, running, error)
+            with sessions.begin() as session:
+                search = repo.get_search(session, search_id=search_id)
+                record_unrecorded(session, search, spec, repo.list_populations(
+                    session, search_id=search_id), storage_url, cutoff=None, phase=phase)
     except Exception as exc:  # noqa: BLE001 - best effort: our rows already say what happened
         log.warning("could not close the Optuna trials of search %s: %s", search_id, exc)
     return was_unfinished

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
-from models.catalogue import is_trainable
 from models.spec import Candidate
 from store import repo
 
@@ -29,6 +28,7 @@ class TrialIdentity:
     hparams: dict[str, Any]
     trial_number: int | None = None
     source_trial_number: int | None = None
+    family: str | None = None  # None: the population's (``record_population``'s ``family``)
 
 
 def _state(result: CandidateResult, told: str | None) -> str:
@@ -39,49 +39,16 @@ def _state(result: CandidateResult, told: str | None) -> str:
     )
 
 
-def _record_fits(session: Session, trial_id: int, family: str, act_params: dict[str, Any],
-                 cand: CandidateResult) -> None:
-    """Analyse the final-epoch curves and store the fits; any error is logged and stores nothing."""
-    try:
-        from ..analysis import (
-            curves as analysis,  # scipy: imported only when a trainable trial is analysed
-        )
-
-        last = max(int(c["epoch"]) for c in cand.curves)
-        curves = [c for c in cand.curves if int(c["epoch"]) == last]
-        stats = [s for s in cand.preact_stats if int(s["epoch"]) == last]
-        rows = analysis.analyse_curves(family=family, family_params=act_params, curves=curves,
-                                       stats=stats)
-        repo.add_fits(session, trial_id=trial_id, rows=rows)
-    except Exception:
-        log.warning("curve analysis of trial %d (%s) failed; no fits stored", trial_id, family,
-                    exc_info=True)
-
-
-def analyse_finalist_networks(session: Session, *, search_id: int, arch: Any, data: Any,
-                              n_outputs: int, test_family: str | None) -> None:
-    """Network-level distillation and merging of the trainable finalists (those with weights).
-
-    Called when a search finishes, after the final choice's test scoring, so the
-    test split is used for that family only. Any error is logged and stores nothing.
-    """
-    try:
-        from ..analysis.distillation import analyse_finalists  # scipy: only once a search finishes
-
-        analyse_finalists(session, search_id=search_id, arch=arch, data=data,
-                          n_outputs=n_outputs, test_family=test_family)
-    except Exception:
-        log.warning("network analysis of search %d failed; nothing stored", search_id,
-                    exc_info=True)
-
-
 def record_population(
     session: Session, *, search_id: int, study_name: str, population_id: int | None,
-    phase: str, family: str, identities: Sequence[TrialIdentity], result: PopulationResult,
+    phase: str, identities: Sequence[TrialIdentity], result: PopulationResult,
     told: dict[int, str] | None = None, save_weights_with: dict[str, Any] | None = None,
-    started_at: dt.datetime | None = None,
+    started_at: dt.datetime | None = None, family: str | None = None,
 ) -> list[Any]:
     """One trial row per candidate with its epochs, curves and pre-activation statistics.
+
+    No curve analysis here: fits and distillation run once the search is complete
+    (:mod:`search.analysis.run`), off the critical path.
 
     ``save_weights_with`` (scaler and label map) stores each candidate's weights too:
     done for finalists, whose models can be exported. ``started_at``: when the
@@ -91,22 +58,23 @@ def record_population(
     rows = []
     for cand in result.candidates:
         ident = identities[cand.index]
+        cand_family = ident.family or family
+        assert cand_family is not None, "a trial needs its family (identity or population)"
         state = _state(cand, (told or {}).get(ident.trial_number) if ident.trial_number is not None else None)
         duration = cand.history[-1]["elapsed_s"] if cand.history else 0.0
         row = repo.add_trial(
             session, search_id=search_id, population_id=population_id, study_name=study_name,
-            trial_number=ident.trial_number, phase=phase, family=family,
+            trial_number=ident.trial_number, phase=phase, family=cand_family,
             family_params=ident.act_params, hparams=ident.hparams, seed=ident.candidate.seed,
             state=state, value=cand.val_metric, best_value=cand.best_val_metric,
-            n_params=result.n_params, flops=result.flops, device=result.device,
+            n_params=cand.n_params if cand.n_params is not None else result.n_params,
+            flops=cand.flops if cand.flops is not None else result.flops, device=result.device,
             duration_s=duration, error=cand.error, started_at=started_at, finished_at=now,
             source_trial_number=ident.source_trial_number,
         )
         repo.add_epoch_metrics(session, trial_id=row.id, rows=cand.history)
         repo.add_curves(session, trial_id=row.id, rows=cand.curves)
         repo.add_preact_stats(session, trial_id=row.id, rows=cand.preact_stats)
-        if state == "complete" and cand.curves and is_trainable(family):
-            _record_fits(session, row.id, family, ident.act_params, cand)
         if save_weights_with is not None and cand.state_dict is not None:
             repo.save_weights(session, trial_id=row.id, state_dict=cand.state_dict,
                               scaler=save_weights_with["scaler"],
@@ -117,8 +85,8 @@ def record_population(
 
 def record_failed_population(
     session: Session, *, search_id: int, study_name: str, population_id: int | None,
-    phase: str, family: str, identities: Sequence[TrialIdentity], error: str,
-    started_at: dt.datetime | None = None,
+    phase: str, identities: Sequence[TrialIdentity], error: str,
+    started_at: dt.datetime | None = None, family: str | None = None,
 ) -> list[Any]:
     """One ``failed`` trial row per candidate of a population whose training raised or was stopped.
 
@@ -130,7 +98,7 @@ def record_failed_population(
     return [
         repo.add_trial(
             session, search_id=search_id, population_id=population_id, study_name=study_name,
-            trial_number=ident.trial_number, phase=phase, family=family,
+            trial_number=ident.trial_number, phase=phase, family=ident.family or family,
             family_params=ident.act_params, hparams=ident.hparams, seed=ident.candidate.seed,
             state="failed", error=error[:4000], started_at=started_at, finished_at=now,
             source_trial_number=ident.source_trial_number,

@@ -29,6 +29,14 @@ process exits with status 0; the next start resumes it. SIGINT is ignored (a
 terminal's Ctrl-C reaches the whole process group; ``serve`` decides and sends
 SIGTERM), and so are the children's.
 
+Analysis. Closed-form fits and distillation (:mod:`search.analysis.run`) run after a
+search is complete, in one background thread of this process, so the next search
+starts at once: on start (after the resumed searches are known) and after each
+search it picks up every complete search whose analysis is pending, or running
+with no process holding its analysis lock (a process killed mid-analysis: only the
+missing part is redone). A search run from ``actsearch search`` in a shell is
+analysed there; its lock keeps this runner off it.
+
 Schedules. The runner is also the embedded scheduler: every ``schedule_tick_s``
 seconds (``ACTSEARCH_SCHEDULE_TICK_S``) it calls :func:`search.schedules.tick`,
 which turns due schedules into pending searches that this loop then runs. It
@@ -43,6 +51,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -161,6 +170,7 @@ class Runner:
         self._parent = os.getppid()
         self.schedule_tick_s = schedule_tick_s  # None: never fire schedules
         self._next_tick = 0.0  # monotonic time of the next schedule check
+        self._analysis: threading.Thread | None = None
         from core.settings import get_settings
         from search.coordinator.trainers import TrainerPool
 
@@ -191,6 +201,44 @@ class Runner:
         if created:
             log.info("schedules created searches %s", created)
         return created
+
+    def analyse_pending(self) -> threading.Thread | None:
+        """Start the analysis thread on pending or orphaned analyses (never raises).
+
+        One thread at a time; it is a daemon: a shutdown leaves an analysis ``running``
+        with its lock free, which the next start resumes. Returns the thread started.
+        """
+        if self._analysis is not None and self._analysis.is_alive():
+            return None
+        from search.analysis.run import pending_analyses
+
+        try:
+            ids = pending_analyses(self.sessions)
+        except Exception as exc:  # e.g. the database briefly locked: the next call retries
+            log.warning("could not list pending analyses: %s: %s", type(exc).__name__, exc)
+            return None
+        if not ids:
+            return None
+        self._analysis = threading.Thread(target=self._analyse, args=(ids,), daemon=True,
+                                          name="actsearch-analysis")
+        self._analysis.start()
+        return self._analysis
+
+    def _analyse(self, search_ids: list[int]) -> None:
+        from search.analysis.run import analyse_search
+
+        for search_id in search_ids:
+            if self.stopping:
+                return
+            try:
+                report = analyse_search(self.sessions, search_id)
+            except Exception as exc:  # transient (the state went back to pending): next time
+                log.warning("analysis of search %s stopped: %s: %s", search_id,
+                            type(exc).__name__, exc)
+                continue
+            if report.ran:
+                log.info("analysis of search %s %s in %.1f s", search_id, report.state,
+                         report.seconds)
 
     def next_search(self) -> int | None:
         """The oldest pending search's id, or None."""
@@ -236,6 +284,7 @@ class Runner:
             log.info("runner ready (workers=%s)", self.workers)
             while not self.stopping and not self._orphaned():
                 self.tick_schedules()
+                self.analyse_pending()
                 search_id = resume.pop(0) if resume else self.next_search()
                 if search_id is None:
                     time.sleep(self.poll_s)

@@ -43,17 +43,19 @@ from models.spec import Candidate, TrainConfig
 from store import repo
 from store.tables import utcnow
 
+from ..control import ASKED_PHASES, FINALIST_SOURCES, spec_for_phase, study_for_phase
 from ..service import PreparedData, open_study
 from ..space import FAMILY_KEY, structural_params, suggest_candidate
 from ..spec import SearchSpec
 from .data import prepared_data
-from .planner import planner_for
+from .planner import MIXED, PlannedPopulation, plan_search_populations
 from .population import (
     AskedTrial,
     PruningReporter,
     ask_population,
     candidate_seed,
     fail_population,
+    own_structural,
     pruning_reporter,
     tell_population,
 )
@@ -184,12 +186,18 @@ def plan_search(session: Session, *, search_id: int, from_states: Sequence[str] 
     spec = SearchSpec.model_validate(search.spec)
     dataset = repo.get_dataset(session, dataset_id=search.dataset_id)
     n_outputs = dataset.n_classes if dataset.task == "classification" else 1
-    planner = planner_for(spec, n_inputs=dataset.n_features, n_outputs=n_outputs or 1)
+    return add_planned(session, search_id, plan_search_populations(
+        spec, n_inputs=dataset.n_features, n_outputs=n_outputs or 1))
+
+
+def add_planned(session: Session, search_id: int, planned: Sequence[PlannedPopulation],
+                phase: str = "search") -> list[int]:
+    """Create the pending rows of planned populations; returns their ids."""
     ids: list[int] = []
-    while (planned := planner.next()) is not None:
-        family, k = planned
-        row = repo.add_population(session, search_id=search_id, family=family, structural={},
-                                  k=k, phase="search", task_id=new_task_id())
+    for p in planned:
+        row = repo.add_population(session, search_id=search_id, family=p.family,
+                                  families=p.slot_families, structural={}, k=p.k, phase=phase,
+                                  task_id=new_task_id(), epochs=p.epochs, rung=p.rung)
         ids.append(row.id)
     return ids
 
@@ -224,17 +232,37 @@ class Claimed:
     dataset_id: int
     spec: SearchSpec
     phase: str
-    family: str
+    family: str  # the one family, or "mixed"
     k: int
     source_trial_number: int | None
     trial_numbers: list[int] | None
     search_started_at: datetime | None
     worker: str
     attempt: int = 1
+    families: list[str] = field(default_factory=list)  # per slot (a one-family one repeats it)
+    source_trial_numbers: list[int] | None = None  # per slot, a mixed finalist population's
+    epochs: int | None = None  # a raced rung's (None: the spec's)
+    structural: dict[str, Any] = field(default_factory=dict)
+    rung: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.families:
+            self.families = [self.family] * self.k
 
     @property
     def token(self) -> ClaimToken:
         return ClaimToken(self.population_id, self.worker, self.attempt)
+
+    @property
+    def mixed(self) -> bool:
+        return self.family == MIXED
+
+    @property
+    def label(self) -> str:
+        """What a progress line calls it: ``relu`` or ``mixed(8 families)``."""
+        if not self.mixed:
+            return self.family
+        return f"{MIXED}({len(set(self.families))} families)"
 
 
 def release_claim(sessions: Sessions, token: ClaimToken) -> bool:
@@ -275,11 +303,17 @@ def claim(sessions: Sessions, population_id: int, worker: str, task_id: str | No
             return None, PopulationOutcome(population_id, "skipped", pop.search_id)
         attempt = repo.get_population(session, population_id=population_id).attempts
         return Claimed(
-            population_id=population_id, search_id=search.id, study_name=search.study_name,
-            dataset_id=search.dataset_id, spec=spec, phase=pop.phase, family=pop.family,
+            population_id=population_id, search_id=search.id,
+            study_name=study_for_phase(search.study_name, pop.phase),
+            dataset_id=search.dataset_id, spec=spec_for_phase(spec, pop.phase), phase=pop.phase,
+            family=pop.family,
             k=pop.k, source_trial_number=pop.source_trial_number,
             trial_numbers=list(pop.trial_numbers) if pop.trial_numbers else None,
             search_started_at=search.started_at, worker=worker, attempt=attempt,
+            families=pop.slot_families(),
+            source_trial_numbers=(list(pop.source_trial_numbers)
+                                  if pop.source_trial_numbers else None),
+            epochs=pop.epochs, structural=dict(pop.structural or {}), rung=pop.rung,
         ), None
 
 
@@ -334,7 +368,8 @@ class Prepared:
 
 
 def _identities(asked: Sequence[AskedTrial]) -> list[TrialIdentity]:
-    return [TrialIdentity(a.candidate(), a.act_params, a.hparams, trial_number=a.number)
+    return [TrialIdentity(a.candidate(), a.act_params, a.hparams, trial_number=a.number,
+                          family=a.family)
             for a in asked]
 
 
@@ -343,24 +378,30 @@ def _reopen_asked(study: optuna.Study, claimed: Claimed) -> list[AskedTrial]:
 
     Suggesting again on a trial returns the values it already holds, so the
     candidates are exactly those asked before the interruption; a trial interrupted
-    between its ask and its suggestions gets its values now, with the family and
-    the population's structure fixed as for a fresh ask.
+    between its ask and its suggestions gets its values now, with its family (the slot's
+    it was asked for, as Optuna recorded it) and the population's structure fixed as for
+    a fresh ask.
     """
     frozen = {t.number: t for t in study.get_trials(deepcopy=False)}
     base = study.sampler
-    fixed: dict[str, Any] = {FAMILY_KEY: claimed.family}
+    shared = dict(claimed.structural)
+    open_slots = list(claimed.families)
     asked: list[AskedTrial] = []
     try:
         for number in claimed.trial_numbers or []:
             ft = frozen.get(number)
             if ft is None or ft.state != TrialState.RUNNING:
                 continue  # finished meanwhile (recorded by the recovery), or gone
-            study.sampler = PartialFixedSampler(dict(fixed), base)
+            family = str(ft.params.get(FAMILY_KEY) or (open_slots or claimed.families)[0])
+            if family in open_slots:
+                open_slots.remove(family)
+            study.sampler = PartialFixedSampler(
+                {FAMILY_KEY: family, **own_structural(family, shared)}, base)
             trial = Trial(study, ft._trial_id)
-            act_params, hparams = suggest_candidate(trial, claimed.family, claimed.spec)
-            if not asked:
-                fixed.update(structural_params(claimed.family, act_params))
-            asked.append(AskedTrial(trial, act_params, hparams,
+            act_params, hparams = suggest_candidate(trial, family, claimed.spec)
+            if not own_structural(family, shared):
+                shared.update(structural_params(family, act_params))
+            asked.append(AskedTrial(trial, family, act_params, hparams,
                                     candidate_seed(claimed.spec.seed, number),
                                     reported=frozenset(ft.intermediate_values)))
     finally:
@@ -368,11 +409,54 @@ def _reopen_asked(study: optuna.Study, claimed: Claimed) -> list[AskedTrial]:
     return asked
 
 
+def _unasked_slots(claimed: Claimed, asked: Sequence[AskedTrial]) -> list[str]:
+    """The slot families no asked trial fills yet (in slot order)."""
+    left = list(claimed.families)
+    for a in asked:
+        if a.family in left:
+            left.remove(a.family)
+    return left[: max(0, claimed.k - len(claimed.trial_numbers or []))]
+
+
+def _shared_first_rung(sessions: Sessions, claimed: Claimed, asked: Sequence[AskedTrial],
+                       missing: Sequence[str]) -> list[dict[str, Any]] | None:
+    """A race's first rung: trial j of every family trains on the j-th shared lr and weight
+    decay (:func:`search.race.shared_hparams`), so that rung compares families on the same
+    hyperparameters. j counts the family's slots in the rung's earlier populations, this
+    one's asked trials, then the missing slots in order."""
+    if claimed.rung != 0 or not claimed.spec.racing:
+        return None
+    from ..race import shared_hparams
+
+    seen: dict[str, int] = {}
+    with sessions() as session:
+        for pop in repo.list_populations(session, search_id=claimed.search_id):
+            if pop.phase == "search" and pop.rung == 0 and pop.id < claimed.population_id:
+                for f in pop.slot_families():
+                    seen[f] = seen.get(f, 0) + 1
+    for a in asked:
+        seen[a.family] = seen.get(a.family, 0) + 1
+    out = []
+    for family in missing:
+        j = seen.get(family, 0)
+        seen[family] = j + 1
+        out.append(shared_hparams(j, claimed.spec.lr, claimed.spec.weight_decay))
+    return out
+
+
+def _merged_structural(asked: Sequence[AskedTrial]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for a in asked:
+        if not own_structural(a.family, merged):
+            merged.update(structural_params(a.family, a.act_params))
+    return merged
+
+
 def prepare(sessions: Sessions, claimed: Claimed, storage_url: str, *,
             max_task_s: float | None = None, device: str = "cpu") -> Prepared:
     """Ask (or re-open) the population's trials and build its training job."""
     data = prepared_data(sessions, dataset_id=claimed.dataset_id, spec=claimed.spec)
-    if claimed.phase != "search":
+    if claimed.phase not in ASKED_PHASES:
         identities = _finalist_identities(sessions, claimed)
         config = _train_config(claimed, identities[0].candidate.seed, max_task_s, device)
         return Prepared(claimed, data, identities, config)
@@ -381,20 +465,20 @@ def prepare(sessions: Sessions, claimed: Claimed, storage_url: str, *,
     # A population asked in full before an interruption re-trains its trials still
     # RUNNING; one asked in part (or given orphaned trials on resume) asks the rest.
     asked = _reopen_asked(study, claimed) if claimed.trial_numbers else []
-    missing = claimed.k - len(claimed.trial_numbers or [])
-    if missing > 0:
-        shared = structural_params(claimed.family, asked[0].act_params) if asked else None
-        asked += ask_population(study, study.sampler, claimed.family, missing, claimed.spec,
-                                structural=shared)
+    missing = _unasked_slots(claimed, asked)
+    if missing:
+        fresh = ask_population(study, study.sampler, missing, None, claimed.spec,
+                               structural=_merged_structural(asked) or None,
+                               fixed_per_slot=_shared_first_rung(sessions, claimed, asked, missing))
+        asked += fresh
         with sessions.begin() as session:
             repo.record_asked_trials(
                 session, population_id=claimed.population_id,
-                trial_numbers=[*(claimed.trial_numbers or []), *(a.number for a in asked[-missing:])],
-                structural=structural_params(claimed.family, asked[0].act_params))
+                trial_numbers=[*(claimed.trial_numbers or []), *(a.number for a in fresh)],
+                structural=_merged_structural(asked))
     if not asked:
         raise NothingToTrain(f"population {claimed.population_id} has no running trial left")
-    reporter = pruning_reporter(study, claimed.family, asked,
-                                multi_objective=claimed.spec.multi_objective)
+    reporter = pruning_reporter(study, asked, multi_objective=claimed.spec.multi_objective)
     config = _train_config(claimed, asked[0].seed, max_task_s, device)
     return Prepared(claimed, data, _identities(asked), config, study, asked, reporter)
 
@@ -408,26 +492,36 @@ def _train_config(claimed: Claimed, data_seed: int, max_task_s: float | None,
         if left is not None:
             left = max(1.0, left)
             deadline = left if deadline is None else min(deadline, left)
-    return TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, optimizer=spec.optimizer,
+    return TrainConfig(epochs=claimed.epochs or spec.epochs, batch_size=spec.batch_size, optimizer=spec.optimizer,
                        schedule=spec.schedule, data_seed=data_seed, deadline_s=deadline,
                        device=device)
 
 
 def _finalist_identities(sessions: Sessions, claimed: Claimed) -> list[TrialIdentity]:
-    """Re-runs of the family's best search trial on fresh seeds."""
-    if claimed.source_trial_number is None:
+    """Re-runs of each slot family's best search (or control) trial on fresh seeds (seed j for its
+    j-th slot)."""
+    sources = claimed.source_trial_numbers or (
+        [claimed.source_trial_number] * claimed.k if claimed.source_trial_number is not None
+        else None)
+    if not sources:
         raise RuntimeError(f"finalist population {claimed.population_id} names no source trial")
+    seeds = finalist_seeds(claimed.spec)
+    seen: dict[int, int] = {}
+    identities = []
     with sessions() as session:
-        best = repo.find_trial(session, study_name=claimed.study_name,
-                               trial_number=claimed.source_trial_number, phase="search")
-        family_params, hparams = dict(best.family_params), dict(best.hparams)
-    return [
-        TrialIdentity(Candidate(seed=s, lr=hparams["lr"], weight_decay=hparams["weight_decay"],
-                                act_params=dict(family_params)),
-                      dict(family_params), hparams,
-                      source_trial_number=claimed.source_trial_number)
-        for s in finalist_seeds(claimed.spec)[: claimed.k]
-    ]
+        for number in sources:
+            best = repo.find_trial(session, study_name=claimed.study_name,
+                                   trial_number=number,
+                                   phase=FINALIST_SOURCES.get(claimed.phase, "search"))
+            j = seen.get(number, 0)
+            seen[number] = j + 1
+            family_params, hparams = dict(best.family_params), dict(best.hparams)
+            identities.append(TrialIdentity(
+                Candidate(seed=seeds[j % len(seeds)], lr=hparams["lr"],
+                          weight_decay=hparams["weight_decay"], act_params=dict(family_params),
+                          family=best.family),
+                dict(family_params), hparams, source_trial_number=number, family=best.family))
+    return identities
 
 
 # --------------------------------------------------------------------------- tell and record
@@ -460,10 +554,10 @@ def commit_result(sessions: Sessions, job: Prepared, result: PopulationResult
             told = tell_population(job.study, claimed.spec, job.asked, result.candidates,
                                    result.n_params, result.flops)
         weights = None
-        if claimed.phase == "finalist":
+        if claimed.phase in FINALIST_SOURCES:
             weights = {"scaler": job.data.splits.scaler, "label_map": job.data.splits.label_map}
         record_population(session, search_id=claimed.search_id, study_name=claimed.study_name,
-                          population_id=pid, phase=claimed.phase, family=claimed.family,
+                          population_id=pid, phase=claimed.phase,
                           identities=job.identities, result=result, told=told,
                           save_weights_with=weights, started_at=job.started_at)
         repo.set_population_state(session, population_id=pid, state="complete")
@@ -491,7 +585,7 @@ def fail_owned(sessions: Sessions, claimed: Claimed, error: str, *,
             identities = [i for i in identities if i.trial_number in told]
         record_failed_population(
             session, search_id=claimed.search_id, study_name=claimed.study_name,
-            population_id=pid, phase=claimed.phase, family=claimed.family,
+            population_id=pid, phase=claimed.phase,
             identities=identities, error=error, started_at=started_at)
         repo.set_population_state(session, population_id=pid, state="failed", error=error[:4000])
     return PopulationOutcome(pid, "failed", claimed.search_id, error=error[:500])

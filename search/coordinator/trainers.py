@@ -178,7 +178,8 @@ class _Child:
         self.job = job
         self.sent_at = time.monotonic()
         c = job.claimed
-        self.conn.send(("train", PopulationJob(c.spec.arch_spec().to_dict(), c.family,
+        family = None if c.mixed else c.family  # a mixed population's candidates name theirs
+        self.conn.send(("train", PopulationJob(c.spec.arch_spec().to_dict(), family,
                                                job.candidates, job.config, data_key=key)))
 
     # ----- lifecycle --------------------------------------------------------------------

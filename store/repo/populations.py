@@ -35,11 +35,24 @@ def add_population(
     k: int,
     phase: str = "search",
     task_id: str | None = None,
+    families: Sequence[str] | None = None,
+    source_trial_numbers: Sequence[int] | None = None,
+    epochs: int | None = None,
+    rung: int | None = None,
 ) -> PopulationRow:
-    """A pending population of ``k`` candidates of ``family`` for ``search_id``."""
+    """A pending population of ``k`` candidates of ``family`` for ``search_id``.
+
+    A mixed population has ``family="mixed"`` and ``families``, one per slot (``k`` of
+    them); a mixed finalist population names, per slot, the search trial it re-trains.
+    """
     get_search(session, search_id=search_id)
     if k < 1:
         raise InvalidInput(f"a population needs k >= 1, got {k}")
+    if families is not None and len(families) != k:
+        raise InvalidInput(f"a population of k={k} needs {k} slot families, got {len(families)}")
+    if source_trial_numbers is not None and len(source_trial_numbers) != k:
+        raise InvalidInput(f"a finalist population of k={k} needs {k} source trials, "
+                           f"got {len(source_trial_numbers)}")
     row = PopulationRow(
         search_id=search_id,
         family=family,
@@ -49,6 +62,11 @@ def add_population(
         state="pending",
         task_id=task_id,
         attempts=0,
+        families=list(families) if families is not None else None,
+        source_trial_numbers=([int(n) for n in source_trial_numbers]
+                              if source_trial_numbers is not None else None),
+        epochs=epochs,
+        rung=rung,
     )
     session.add(row)
     session.flush()

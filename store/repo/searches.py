@@ -12,8 +12,10 @@ from core.errors import Conflict, NotFound
 from store.repo._common import _check, _lock, _page, _require, _require_owned, _won, jsonable
 from store.repo.datasets import get_dataset
 from store.tables import (
+    ANALYSIS_STATES,
     SEARCH_STATES,
     SEARCH_TERMINAL_STATES,
+    EpochMetricRow,
     PopulationRow,
     SearchRow,
     TrialRow,
@@ -195,6 +197,20 @@ def search_trial_counts(session: Session, *, search_id: int) -> dict[str, dict[s
     return out
 
 
+def search_candidate_epochs(session: Session, *, search_id: int) -> dict[str, int]:
+    """Candidate-epochs a search trained, by phase: its epoch rows (one per trial and epoch).
+
+    The compute the equal-compute control arm matches (``{"search": 412, "finalist": 96}``).
+    """
+    stmt = (
+        select(TrialRow.phase, func.count(EpochMetricRow.id))
+        .join(EpochMetricRow, EpochMetricRow.trial_id == TrialRow.id)
+        .where(TrialRow.search_id == search_id)
+        .group_by(TrialRow.phase)
+    )
+    return {phase: int(n) for phase, n in session.execute(stmt)}
+
+
 def search_population_counts(
     session: Session, *, search_id: int
 ) -> dict[str, dict[str, tuple[int, int]]]:
@@ -260,3 +276,40 @@ def transition_search(
     won = _won(session.execute(stmt))
     session.expire_all()
     return won
+
+
+def set_analysis_state(
+    session: Session,
+    *,
+    search_id: int,
+    state: str | None,
+    error: str | None = None,
+    from_states: Sequence[str | None] | None = None,
+) -> bool:
+    """Set a search's curve-analysis state (and its error: cleared unless given).
+
+    Touches only ``analysis_state`` and ``analysis_error``, never the search's own
+    state, best or leaderboard. ``from_states``: only if the analysis is in one of
+    them now (``None`` in the list matches NULL); returns True if this call set it.
+    """
+    if state is not None:
+        _check(state, ANALYSIS_STATES, "analysis state")
+    _require(session, SearchRow, search_id, "search")
+    stmt = update(SearchRow).where(SearchRow.id == search_id)
+    if from_states is not None:
+        named = [s for s in from_states if s is not None]
+        cond = SearchRow.analysis_state.in_(named)
+        if None in from_states:
+            cond = cond | SearchRow.analysis_state.is_(None)
+        stmt = stmt.where(cond)
+    stmt = stmt.values(analysis_state=state, analysis_error=error).execution_options(
+        synchronize_session=False)
+    won = _won(session.execute(stmt))
+    session.expire_all()
+    return won
+
+
+def searches_with_analysis(session: Session, *, states: Sequence[str]) -> list[SearchRow]:
+    """Searches whose analysis is in one of ``states`` (e.g. pending, running), oldest first."""
+    stmt = select(SearchRow).where(SearchRow.analysis_state.in_(list(states)))
+    return list(session.scalars(stmt.order_by(SearchRow.id)))

@@ -504,6 +504,13 @@ def trial_fits(
     ]
 
 
+def fitted_trial_ids(session: Session, *, search_id: int, kinds: Sequence[str]) -> set[int]:
+    """Ids of the search's trials holding at least one fit of one of ``kinds``."""
+    stmt = (select(FitRow.trial_id).join(TrialRow, TrialRow.id == FitRow.trial_id)
+            .where(TrialRow.search_id == search_id, FitRow.kind.in_(list(kinds))).distinct())
+    return set(session.scalars(stmt))
+
+
 def query_trials(
     session: Session,
     *,
@@ -551,3 +558,32 @@ def query_trials(
         TrialRow.id.desc() if descending else TrialRow.id.asc(),
     )
     return list(session.scalars(_page(stmt, limit, offset))), total
+
+
+def family_budgets(session: Session, *, search_id: int, full_epochs: int
+                   ) -> dict[str, dict[str, int | None]]:
+    """What each family's search phase spent: trials, the most epochs its trials were
+    given (its fidelity: a raced rung's, else ``full_epochs``), candidate-epochs (epochs trained, summed) and the last
+    race rung it ran in (None: not raced). Read from the rows, so it is what was spent,
+    not what was planned."""
+    from sqlalchemy import func
+
+    from store.tables import EpochMetricRow, PopulationRow
+
+    epochs = (select(EpochMetricRow.trial_id, func.count().label("n"))
+              .group_by(EpochMetricRow.trial_id).subquery())
+    rows = session.execute(
+        select(TrialRow.family, TrialRow.id, epochs.c.n, PopulationRow.rung, PopulationRow.epochs)
+        .outerjoin(epochs, epochs.c.trial_id == TrialRow.id)
+        .outerjoin(PopulationRow, PopulationRow.id == TrialRow.population_id)
+        .where(TrialRow.search_id == search_id, TrialRow.phase == "search")
+    ).all()
+    out: dict[str, dict[str, int | None]] = {}
+    for family, _id, n, rung, planned in rows:
+        b = out.setdefault(family, {"trials": 0, "epochs": 0, "candidate_epochs": 0, "rung": None})
+        b["trials"] = int(b["trials"] or 0) + 1
+        b["candidate_epochs"] = int(b["candidate_epochs"] or 0) + int(n or 0)
+        b["epochs"] = max(int(b["epochs"] or 0), int(planned or full_epochs))
+        if rung is not None:
+            b["rung"] = max(int(b["rung"]) if b["rung"] is not None else -1, int(rung))
+    return out

@@ -23,6 +23,7 @@ from search.coordinator import EmbeddedCoordinator
 from search.service import create_search
 from search.spec import parse_spec
 from store.db import init_db, make_engine, session_factory
+from tests.utils.analysis import wait_analysis
 
 TINY_SPEC: dict[str, Any] = {
     "dataset": "iris", "architecture": "mlp:8", "families": ["relu", "prelu"], "trials": 4,
@@ -76,8 +77,13 @@ def settings(api_home: Path) -> Settings:
     return s
 
 
-def run_tiny_search(settings: Settings, *, name: str, owner: str | None = None) -> int:
-    """Create ``TINY_SPEC`` as ``owner``'s search and run it to completion here (about 5 s)."""
+def run_tiny_search(settings: Settings, *, name: str, owner: str | None = None,
+                    analyse: bool = False) -> int:
+    """Create ``TINY_SPEC`` as ``owner``'s search and run it to completion here (about 5 s).
+
+    ``analyse``: then its curve analysis too (fits, distillation), as ``actsearch search``
+    does after printing the leaderboard.
+    """
     url = settings.resolved_database_url
     engine = make_engine(url)
     sessions = session_factory(engine)
@@ -87,6 +93,8 @@ def run_tiny_search(settings: Settings, *, name: str, owner: str | None = None) 
         search_id = row.id
     EmbeddedCoordinator(sessions=sessions, storage_url=url, search_id=search_id, workers=1,
                         threads=1).run()
+    if analyse:
+        wait_analysis(sessions, search_id, run_here=True)
     engine.dispose()
     return search_id
 
@@ -94,7 +102,7 @@ def run_tiny_search(settings: Settings, *, name: str, owner: str | None = None) 
 @pytest.fixture(scope="session")
 def finished_search_id(settings: Settings) -> int:
     """A tiny search run to completion, shared by every read test."""
-    return run_tiny_search(settings, name="tiny iris")
+    return run_tiny_search(settings, name="tiny iris", analyse=True)
 
 
 @pytest.fixture(scope="session")

@@ -139,6 +139,44 @@ def test_a_search_cancelled_after_it_was_picked_is_not_run(tmp_path: Path, db) -
         runner.close()
 
 
+def test_runner_analyses_finished_searches_beside_the_next_one(tmp_path: Path, db) -> None:
+    """After a search (and on start) the runner's thread runs pending and orphaned analyses."""
+    from search.analysis.run import analysis_lock
+    from store.tables import FitRow
+
+    url, sessions = db
+    sid = _search(url, sessions, "analyse me")
+    runner = Runner(database_url=url, home=tmp_path, workers=1, threads=1, poll_s=0.01)
+    try:
+        runner.run_one(sid)
+        with sessions() as session:
+            row = repo.get_search(session, search_id=sid)
+            assert (row.state, row.analysis_state) == ("complete", "pending")
+        thread = runner.analyse_pending()
+        assert thread is not None and thread.daemon
+        assert runner.analyse_pending() is None  # one analysis thread at a time
+        thread.join(120)
+        with sessions() as session:
+            assert repo.get_search(session, search_id=sid).analysis_state == "done"
+            networks = session.query(FitRow).filter(FitRow.kind == "network").count()
+        assert networks == TINY_SPEC["finalist_seeds"]  # the prelu finalists
+        # killed mid-analysis (running, network rows missing): resumed, unless a live
+        # process (here: this one, holding the lock) still runs it
+        with sessions.begin() as session:
+            session.query(FitRow).filter(FitRow.kind == "network").delete()
+            repo.set_analysis_state(session, search_id=sid, state="running")
+        with analysis_lock(sessions, sid) as held:
+            assert held and runner.analyse_pending() is None
+        thread = runner.analyse_pending()
+        assert thread is not None
+        thread.join(120)
+        with sessions() as session:
+            assert repo.get_search(session, search_id=sid).analysis_state == "done"
+            assert session.query(FitRow).filter(FitRow.kind == "network").count() == networks
+    finally:
+        runner.close()
+
+
 def test_consecutive_searches_train_in_the_same_warm_processes_and_data_is_sent_once(
     tmp_path: Path, db
 ) -> None:

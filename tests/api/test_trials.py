@@ -93,12 +93,13 @@ def test_trial_query_mistakes(client: RecordingClient, params: dict[str, Any], s
 
 
 def test_finished_rational_trial_has_fits(tmp_path: Any) -> None:
-    """Curve analysis runs when a trainable trial's results are written; /activations serves it."""
+    """Curve analysis runs after the search completes; /activations serves it once done."""
     from search.coordinator import EmbeddedCoordinator
     from search.service import create_search
     from search.spec import parse_spec
     from store.db import init_db, make_engine, session_factory
     from tests.api.conftest import make_client, make_settings
+    from tests.utils.analysis import wait_analysis
 
     settings = make_settings(tmp_path)
     url = settings.resolved_database_url
@@ -112,11 +113,17 @@ def test_finished_rational_trial_has_fits(tmp_path: Any) -> None:
                                   name="fits").id
     EmbeddedCoordinator(sessions=sessions, storage_url=url, search_id=search_id, workers=1,
                         threads=1).run()
-    engine.dispose()
     client = make_client(settings)
+    assert client.get(f"/searches/{search_id}").json()["analysis"] == {"state": "pending",
+                                                                       "error": None}
     trials = client.get(f"/searches/{search_id}/trials",
                         params={"state": "complete", "limit": 50}).json()["data"]
     trial = next(t for t in trials if t["family"] == "rational")
+    before = client.get(f"/trials/{trial['id']}/activations").json()
+    assert before["fits"] == [] and before["analysis"]["state"] == "pending"
+    wait_analysis(sessions, search_id, run_here=True)
+    engine.dispose()
+    assert client.get(f"/searches/{search_id}").json()["analysis"]["state"] == "done"
     fits = client.get(f"/trials/{trial['id']}/activations").json()["fits"]
     assert fits and {f["kind"] for f in fits} == {"closed_form", "linear", "distilled"}
     best = fits[0]

@@ -2,7 +2,8 @@
 
 One spec runs embedded (SQLite, the coordinator's training children) and distributed
 (PostgreSQL, Redis, a real ``actsearch worker`` and ``actsearch beat``); each must
-give the same trial accounting, leaderboard shape, curves, statistics and fits.
+give the same trial accounting, leaderboard shape, curves, statistics and fits (the fits
+once the search's analysis, run after it completes, is done).
 The expectations are written once, from the spec, and checked against both.
 """
 
@@ -22,6 +23,7 @@ from search.protocol import build_leaderboard
 from search.service import create_search
 from search.spec import SearchSpec
 from store import repo
+from tests.utils.analysis import wait_analysis
 
 SPEC: dict[str, Any] = {"dataset": "wine", "architecture": "mlp:8", "families": ["relu", "rational"],
                         "trials": 4, "epochs": 4, "population_size": 2, "finalist_seeds": 2,
@@ -40,34 +42,38 @@ class Finished:
     search_id: int
 
 
-def _new_search(sessions: sessionmaker[Session], url: str) -> int:
+def _new_search(sessions: sessionmaker[Session], url: str, spec: dict[str, Any] | None = None
+                ) -> int:
     with sessions.begin() as session:
-        return int(create_search(session=session, spec=SearchSpec(**SPEC), storage_url=url).id)
+        return int(create_search(session=session, spec=SearchSpec(**(spec or SPEC)),
+                                 storage_url=url).id)
 
 
-def _embedded(tmp_path: Path) -> Finished:
+def _embedded(tmp_path: Path, spec: dict[str, Any] | None = None) -> Finished:
     from search.coordinator import EmbeddedCoordinator
     from store.db import init_db, make_engine, session_factory
 
     url = f"sqlite:///{tmp_path / 'actsearch.db'}"
     init_db(url)
     sessions = session_factory(make_engine(url))
-    search_id = _new_search(sessions, url)
+    search_id = _new_search(sessions, url, spec)
     EmbeddedCoordinator(sessions=sessions, storage_url=url, search_id=search_id, workers=1,
                         threads=1, home=tmp_path).run()
+    wait_analysis(sessions, search_id, run_here=True)  # as `actsearch search` does next
     return Finished("embedded", sessions, url, search_id)
 
 
-def _distributed(request: pytest.FixtureRequest) -> Finished:
+def _distributed(request: pytest.FixtureRequest, spec: dict[str, Any] | None = None) -> Finished:
     from tests.integration.helpers import submit, wait_state
 
     cluster = request.getfixturevalue("cluster")
     sessions = request.getfixturevalue("sessions")
     url = request.getfixturevalue("distributed_env")["ACTSEARCH_DATABASE_URL"]
     cluster.start("w1")
-    search_id = _new_search(sessions, url)
+    search_id = _new_search(sessions, url, spec)
     submit(search_id)
     wait_state(sessions, search_id, ("complete", "failed"), 240, cluster.logs)
+    wait_analysis(sessions, search_id, timeout_s=240, describe=cluster.logs)  # search.analyse
     return Finished("distributed", sessions, url, search_id)
 
 
@@ -129,3 +135,30 @@ def test_curves_statistics_and_fits_are_stored_alike(finished: Finished) -> None
             assert "closed_form" in kinds and "linear" in kinds, (trial.phase, kinds)
             if trial.phase == "finalist":
                 assert "network" in kinds  # distillation and merging of the finalist
+
+
+CONTROL_SPEC: dict[str, Any] = {**SPEC, "families": ["relu", "gelu"], "control": "relu",
+                                "finalist_seeds": 2}
+
+
+@pytest.mark.parametrize("mode", ["embedded", pytest.param("distributed",
+                                                           marks=pytest.mark.integration)])
+def test_the_control_arm_matches_the_search_compute_in_both_modes(
+        mode: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """``control: relu``: the same shared steps plan and score it whatever the executor."""
+    f = (_embedded(tmp_path, CONTROL_SPEC) if mode == "embedded"
+         else _distributed(request, CONTROL_SPEC))
+    with f.sessions() as session:
+        search = repo.get_search(session, search_id=f.search_id)
+        assert search.state == "complete", search.error
+        compute = repo.search_candidate_epochs(session, search_id=f.search_id)
+        k = max(p.k for p in repo.list_populations(session, search_id=f.search_id)
+                if p.phase == "control")
+    main = compute["search"] + compute["finalist"]
+    control = compute["control"] + compute["control_finalist"]
+    assert abs(control - main) <= k * CONTROL_SPEC["epochs"], compute
+    stored = search.best["control"]
+    assert stored["family"] == "relu" and stored["test_mean"] is not None
+    assert stored["verdict"] in ("helped", "did_not_help", "hurt")
+    board = build_leaderboard(_rows(f), "accuracy")
+    assert sorted(r.family for r in board.rows) == ["gelu", "relu"]  # the control is not ranked

@@ -106,3 +106,25 @@ def test_builtin_name_and_stored_name(home: Path) -> None:
                                 finalist_seeds=1, progress=False)
     assert m.state == "complete", m.error
     assert m.spec.dataset == "iris"
+
+
+def test_result_is_returned_before_the_analysis_and_can_wait_for_it(home: Path) -> None:
+    """The leaderboard is there at once; fits and distillation follow in a background thread."""
+    r = actsearch.search(frame(), label="target", arch="mlp:8", families=["prelu"], **TINY)
+    assert r.state == "complete", r.error
+    assert not r.leaderboard.empty  # never waits for the analysis
+    assert r.analysis_state in ("pending", "running", "done")
+    assert r.wait_analysis(timeout=120) == "done" and r.analysis_error is None
+    kinds = {f["kind"] for f in r.fits()}  # the winner's best finalist
+    winner = r.best_trial().family
+    if winner == "prelu":
+        assert {"closed_form", "linear", "distilled", "network"} <= kinds
+    else:
+        assert kinds == set()  # relu learns nothing: no fits
+    # a pending analysis nobody runs (its process stopped) runs in wait_analysis
+    from store import repo
+
+    again = actsearch.load(r.search_id)
+    with again._sessions.begin() as session:
+        repo.set_analysis_state(session, search_id=r.search_id, state="pending")
+    assert again.wait_analysis(timeout=120) == "done"

@@ -111,7 +111,9 @@ def test_analyse_curves_is_complete() -> None:
     assert distilled["params"]["knots"] >= 2 and distilled["extra"]["speedup"] > 0
 
 
-def _record(tmp_path: Path) -> tuple[Any, int]:
+def _record(tmp_path: Path, *, complete: bool = True) -> tuple[Any, int, int]:
+    """One rational trial recorded as the coordinator does; ``complete``: its search then
+    completes as ``_finish`` leaves it (analysis pending). Returns sessions, search, trial."""
     url = f"sqlite:///{tmp_path / 'a.db'}"
     init_db(url)
     sessions = session_factory(make_engine(url))
@@ -132,27 +134,45 @@ def _record(tmp_path: Path) -> tuple[Any, int]:
         rows = record_population(session, search_id=search.id, study_name="st", population_id=None,
                                  phase="search", family="rational", identities=[ident],
                                  result=result)
-        trial_id = rows[0].id
-    return sessions, trial_id
+        search_id, trial_id = search.id, rows[0].id
+        if complete:
+            repo.set_search_state(session, search_id=search_id, state="complete")
+            repo.set_analysis_state(session, search_id=search_id, state="pending")
+    return sessions, search_id, trial_id
 
 
-def test_record_population_stores_fits(tmp_path: Path) -> None:
-    sessions, trial_id = _record(tmp_path)
+def test_record_population_stores_no_fits_the_analysis_does(tmp_path: Path) -> None:
+    """Fits are off the commit: none after record_population, all after analyse_search."""
+    from search.analysis.run import analyse_search
+
+    sessions, search_id, trial_id = _record(tmp_path)
+    with sessions() as session:
+        assert repo.trial_fits(session, trial_id=trial_id) == []
+    report = analyse_search(sessions, search_id)
+    assert report.state == "done" and report.fitted == 1 and report.distilled == 0
     with sessions() as session:
         fits = repo.trial_fits(session, trial_id=trial_id)
+        assert repo.get_search(session, search_id=search_id).analysis_state == "done"
     assert {f["kind"] for f in fits} == {"closed_form", "linear", "distilled"}
     assert all(f["layer"] == 0 and f["epoch"] == 2 for f in fits)
 
 
 def test_analysis_error_does_not_lose_the_trial(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from search.analysis.run import analyse_search
+
     def boom(**_: Any) -> list[dict[str, Any]]:
         raise RuntimeError("analysis exploded")
 
-    monkeypatch.setattr(analysis, "analyse_curves", boom)  # results imports this module lazily
-    sessions, trial_id = _record(tmp_path)
+    monkeypatch.setattr(analysis, "analyse_curves", boom)  # run imports this module lazily
+    sessions, search_id, trial_id = _record(tmp_path)
+    report = analyse_search(sessions, search_id)
+    assert report.state == "failed" and "analysis exploded" in (report.error or "")
     with sessions() as session:
         trial = repo.get_trial(session, trial_id=trial_id)
         assert trial.state == "complete"
         assert repo.trial_curves(session, trial_id=trial_id)
         assert repo.trial_fits(session, trial_id=trial_id) == []
+        search = repo.get_search(session, search_id=search_id)
+        assert search.state == "complete" and search.analysis_state == "failed"
+        assert "fits of trial #0 (rational): RuntimeError: analysis exploded" in search.analysis_error

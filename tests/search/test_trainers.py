@@ -98,3 +98,22 @@ def test_prepared_data_on_cpu_is_the_host_arrays(tmp_path: Path, device: str | N
     ds = load_builtin("iris")
     data = PreparedData(dataset=ds, splits=split_dataset(ds, seed=0))
     assert data.tensor_data(device).X_train is data.splits.X_train
+
+
+def test_the_coordinator_reaches_its_first_population_without_the_slow_libraries() -> None:
+    """What ``actsearch search``'s coordinator imports before its first epoch (CLI, spec,
+    service, the embedded coordinator, its planner) loads none of torch, scipy,
+    scikit-learn or pandas: its training child imports torch meanwhile."""
+    import subprocess
+    import sys
+
+    from models.catalogue import write_snapshot
+
+    write_snapshot()  # what the first process after an edit of the families writes
+    code = ("import sys, actsearch.cli, search.spec, search.service, store.db, "
+            "search.coordinator.local, search.coordinator.planner, search.coordinator.trainers; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'torch', 'scipy', 'sklearn', 'pandas'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=Path(__file__).resolve().parents[2], check=True)
+    assert out.stdout.strip() == "[]", out.stderr

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -163,6 +164,62 @@ def test_task_functions_run_a_search_through_their_follow_ups(memory_cluster: st
         assert search.state == "complete" and search.best["family"] == "relu"
     summary = reconcile_task()
     assert summary["stale"] == [] and summary["enqueued"] == []
+
+
+def test_a_completed_search_gets_its_analysis_task_and_the_reconciler_resends_lost_ones(
+        memory_cluster: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import datetime as dt
+
+    import worker.tasks as tasks
+    from search.service import create_search
+    from search.spec import SearchSpec
+    from store import repo
+    from worker.app import ANALYSE, get_app
+
+    sent: list[tuple[str, list[Any]]] = []
+    app = get_app()
+    real_send = app.send_task
+
+    def record(name: str, args: Any = None, **kwargs: Any) -> Any:
+        sent.append((name, list(args or [])))
+        return real_send(name, args=args, **kwargs)
+
+    monkeypatch.setattr(app, "send_task", record)
+    sessions = tasks.resources().sessions
+    with sessions.begin() as session:
+        search_id = create_search(
+            session=session, storage_url=memory_cluster,
+            spec=SearchSpec(dataset="iris", architecture="mlp:8", families=["prelu"], trials=2,
+                            epochs=2, population_size=2, finalist_seeds=1, batch_size=32),
+        ).id
+    queue = list(tasks.start_search_task(search_id)["enqueued"])
+    while queue:
+        queue += tasks.run_population_task(queue.pop(0))["enqueued"]
+    analyses = [args for name, args in sent if name == ANALYSE]
+    assert analyses == [[search_id]]  # enqueued once, by the task that completed the search
+    with sessions() as session:
+        row = repo.get_search(session, search_id=search_id)
+        assert row.state == "complete" and row.analysis_state == "pending"
+    assert tasks.analyse_search_task(search_id)["state"] == "done"
+    assert tasks.analyse_search_task(search_id)["state"] == "done"  # a duplicate does nothing
+
+    def set_analysis(state: str, finished_ago_s: float) -> None:
+        with sessions.begin() as session:
+            repo.set_analysis_state(session, search_id=search_id, state=state)
+            repo.get_search(session, search_id=search_id).finished_at = (
+                dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=finished_ago_s))
+
+    monkeypatch.setattr(tasks, "_queue_is_empty", lambda _app, _queue: True)
+    set_analysis("running", 0)  # its worker died: nobody holds the analysis lock
+    assert tasks.reconcile_task()["analyses"] == [search_id]
+    set_analysis("pending", 0)  # just completed: its own message is on its way
+    assert tasks.reconcile_task()["analyses"] == []
+    set_analysis("pending", 10_000)  # long ago, and the queue is empty: the message was lost
+    assert tasks.reconcile_task()["analyses"] == [search_id]
+    monkeypatch.setattr(tasks, "_queue_is_empty", lambda _app, _queue: False)
+    assert tasks.reconcile_task()["analyses"] == []  # it may still wait in the queue
+    set_analysis("done", 10_000)
+    assert tasks.reconcile_task()["analyses"] == []
 
 
 # --------------------------------------------------------------------------- transient errors

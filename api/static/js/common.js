@@ -181,6 +181,9 @@ export function progressBar(p) {
   if (p.phase === "finalists" || (p.finalists_done && p.phase !== "done")) {
     extra.push(`finalists ${p.finalists_done}/${p.finalists_total}`);
   }
+  if (p.phase === "control" && p.control) {
+    extra.push(`ReLU control ${p.control.candidate_epochs}/${p.control.target_candidate_epochs} candidate-epochs`);
+  }
   if (extra.length) text += ` · ${extra.join(" · ")}`;
   return h("div", {class: "progress-wrap"}, bar, h("span", {class: "progress-text"}, text));
 }

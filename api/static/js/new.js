@@ -133,7 +133,12 @@ async function main() {
         field("batch_size", "Batch size", num("batch_size", 64, 1))),
       h("div", {class: "row3"},
         field("time_budget_s", "Time budget (s, optional)", num("time_budget_s", "", 1, {placeholder: "none"})),
-        field("name", "Display name (optional)", h("input", {type: "text", id: "f-name", name: "name", maxlength: 200})))),
+        field("name", "Display name (optional)", h("input", {type: "text", id: "f-name", name: "name", maxlength: 200}))),
+      h("div", {class: "field"},
+        h("label", {for: "f-control"},
+          h("input", {type: "checkbox", id: "f-control", name: "control", value: "relu"}),
+          " Equal-compute control: also tune ReLU alone with the same compute"),
+        h("p", {class: "help"}, "Says whether searching activations helped on this data (about twice the time)."))),
     h("div", {class: "alert error", id: "form-error", role: "alert", hidden: true}),
     h("div", {class: "actions"}, h("button", {type: "submit", class: "btn primary", id: "submit-btn"}, "Start search")),
   );
@@ -189,6 +194,7 @@ async function main() {
     }
     const name = $("#f-name").value.trim();
     if (name) body.name = name;
+    if ($("#f-control").checked) body.control = "relu";
     if ($("[aria-invalid]", form)) return;
     const btn = $("#submit-btn");
     btn.disabled = true;

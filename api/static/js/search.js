@@ -36,7 +36,7 @@ const filterText = h("input", {type: "search", id: "t-filter", placeholder: "fam
 const filterState = h("select", {id: "t-state", "aria-label": "Filter trials by state"},
   ["", "complete", "pruned", "failed", "running"].map((s) => h("option", {value: s}, s || "all states")));
 const filterPhase = h("select", {id: "t-phase", "aria-label": "Filter trials by phase"},
-  ["", "search", "finalist"].map((s) => h("option", {value: s}, s || "all phases")));
+  ["", "search", "finalist", "control", "control_finalist"].map((s) => h("option", {value: s}, s || "all phases")));
 
 function skeleton() {
   mount(
@@ -94,11 +94,38 @@ function renderHead() {
       ["Best so far", p.best_value !== null ? [fmt.num(p.best_value), " (", p.best_family, ")"].join("") : "–"],
       d.best ? ["Final choice", `${d.best.family}: ${fmt.num(d.best.mean)} ± ${fmt.num(d.best.ci95)} (${d.best.metric}); ` +
         `ReLU ${fmt.num(d.best.baseline_mean)}, Δ ${fmt.signed(d.best.delta_vs_baseline)}`] : null,
+      controlLine(d),
       ["Elapsed", fmt.dur(p.elapsed_s)],
+      analysisPair(d.analysis),
       ["Optuna study", d.study_name],
     ], "Search details"),
     d.error ? h("div", {class: "alert error", role: "alert"}, d.error) : null,
   );
+}
+
+// The curve analysis (closed-form fits, distillation) runs after the leaderboard is stored.
+const ANALYSING = new Set(["pending", "running"]);
+const analysing = (d) => d.state === "complete" && ANALYSING.has(d.analysis?.state);
+
+function analysisPair(a) {
+  if (!a || !a.state) return null;
+  const text = {pending: "running (fits, distillation)…", running: "running (fits, distillation)…",
+    done: "done: closed-form fits and distillation on each trial's page", failed: `failed: ${a.error || "no reason recorded"}`}[a.state];
+  return ["Analysis", h("span", {id: "analysis-state", "data-state": a.state,
+    class: a.state === "failed" ? "neg" : a.state === "done" ? "" : "muted"}, text)];
+}
+
+/** The equal-compute ReLU control arm, in the details: its verdict, or how far it is. */
+function controlLine(d) {
+  const c = d.best && d.best.control;
+  if (c) return ["Control (ReLU alone)", c.message];
+  const p = d.progress.control;
+  if (!p) return null;
+  if (d.progress.phase !== "control") {
+    return ["Control (ReLU alone)", TERMINAL.has(d.state) ? "did not run" : "runs once the finalists are done"];
+  }
+  return ["Control (ReLU alone)", `running: ${fmt.int(p.candidate_epochs)} of ${fmt.int(p.target_candidate_epochs)} candidate-epochs` +
+    ` (${p.trials} trials)`];
 }
 
 async function cancel(ev) {
@@ -134,19 +161,61 @@ function renderBoard() {
     h("td", {class: "num"}, r.test_mean !== null ? `${fmt.num(r.test_mean)} ± ${fmt.num(r.test_ci95)}` : "–"),
     h("td", {class: "num"}, fmt.int(r.n_params)),
     h("td", {class: "num"}, fmt.int(r.flops)),
-    h("td", {class: "num"}, `${r.search_trials}${r.search_pruned ? ` (${r.search_pruned} pruned)` : ""}`),
+    h("td", {class: "num"}, `${r.search_trials}${r.search_pruned ? ` (${r.search_pruned} pruned)` : ""}`
+      + (r.budget_epochs ? ` × ${r.budget_epochs} ep` : "")),
     h("td", {class: "num"}, fmt.num(r.best_search_value)),
     h("td", {class: "small mono"}, Object.entries({...r.family_params, ...r.hparams})
       .map(([k, v]) => `${k}=${fmt.value(v)}`).join(" ")),
   ));
   const headers = ["Rank", "Family", {label: `${b.metric} mean ± 95% CI`, title: "validation metric over finalist seeds"},
     "Δ vs ReLU", {label: "Test", title: "scored for the final choice only"}, "Params", "FLOPs",
-    "Search trials", "Best search value", "Configuration"];
+    {label: "Budget", title: "search trials (pruned) × epochs each: what this family received"},
+    "Best search value", "Configuration"];
+  const c = b.control;
+  if (c) rows.push(controlRow(c));
   const t = h("table", {class: "tbl", id: "leaderboard-table"},
     h("caption", {class: "sr-only"}, "Leaderboard: finalists per family"),
     h("thead", {}, h("tr", {}, headers.map((x) => h("th", {scope: "col", title: x.title || null}, x.label || x)))),
     h("tbody", {}, rows));
-  boardBox.replaceChildren(h("div", {class: "tbl-wrap", tabindex: 0, role: "region", "aria-label": "Leaderboard"}, t));
+  boardBox.replaceChildren(h("div", {class: "tbl-wrap", tabindex: 0, role: "region", "aria-label": "Leaderboard"}, t),
+    c ? h("p", {class: `verdict ${c.verdict}`, id: "control-verdict", role: "status"}, c.message,
+      h("span", {class: "sub"}, ` control: ${fmt.int(c.candidate_epochs)} candidate-epochs vs the search's ` +
+        `${fmt.int(c.search_candidate_epochs)}`)) : null,
+    stoppedBox(b));
+}
+
+/** The families the race stopped, by rung: their budget there, never ranked with the finalists. */
+function stoppedBox(b) {
+  if (!b.stopped || !b.stopped.length) return null;
+  const byRung = new Map();
+  for (const s of b.stopped) byRung.set(s.rung, [...(byRung.get(s.rung) || []), s]);
+  const items = [...byRung.entries()].sort((x, y) => y[0] - x[0]).map(([rung, fams]) =>
+    h("li", {"data-rung": rung},
+      h("strong", {}, `rung ${rung}`), ` (${fams[0].trials} trials × ${fams[0].epochs} epochs each): `,
+      fams.map((s) => `${s.family} ${fmt.num(s.best_value)}`).join(", ")));
+  return h("div", {id: "race-stopped"},
+    h("p", {class: "muted small"}, "Stopped by the race (raced at equal trials and epochs within "
+      + "each rung; the best third went on, ReLU always). Values are the best at that rung's budget:"),
+    h("ul", {class: "small"}, items));
+}
+
+/** The control arm's row: not ranked; ReLU tuned alone with the search's compute. */
+function controlRow(c) {
+  return h("tr", {class: "control", "data-family": "control"},
+    h("td", {class: "num"}, "—"),
+    h("td", {}, h("span", {class: "dot", style: {background: S.color(c.family)}}), c.family,
+      h("span", {class: "tag"}, "control"),
+      h("span", {class: "sub"}, " tuned alone, same compute")),
+    h("td", {class: "num"}, `${fmt.num(c.mean)} ± ${fmt.num(c.ci95)}`, h("span", {class: "sub"}, `n=${c.n_seeds}`)),
+    h("td", {class: "num"}, "—"),
+    h("td", {class: "num"}, c.test_mean !== null ? `${fmt.num(c.test_mean)} ± ${fmt.num(c.test_ci95)}` : "–"),
+    h("td", {class: "num"}, "–"),
+    h("td", {class: "num"}, "–"),
+    h("td", {class: "num"}, `${c.trials}${c.pruned ? ` (${c.pruned} pruned)` : ""} × ${S.detail.spec.epochs} ep`),
+    h("td", {class: "num"}, "–"),
+    h("td", {class: "small mono"}, Object.entries({...c.family_params, ...c.hparams})
+      .map(([k, v]) => `${k}=${fmt.value(v)}`).join(" ")),
+  );
 }
 
 // ------------------------------------------------------------------ learned curves
@@ -406,7 +475,8 @@ async function loadAll() {
 
 function signature(d) {
   const p = d.progress;
-  return [d.state, p.done, p.running, p.finalists_done, p.complete, p.pruned].join("/");
+  return [d.state, p.done, p.running, p.finalists_done, p.complete, p.pruned,
+    p.control ? p.control.trials : ""].join("/");
 }
 
 async function main() {
@@ -422,7 +492,7 @@ async function main() {
   await loadAll();
   S.sig = signature(S.detail);
   loadImportance();
-  if (TERMINAL.has(S.detail.state)) return;
+  if (TERMINAL.has(S.detail.state) && !analysing(S.detail)) return;
   let lastComplete = S.detail.progress.complete;
   poll(async () => {
     S.detail = await api(`/searches/${id}`);
@@ -436,7 +506,8 @@ async function main() {
         await loadImportance();
       }
     }
-    return !TERMINAL.has(S.detail.state);
+    // a complete search is followed until its analysis is done (the header says so)
+    return !TERMINAL.has(S.detail.state) || analysing(S.detail);
   });
 }
 

@@ -1,5 +1,5 @@
 // Trial page (/ui/trials/{id}): hyperparameters, per-epoch curves, learned activation per layer, fits.
-import {api, ApiError, badge, curveLabels, errorBox, fmt, h, isGateCurve, keyValues, mount, pageId, section, setTitle,
+import {api, ApiError, badge, curveLabels, errorBox, fmt, h, isGateCurve, keyValues, mount, pageId, poll, section, setTitle,
   table} from "./common.js";
 import {alpha, chart, figure, histAt, linspace, resample, unitCurve} from "./charts.js";
 
@@ -11,6 +11,19 @@ function epochShade(i, n) {
   const t = n <= 1 ? 1 : i / (n - 1);
   const l = Math.round(78 - 48 * t);
   return `hsl(220, 75%, ${l}%)`;
+}
+
+// The search's curve analysis (fits, distillation) runs after its leaderboard is stored.
+const analysing = (acts) => ["pending", "running"].includes(acts.analysis?.state);
+
+function noFit(acts) {
+  if (analysing(acts)) {
+    return h("p", {class: "muted", "data-testid": "analysis-running"}, "analysis running (fits, distillation)…");
+  }
+  if (acts.analysis?.state === "failed") {
+    return h("p", {class: "muted", "data-testid": "no-fit"}, `no fit: the analysis failed (${acts.analysis.error || "no reason recorded"})`);
+  }
+  return h("p", {class: "muted", "data-testid": "no-fit"}, "no fit yet");
 }
 
 function layerCard(acts, layer, trial, labels) {
@@ -30,7 +43,7 @@ function layerCard(acts, layer, trial, labels) {
         h("td", {class: "small mono"}, Object.entries(f.params || f.parameters || {}).map(([k, v]) => `${k}=${fmt.value(v)}`).join(" ") || "–"),
         h("td", {class: "num"}, fmt.num(f.error ?? f.rmse ?? f.mse ?? null)),
         h("td", {class: "num"}, f.epoch ?? "–"))))
-      : h("p", {class: "muted", "data-testid": "no-fit"}, "no fit yet"));
+      : noFit(acts));
   const grid = units > 1 ? h("div", {class: "multiples", id: `units-${layer}`,
     "aria-label": `Learned activation of each unit of layer ${layer}`}) : null;
   const card = section(`Layer ${layer}`, {id: `layer-${layer}`, class: "layer"},
@@ -184,6 +197,15 @@ async function main() {
       series: [{label: "val metric", color: "#059669", values: epochs.map((e) => e.val_metric), points: x.length < 3, line: true}]});
   }
   for (const c of cards) c.draw();
+  if (analysing(acts)) {
+    // the fits and the network analysis appear once the search's analysis is done
+    poll(async () => {
+      const next = await api(`/trials/${id}/activations`);
+      if (analysing(next)) return true;
+      await main();
+      return false;
+    });
+  }
 }
 
 main();

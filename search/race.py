@@ -1,0 +1,159 @@
+"""Racing the families: successive halving with families as arms (``allocation: race``).
+
+The search's compute is ``trials x epochs`` candidate-epochs, what the equal protocol
+would spend. A race spends it in rungs of rising fidelity:
+
+* rung 0: every family gets the same few trials at few epochs, on the *same*
+  hyperparameters (:func:`shared_hparams`: trial j of every family trains with the j-th
+  point of one low-discrepancy sequence over lr and weight decay), so the first, noisiest
+  comparison is paired: families differ there in their activation only;
+* after each rung the best ``1/eta`` of the families (ranked by their best validation
+  value *in that rung*, where every family had the same trials and epochs) go on to
+  the next rung, which trains more trials per family at more epochs;
+* the last rung trains at the search's full ``epochs``; its families are the finalists.
+
+ReLU, the baseline, is never stopped: it runs in every rung with the same trials and
+epochs as every other family there, so it always receives at least the budget of the
+best-funded family and "delta vs ReLU" compares equally tuned candidates. A stopped
+family is listed as stopped at its rung with the budget it received, never ranked as if
+it had been tuned as much as the winners.
+
+Each rung's budget is an equal share of what is left (Hyperband's rule), capped so an
+early rung never asks many more trials per family than an equal split of the search's
+trials would give; what a capped rung leaves goes to the later rungs. With at most
+``eta + 1`` families there is nothing to race: one rung at full epochs, the equal
+protocol.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+DEFAULT_ETA = 3
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One rung of the race: how many families run in it, at how many epochs, how many trials each."""
+
+    index: int
+    families: int
+    epochs: int
+    trials_per_family: int
+
+    @property
+    def trials(self) -> int:
+        return self.families * self.trials_per_family
+
+    @property
+    def candidate_epochs(self) -> int:
+        return self.trials * self.epochs
+
+
+def kept(families: int, eta: int) -> int:
+    """How many of ``families`` the next rung keeps: the best ``1/eta``, plus the baseline."""
+    return min(families, math.ceil((families - 1) / eta) + 1)
+
+
+def schedule(n_families: int, trials: int, epochs: int, eta: int = DEFAULT_ETA) -> list[Rung]:
+    """The rungs of a race over ``n_families`` (baseline included) with ``trials x epochs`` compute.
+
+    ``trials`` and ``epochs`` are the search's: the equal protocol would train
+    ``trials`` candidates at ``epochs`` each.
+    """
+    counts = [n_families]
+    while counts[-1] > eta + 1:
+        counts.append(kept(counts[-1], eta))
+    n_rungs = len(counts)
+    # Epochs grow by sqrt(eta) per rung (families shrink by eta): at a third of the epochs
+    # a trainable unit has barely left its initial shape, so the first rung must not be
+    # too short to tell families apart.
+    rung_epochs = [max(1, round(epochs / eta ** ((n_rungs - 1 - r) / 2))) for r in range(n_rungs)]
+    left = trials * epochs
+    rungs = []
+    for r, (m, e) in enumerate(zip(counts, rung_epochs, strict=True)):
+        share = left / (n_rungs - r)
+        cap = max(2, math.ceil(trials / m))  # an early rung screens; it does not tune
+        n = max(1, min(cap, math.floor(share / (m * e)))) if r < n_rungs - 1 else max(
+            1, math.floor(left / (m * e)))
+        rungs.append(Rung(r, m, e, n))
+        left -= m * e * n
+    return rungs
+
+
+def races(spec_families: Sequence[str], allocation: str, eta: int = DEFAULT_ETA) -> bool:
+    """Whether a search with these families and allocation runs a race (more than one rung)."""
+    return allocation == "race" and len(spec_families) > eta + 1
+
+
+def promote(ranked: dict[str, float], families: Sequence[str], keep: int) -> list[str]:
+    """The families that go on: the ``keep`` best by their rung value, the baseline always.
+
+    ``ranked``: each family's best validation value in the rung just finished (a family
+    with no completed trial there has none, and ranks last). Ties keep the search's
+    family order. The baseline takes one of the ``keep`` places (it would anyway when it
+    is among the best; otherwise it displaces the last of them), so the rung's size is
+    what the schedule planned.
+    """
+    from .protocol import BASELINE  # (scipy: only once a rung is decided)
+
+    order = sorted(families, key=lambda f: (-ranked.get(f, -math.inf), families.index(f)))
+    chosen = order[:keep]
+    if BASELINE in families and BASELINE not in chosen:
+        chosen = [*chosen[: keep - 1], BASELINE]
+    return [f for f in families if f in chosen]  # in the search's order
+
+
+def best_in_rung(trials: Iterable[tuple[str, str, float | None]]) -> dict[str, float]:
+    """Best completed value per family from ``(family, state, value)`` of one rung's trials."""
+    best: dict[str, float] = {}
+    for family, state, value in trials:
+        if state != "complete" or value is None or not math.isfinite(value):
+            continue
+        best[family] = max(best.get(family, -math.inf), value)
+    return best
+
+
+def planned_trials(n_families: int, trials: int, epochs: int, allocation: str,
+                   eta: int = DEFAULT_ETA) -> int:
+    """The search phase's trial count: the progress bar's total."""
+    if allocation == "race" and n_families > eta + 1:
+        return sum(r.trials for r in schedule(n_families, trials, epochs, eta))
+    return max(1, -(-trials // n_families)) * n_families
+
+
+def describe_budget(n_families: int, trials: int, epochs: int, allocation: str,
+                    eta: int = DEFAULT_ETA) -> str:
+    """One line for the CLI: how the search spends its compute."""
+    if not (allocation == "race" and n_families > eta + 1):
+        per = max(1, -(-trials // n_families))
+        return f"{n_families} families x {per} trials, {epochs} epochs"
+    rungs = schedule(n_families, trials, epochs, eta)
+    steps = " -> ".join(f"{r.families} x {r.trials_per_family} @ {r.epochs} ep" for r in rungs)
+    return (f"{n_families} families raced in {len(rungs)} rungs ({steps}; families x trials "
+            f"@ epochs), the compute of {trials} trials x {epochs} epochs")
+
+
+def _halton(index: int, base: int) -> float:
+    f, r = 1.0, 0.0
+    while index > 0:
+        f /= base
+        r += f * (index % base)
+        index //= base
+    return r
+
+
+def shared_hparams(j: int, lr: tuple[float, float], weight_decay: tuple[float, float]
+                   ) -> dict[str, float]:
+    """The j-th shared (lr, weight decay) of the first rung: the log-centre of both ranges
+    first, then a Halton sequence (bases 2 and 3) over their logs, so any prefix of the
+    sequence covers the box evenly."""
+    u, v = (0.5, 0.5) if j == 0 else (_halton(j + 1, 2), _halton(j + 1, 3))
+
+    def between(bounds: tuple[float, float], t: float) -> float:
+        lo, hi = math.log(bounds[0]), math.log(bounds[1])
+        return float(math.exp(lo + t * (hi - lo)))
+
+    return {"lr": between(lr, u), "weight_decay": between(weight_decay, v)}
