@@ -78,11 +78,13 @@ def worker_main(conn: Connection, threads: int, nice: int = 0,
     (:func:`models.kernels.configure_compile_cache`).
     """
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    from models.engine import EpochReport, TensorData, train_population
+    from models.engine import EpochReport, TensorData, tensors_on, train_population
 
     configure_training_process(threads=threads, nice=nice, compile_dir=compile_dir)
     conn.send(("ready", os.getpid()))  # imports done: time limits count from here
     datasets: dict[str | None, TensorData] = {}
+    # on an accelerator, each dataset moved there once (kept until it is dropped)
+    on_device: dict[tuple[str | None, str], TensorData] = {}
     while True:
         try:
             kind, payload = conn.recv()
@@ -96,6 +98,8 @@ def worker_main(conn: Connection, threads: int, nice: int = 0,
             continue
         if kind == "drop":
             datasets.pop(payload, None)
+            for held in [k for k in on_device if k[0] == payload]:
+                del on_device[held]
             release_memory()
             continue
         job: PopulationJob | None = payload if kind == "train" else None
@@ -114,6 +118,11 @@ def worker_main(conn: Connection, threads: int, nice: int = 0,
 
         try:
             cap_population_memory(memory_limit_mb)
+            if job.config.device != "cpu":
+                slot = (job.data_key, job.config.device)
+                if slot not in on_device:
+                    on_device[slot] = tensors_on(data, job.config.device)
+                data = on_device[slot]
             result = train_population(ArchSpec.from_dict(job.arch), job.family, job.candidates,
                                       data, job.config, on_epoch=on_epoch)
         except SystemExit:

@@ -89,3 +89,21 @@ def test_the_default_thread_count_is_torchs_without_importing_it(env: dict[str, 
                          timeout=120, cwd=ROOT, env={**full, **env}, check=True)
     ours, torchs = out.stdout.split()
     assert ours == torchs
+
+
+@pytest.mark.parametrize("arch", ["mlp:64,64", "mlp:6", "cnn:8,16/32"])
+def test_memoised_population_keys_equal_the_computed_ones(arch: str, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from models.populations import fixed_population_key
+    from models.spec import ArchSpec
+
+    spec = ArchSpec.parse(arch)
+    if spec.kind == "cnn":
+        spec = ArchSpec.from_dict({**spec.to_dict(), "input_shape": [1, 8, 8]})
+    monkeypatch.setattr(catalogue, "_keys_path", lambda: tmp_path / "popkeys.txt")
+    for fresh in (True, False):  # computed and written, then read back from the file
+        monkeypatch.setattr(catalogue, "_keys", None)
+        for cls in families():
+            assert catalogue.fixed_population_key(spec, cls.name) == \
+                fixed_population_key(spec, cls.name), (cls.name, fresh)
+    assert (tmp_path / "popkeys.txt").exists()
