@@ -312,13 +312,18 @@ class _FastPath:
       ``ACTSEARCH_AMP=bf16``, bf16 autocast of the forward (the loss stays float32).
     """
 
-    def __init__(self, net: PopulationNet, device: torch.device, n_train: int, epochs: int):
+    def __init__(self, net: PopulationNet, device: torch.device, n_train: int, epochs: int,
+                 horizon: float = 1.0):
         # a mixed layer's slices count one by one (each family compiles its own kernel)
         fused = [(info, leaf) for info, act in zip(net.layers, net.acts, strict=True)
                  for leaf in act.leaves() if getattr(leaf, "fused", False)]
         self.families = sorted({type(leaf).name for _, leaf in fused})
+        self.kernels = kernels.slice_keys(self.families, [(type(leaf).name, leaf.k)
+                                                          for _, leaf in fused])
         work = float(n_train) * epochs * sum(leaf.k * info.pre for info, leaf in fused)
-        self.compile = bool(fused) and kernels.should_compile(device, work, self.families)
+        self.compile = bool(fused) and kernels.should_compile(
+            device, work, self.families, slices=[(type(leaf).name, leaf.k) for _, leaf in fused],
+            horizon=horizon)
         self.cuda = device.type == "cuda"
         self.tf32 = self.cuda and _env_flag("ACTSEARCH_TF32", "1") not in ("0", "off", "false")
         self.amp = self.cuda and _env_flag("ACTSEARCH_AMP", "off") == "bf16"
@@ -334,7 +339,7 @@ class _FastPath:
     def close(self) -> None:
         self._stack.close()
         if self.compile:
-            kernels.mark_warm(self.families)
+            kernels.mark_warm(self.kernels)
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp:
@@ -488,7 +493,7 @@ def train_population(
     cuda_graphs = graphs_enabled(device) and opt.graph_safe
     lr_mult: float | torch.Tensor = torch.ones((), device=device) if cuda_graphs else 1.0
     loss_sum = torch.zeros(net.k, device=device)
-    fast = _FastPath(net, device, n_train, config.epochs)
+    fast = _FastPath(net, device, n_train, config.epochs, config.compile_horizon)
     fast.open()
 
     def train_step(n_b: int) -> None:

@@ -36,21 +36,32 @@ _state = threading.local()
 _compiled: dict[Callable[..., Any], Callable[..., Any]] = {}
 _broken = False
 _failed: set[Callable[..., Any]] = set()  # kernels that hit dynamo's recompile limit
-_warm: set[str] = set()  # families whose kernels this process has compiled already
-# When compiling pays on CPU: when the eager time it saves over this population's
-# fused-layer work (activation elements x steps: K x rows x epochs x units) exceeds the
-# compile's own seconds, PAYBACK times over. Figures (2-core EPYC VM, torch 2.13,
-# bench/README.md "compile time"): eager rational/VAF/spline cost ~12-25 ns per element
-# fwd+bwd, compiled ~2, so ~18 ns saved; a family's first compile in a process took
-# 3-7 s on a quiet machine (19-56 s at load average 7.8) with an empty Inductor cache,
-# and 2.4-6.7 s at that load (~1-2 s quiet) when the on-disk cache of
-# :func:`configure_compile_cache` held its kernels; a family compiled earlier in the
-# process costs nothing more (the kernels are shape-generic).
+_warm: set[str] = set()  # kernels this process has compiled already (see _slice_keys)
+# When compiling pays on CPU: when the eager seconds it saves over the work it will do
+# (activation elements x steps of the fused layers: K x rows x epochs x units, times the
+# coordinator's ``horizon``: how many such populations this process is expected to train)
+# exceed the compile's own CPU seconds, PAYBACK times over. Figures: bench/README.md
+# "Compile time" (bench/compile_time.py, 2-core EPYC VM, torch 2.13, CPU seconds of the
+# process and its compile workers, K=8, digits mlp:64,64):
+# * saved: eager rational/VAF/spline cost ~12-25 ns per element fwd+bwd, compiled ~2
+#   (bench/mixed.py); 18 ns is the conservative end (whole populations: 50-120 ns);
+# * a process's first compile starts Inductor (its imports, compile workers) and compiles
+#   the no-grad graphs of validation and curve sampling too: ~5 s (a VAF population of 4
+#   on digits, 2 epochs, curves recorded: 27 s with an empty cache, 11 s from disk,
+#   against 0.75 s eager and 0.72 s for ReLU, load average 3);
+# * a family with nothing in the on-disk cache: vaf 8.6, rational ~17, spline 24 s;
+#   with its kernels in :func:`configure_compile_cache`'s directory: 1.2-2.3 s;
+# * a family compiled earlier in the process costs nothing more (rational, vaf: their
+#   kernels are shape-generic), except SHAPE_SPECIALISED ones, compiled again for each
+#   slice size k (spline at K=16 after K=8: 26 s cold, 2 s from disk).
 CPU_SAVED_S_PER_ELEMENT = 1.8e-8
-CPU_COMPILE_S_COLD = 4.5
-CPU_COMPILE_S_DISK = 1.5
+CPU_COMPILE_S_START = 5.0
+CPU_COMPILE_S_COLD = 15.0
+CPU_COMPILE_S_DISK = 2.0
 PAYBACK = 1.0
-CPU_COMPILE_MIN_WORK = PAYBACK * CPU_COMPILE_S_COLD / CPU_SAVED_S_PER_ELEMENT  # 2.5e8
+SHAPE_SPECIALISED = frozenset({"spline"})
+# the least work one cold family pays back in one population: 1.1e9 elements
+CPU_COMPILE_MIN_WORK = PAYBACK * (CPU_COMPILE_S_START + CPU_COMPILE_S_COLD) / CPU_SAVED_S_PER_ELEMENT
 
 
 # ----- the on-disk compile cache ------------------------------------------------------------
@@ -102,14 +113,26 @@ def _enable_cache_switches() -> None:
         pass
 
 
-def _marker(family: str) -> Path | None:
-    return None if _cache_dir is None else _cache_dir / "warm" / family
+def _marker(key: str) -> Path | None:
+    return None if _cache_dir is None else _cache_dir / "warm" / key
 
 
-def disk_warm(family: str) -> bool:
-    """Whether a process with this cache directory compiled ``family``'s kernels before."""
-    marker = _marker(family)
+def disk_warm(key: str) -> bool:
+    """Whether a process with this cache directory compiled these kernels before
+    (``key``: a family, or ``family@k<k>`` for a SHAPE_SPECIALISED one)."""
+    marker = _marker(key)
     return marker is not None and marker.exists()
+
+
+def slice_keys(families: Iterable[str] = (),
+               slices: Iterable[tuple[str, int]] | None = None) -> set[str]:
+    """What identifies a population's compiled kernels: its fused families, with the slice
+    size k for a family whose kernels are compiled per k (SHAPE_SPECIALISED)."""
+    keys = set(families)
+    for name, k in slices or ():
+        keys.discard(name)
+        keys.add(f"{name}@k{int(k)}" if name in SHAPE_SPECIALISED else name)
+    return keys
 
 
 def save_cache_artifacts(path: str | os.PathLike[str]) -> bool:
@@ -150,14 +173,19 @@ def compile_available() -> bool:
     return not _broken and hasattr(torch, "compile")
 
 
-def should_compile(device: torch.device, work: float, families: Iterable[str] = ()) -> bool:
+def should_compile(device: torch.device, work: float, families: Iterable[str] = (), *,
+                   slices: Iterable[tuple[str, int]] | None = None,
+                   horizon: float = 1.0) -> bool:
     """The engine's choice for one population.
 
     ``work``: activation elements x steps of its fused layers (K x rows x epochs x units);
-    ``families``: its fused families. On CPU, ``auto`` compiles when the eager seconds
-    the work would save pay back :func:`compile_seconds` (``PAYBACK`` times) or when this
-    process has compiled these families before (a search trains many populations in one
-    process, and the kernels are shape-generic).
+    ``families``: its fused families; ``slices``: (family, k) of each fused slice (a
+    SHAPE_SPECIALISED family's kernels depend on k); ``horizon``: populations of this much
+    work with these families the process expects to train (the embedded coordinator
+    counts its search's pending ones; compiled kernels stay in a warm trainer). On CPU,
+    ``auto`` compiles when nothing is left to compile in this process, or when the
+    eager seconds ``work x horizon`` would save pay back :func:`compile_seconds`
+    (``PAYBACK`` times). Always on CUDA.
     """
     setting = compile_setting()
     if setting == "off" or not compile_available():
@@ -166,28 +194,31 @@ def should_compile(device: torch.device, work: float, families: Iterable[str] = 
         return True
     if device.type == "cuda":
         return True
-    names = set(families)
-    if names and names <= _warm:
+    keys = slice_keys(families, slices)
+    cost = compile_seconds(keys)
+    if keys and cost == 0.0:
         return True
-    return work * CPU_SAVED_S_PER_ELEMENT >= PAYBACK * compile_seconds(names)
+    return work * max(1.0, horizon) * CPU_SAVED_S_PER_ELEMENT >= PAYBACK * cost
 
 
-def compile_seconds(families: Iterable[str]) -> float:
-    """Estimated CPU seconds to compile these families' kernels in this process now:
-    0 for families compiled already, the disk-cache figure for those a previous process
-    compiled into :func:`configure_compile_cache`'s directory, else the cold figure."""
-    total = 0.0
-    for name in set(families) - _warm:
-        total += CPU_COMPILE_S_DISK if disk_warm(name) else CPU_COMPILE_S_COLD
+def compile_seconds(keys: Iterable[str]) -> float:
+    """Estimated CPU seconds to compile these kernels (:func:`slice_keys`) in this process
+    now: 0 for those compiled already, the disk-cache figure for those a previous process
+    compiled into :func:`configure_compile_cache`'s directory, else the cold figure; plus
+    Inductor's start-up in a process that has compiled nothing yet."""
+    missing = set(keys) - _warm
+    total = sum(CPU_COMPILE_S_DISK if disk_warm(key) else CPU_COMPILE_S_COLD for key in missing)
+    if missing and not _warm:
+        total += CPU_COMPILE_S_START
     return total
 
 
-def mark_warm(families: Iterable[str]) -> None:
-    """Record that these families' kernels have been compiled in this process (and, with
-    a cache directory, on disk, for the next process's :func:`should_compile`)."""
+def mark_warm(keys: Iterable[str]) -> None:
+    """Record that these kernels (:func:`slice_keys`) have been compiled in this process
+    (and, with a cache directory, on disk, for the next process's :func:`should_compile`)."""
     if _broken:
         return
-    names = set(families)
+    names = set(keys)
     _warm.update(names)
     for name in names:
         marker = _marker(name)

@@ -386,6 +386,9 @@ class TrainConfig:
         stats_sample: validation rows used for statistics (a fixed subset from ``data_seed``).
         hist_bins: histogram bins of the pre-activation statistics.
         device: torch device string, e.g. ``"cpu"`` or ``"cuda:0"``.
+        compile_horizon: how many populations of this work with these families the
+            training process expects to train (>= 1); the compile decision counts the
+            eager time saved over all of them (:func:`models.kernels.should_compile`).
     """
 
     epochs: int = 20
@@ -400,6 +403,7 @@ class TrainConfig:
     stats_sample: int = 1024
     hist_bins: int = 64
     device: str = "cpu"
+    compile_horizon: float = 1.0
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -433,6 +437,8 @@ class TrainConfig:
             raise InvalidInput(f"deadline_s must be positive (or null for none), got {self.deadline_s!r}")
         if not isinstance(self.device, str) or not self.device:
             raise InvalidInput(f"device must be a string such as 'cpu' or 'cuda:0', got {self.device!r}")
+        if not float(self.compile_horizon) >= 1.0:
+            raise InvalidInput(f"compile_horizon must be >= 1, got {self.compile_horizon!r}")
         return self
 
 

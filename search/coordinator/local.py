@@ -38,6 +38,7 @@ from .finish import advance_search
 from .limits import time_limit_message
 from .recovery import LOCAL_WORKER_PREFIX, fail_search, interrupt, release_interrupted
 from .steps import (
+    Claimed,
     Prepared,
     claim,
     commit_result,
@@ -325,12 +326,25 @@ class EmbeddedCoordinator:
             if claimed is None:
                 continue  # cancelled (search cancelled, time spent) or taken: try the next
             try:
-                return prepare(self.sessions, claimed, self.storage_url,
-                               device=get_settings().worker.device)
+                job = prepare(self.sessions, claimed, self.storage_url,
+                              device=get_settings().worker.device)
+                job.config.compile_horizon = self._compile_horizon(claimed)
+                return job
             except Exception as exc:  # noqa: BLE001 - fail this population, run the others
                 if is_transient(exc):
                     raise
                 fail_owned(self.sessions, claimed, f"{type(exc).__name__}: {exc}")
+
+    def _compile_horizon(self, claimed: Claimed) -> float:
+        """Populations like this one each child can expect to train in this search: this
+        one plus the pending ones sharing a family with it, spread over the children. The
+        kernels a child compiles serve all of them (and later searches, in ``serve``'s
+        runner), so the compile decision counts their work (models.kernels)."""
+        families = set(claimed.families)
+        with self.sessions() as session:
+            pending = repo.list_populations(session, search_id=self.search_id, state="pending")
+            alike = sum(1 for p in pending if families & set(p.families or [p.family]))
+        return 1.0 + alike / max(1, self.workers)
 
     # ----- the per-population time limit ----------------------------------------------------
     def _wait_timeout(self, busy: list[_Child]) -> float | None:

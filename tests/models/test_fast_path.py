@@ -353,3 +353,30 @@ def test_compiled_optimizer_equals_fused(optimizer: str, monkeypatch: pytest.Mon
         runs.append(train_population(MLP, "relu", cands(4), DATA, cfg, on_epoch=prune_odd))
     for a, b in zip(*[r.candidates for r in runs], strict=True):
         assert_same(a, b, atol=2e-5)
+
+
+def test_compile_pays_back_over_the_horizon_and_per_slice_size(monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Any) -> None:
+    """The payback rule with bench/README's figures: a population too small to pay for a
+    cold compile pays within a long enough horizon (a warm trainer's remaining work), a
+    cached compile pays sooner, and a shape-specialised family (spline) counts each new
+    slice size as a compile of its own, a shape-generic one (vaf) does not."""
+    cpu = torch.device("cpu")
+    monkeypatch.setenv("ACTSEARCH_COMPILE", "auto")
+    if not kernels.compile_available():
+        pytest.skip("torch.compile unavailable")
+    monkeypatch.setattr(kernels, "_warm", set())
+    monkeypatch.setattr(kernels, "_cache_dir", tmp_path)
+    cold = kernels.CPU_COMPILE_S_START + kernels.CPU_COMPILE_S_COLD
+    work = 0.5 * cold / kernels.CPU_SAVED_S_PER_ELEMENT  # pays half the cold compile
+    assert kernels.compile_seconds({"vaf"}) == cold
+    assert not kernels.should_compile(cpu, work, ["vaf"], slices=[("vaf", 8)])
+    assert kernels.should_compile(cpu, work, ["vaf"], slices=[("vaf", 8)], horizon=2.0)
+    kernels.mark_warm(kernels.slice_keys(["vaf", "spline"], [("vaf", 8), ("spline", 8)]))
+    assert kernels.should_compile(cpu, 0.0, ["vaf"], slices=[("vaf", 16)])  # shape-generic
+    assert kernels.compile_seconds(kernels.slice_keys(["spline"], [("spline", 16)])) == \
+        kernels.CPU_COMPILE_S_COLD  # a new k: compiled again (Inductor has started)
+    assert not kernels.should_compile(cpu, 0.0, ["spline"], slices=[("spline", 16)])
+    monkeypatch.setattr(kernels, "_warm", set())  # a new process with the same cache dir
+    assert kernels.compile_seconds({"vaf"}) == \
+        kernels.CPU_COMPILE_S_START + kernels.CPU_COMPILE_S_DISK
