@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,41 +32,10 @@ from . import kernels
 from .cuda_graphs import GraphedStep, graphs_enabled
 from .network import ActParams, FamilySpec, PopulationNet, candidate_slice_keys
 from .optim import BatchedOptimizer, schedule_multiplier
+from .records import TASKS, EpochReport, Status, Task, TensorData  # noqa: F401  (re-exported)
 from .sizing import auto_population_size, tune_cpu  # noqa: F401  (re-exported for callers)
 from .spec import ArchSpec, Candidate, TrainConfig
 from .stats import chunk_rows, preact_stats, sample_curves
-
-Task = Literal["classification", "regression"]
-Status = Literal["complete", "pruned", "deadline", "failed"]
-TASKS = ("classification", "regression")
-
-
-@dataclass
-class TensorData:
-    """Arrays for one population (numpy or torch).
-
-    X: float32 ``(N, D)``; y: int64 class ids ``(N,)`` (classification) or float32
-    ``(N,)`` / ``(N, 1)`` (regression). Scaling and label encoding happen before.
-    """
-
-    X_train: Any
-    y_train: Any
-    X_val: Any
-    y_val: Any
-    task: Task
-    n_outputs: int
-
-
-@dataclass
-class EpochReport:
-    """What ``on_epoch`` sees after each epoch; lists are aligned with ``candidates``."""
-
-    epoch: int  # 1-based
-    candidates: list[int]  # original indices still training
-    train_loss: list[float]
-    val_loss: list[float]
-    val_metric: list[float]
-    elapsed_s: float
 
 
 @dataclass

@@ -17,12 +17,15 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from .network import ActParams, PopulationNet
 from .spec import ArchSpec
+
+if TYPE_CHECKING:  # torch is imported by the functions that need it: sizing a search's
+    # populations (its coordinator, before anything trains) is arithmetic
+    import torch
+
+    from .network import ActParams, PopulationNet
 
 _tuned = False
 # glibc mallopt parameters
@@ -71,6 +74,8 @@ def tune_cpu(threads: int | None = None) -> dict[str, int | bool]:
     The allocator tuning happens once per process.
     """
     global _tuned
+    import torch
+
     env = os.environ.get("ACTSEARCH_THREADS")
     if threads is None and env:
         threads = int(env)
@@ -237,7 +242,7 @@ def auto_population_size(
     """
     del act_params
     est = estimate_candidate(arch, family, n_inputs, n_outputs, batch_size)
-    return _saturating_k(arch, torch.device(device), est.flops_per_row, est.training_bytes,
+    return _saturating_k(arch, device, est.flops_per_row, est.training_bytes,
                          batch_size, n_outputs, threads, memory_bytes, memory_budget_bytes)
 
 
@@ -270,21 +275,73 @@ def population_size(
     ests = {f: estimate_candidate(arch, f, n_inputs, n_outputs, batch_size) for f in set(names)}
     flops = sum(ests[f].flops_per_row for f in names) / len(names)
     per_candidate = max(e.training_bytes for e in ests.values())
-    return _saturating_k(arch, torch.device(device), flops, per_candidate, batch_size,
+    return _saturating_k(arch, device, flops, per_candidate, batch_size,
                          n_outputs, threads, memory_bytes, memory_budget_bytes)
 
 
-def _saturating_k(arch: ArchSpec, dev: torch.device, flops_per_row: float, per_candidate: int,
-                  batch_size: int, n_outputs: int, threads: int | None,
+def torch_threads() -> int:
+    """``torch.get_num_threads()``, without importing torch for it.
+
+    With torch imported, its answer; else what torch's default would be: a positive
+    ``MKL_NUM_THREADS``, else ``OMP_NUM_THREADS``, at most the machine's CPUs; else its
+    physical cores (torch's ``intraop_default_num_threads``; tests/models/test_catalogue.py
+    checks it against torch on the machine it runs on).
+    """
+    if "torch" in sys.modules:
+        return int(sys.modules["torch"].get_num_threads())
+    threads = 0
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # MKL's overrides OpenMP's
+        value = os.environ.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            threads = int(value)
+    if threads:
+        return min(threads, os.cpu_count() or threads)
+    return physical_cores()
+
+
+def physical_cores() -> int:
+    """Physical cores of the machine (all of them, as cpuinfo counts: not the affinity)."""
+    cores: set[tuple[str, str]] = set()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            package = core = ""
+            for line in fh:
+                key, _, value = line.partition(":")
+                key, value = key.strip(), value.strip()
+                if key == "physical id":
+                    package = value
+                elif key == "core id":
+                    core = value
+                elif not key and core:
+                    cores.add((package, core))
+                    package = core = ""
+            if core:
+                cores.add((package, core))
+    except OSError:
+        pass
+    return len(cores) or max(1, os.cpu_count() or 1)
+
+
+def _device_type(device: str | torch.device) -> str:
+    return device.split(":", 1)[0] if isinstance(device, str) else device.type
+
+
+def _saturating_k(arch: ArchSpec, device: str | torch.device, flops_per_row: float,
+                  per_candidate: int, batch_size: int, n_outputs: int, threads: int | None,
                   memory_bytes: int | None, memory_budget_bytes: int | None) -> int:
-    if dev.type == "cuda" and torch.cuda.is_available():
-        free, _total = torch.cuda.mem_get_info(dev)
+    cuda = False
+    if _device_type(device) == "cuda":
+        import torch
+
+        cuda = torch.cuda.is_available()
+    if cuda:
+        free, _total = torch.cuda.mem_get_info(torch.device(device))
         budget = memory_bytes if memory_bytes is not None else free
         widest = max([*arch.conv_channels, *arch.hidden, n_outputs])
         k = min(_pow2_ceil(GPU_STEP_ELEMENTS / max(1, batch_size * widest)), GPU_MAX_K)
     else:
         budget = memory_bytes if memory_bytes is not None else _available_ram()
-        n_threads = threads if threads is not None else torch.get_num_threads()
+        n_threads = threads if threads is not None else torch_threads()
         step_flops = 3 * flops_per_row * batch_size
         k = min(_pow2_ceil(CPU_STEP_FLOPS_PER_THREAD * n_threads / max(1.0, step_flops)),
                 CPU_MAX_K)

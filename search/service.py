@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 from sqlalchemy.orm import Session
 
 from core.errors import InvalidInput, NotFound
-from models.engine import TensorData
+from models.records import TensorData
 from store import repo
 from store.artifacts import get_artifact_bytes
 

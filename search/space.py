@@ -11,7 +11,8 @@ from typing import Any
 
 import optuna
 
-from models.activations import ParamSpec, get_activation
+from models.catalogue import family_info  # no torch: the families' declarations only
+from models.params import ParamSpec
 
 from .spec import SearchSpec
 
@@ -53,7 +54,7 @@ def suggest_candidate(
     chosen = trial.suggest_categorical(FAMILY_KEY, spec.families)
     if chosen != family:  # a sampler that ignores the fixed value would break the protocol
         raise RuntimeError(f"sampler proposed family {chosen!r} for a {family!r} population")
-    cls = get_activation(family)
+    cls = family_info(family)
     widths = spec.activation_widths()
     act_params = {p.name: suggest(trial, optuna_name(family, p.name), p, widths)
                   for p in cls.space()}
@@ -68,5 +69,5 @@ def suggest_candidate(
 
 def structural_params(family: str, act_params: dict[str, Any]) -> dict[str, Any]:
     """The Optuna-named structural values of a sampled candidate (fixed for its population)."""
-    values = get_activation(family).structural_values(act_params)
+    values = family_info(family).structural_values(act_params)
     return {optuna_name(family, name): value for name, value in values.items()}

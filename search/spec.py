@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from core.errors import InvalidInput
-from models.activations import get_activation
+from models.catalogue import family_info  # no torch: the families' declarations only
 from models.spec import IMAGE_KINDS, SEQUENCE_KINDS, ArchSpec
 
 #: The round-one default (eight families); the default is now every registered family
@@ -183,7 +183,7 @@ class SearchSpec(BaseModel):
     def _known_families(cls, value: list[str]) -> list[str]:
         if not value:
             return []  # every family that fits: filled in once the architecture is known
-        names = [get_activation(v).name for v in value]  # raises UnknownActivation
+        names = [family_info(v).name for v in value]  # raises UnknownActivation
         if len(set(names)) != len(names):
             raise ValueError(f"families listed twice: {sorted({n for n in names if names.count(n) > 1})}")
         if "relu" not in names:
@@ -265,7 +265,7 @@ class SearchSpec(BaseModel):
 
     def _check_widths(self, widths: list[int]) -> None:
         for family in self.families:
-            for param in get_activation(family).space():
+            for param in family_info(family).space():
                 if param.divides_width and widths and not param.choices_for(widths):
                     raise InvalidInput(
                         f"families: {family} needs a {param.name} that divides every layer "
@@ -404,12 +404,12 @@ def default_families(widths: list[int], *, module: bool = False) -> list[str]:
     divisor fits no width (groupsort's group), and for a user's module the families that
     change a layer's width (the module's layers are the user's).
     """
-    from models.activations import REGISTRY
+    from models.catalogue import family_names
 
-    names = ["relu", *sorted(n for n in REGISTRY if n != "relu")]
+    names = ["relu", *sorted(n for n in family_names() if n != "relu")]
     chosen = []
     for name in names:
-        cls = get_activation(name)
+        cls = family_info(name)
         if any(p.divides_width and widths and not p.choices_for(widths) for p in cls.space()):
             continue
         if module and not _preserves_width(name, widths):
@@ -419,6 +419,7 @@ def default_families(widths: list[int], *, module: bool = False) -> list[str]:
 
 
 def _preserves_width(family: str, widths: list[int]) -> bool:
+    from models.activations import get_activation  # torch: a user's module search has it
     from models.network import layer_widths
 
     cls = get_activation(family)

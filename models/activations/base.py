@@ -26,83 +26,15 @@ from torch import nn
 
 from core.errors import InvalidInput, UnknownActivation
 
+from ..params import SHARING as SHARING  # re-exported: the families import it from here
+from ..params import ParamKind as ParamKind
+from ..params import ParamSpec, resolve_params, structural_values
+
 Layout = Literal["mlp", "conv"]
-ParamKind = Literal["float", "int", "categorical"]
 WeightInit = Literal["default", "kaiming_normal", "lecun_normal", "xavier_normal", "snake", "siren"]
 DropoutKind = Literal["standard", "alpha"]
 
 UNIT_DIM = 2
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """One searchable parameter of a family.
-
-    Attributes:
-        name: key in the candidate's parameter dict.
-        kind: float, int or categorical.
-        low, high, log, step: range for float/int (Optuna's distributions).
-        choices: values for categorical.
-        default: value used when the parameter is not searched.
-        structural: changes tensor shapes or code paths (maxout's k, rational
-            degrees, sharing). Structural values are fixed per population; all
-            K candidates of a population share them.
-        learned: the value is the *initial* value of a tensor that is trained
-            with the weights (e.g. prelu's slope); otherwise it stays fixed.
-        divides_width: a categorical whose value must divide the width of every
-            layer the activation is applied to (groupsort's group): the search only
-            offers the choices that do (:meth:`choices_for`).
-        help: one line for the catalogue.
-    """
-
-    name: str
-    kind: ParamKind
-    default: Any
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = None
-    choices: tuple[Any, ...] | None = None
-    structural: bool = False
-    learned: bool = False
-    divides_width: bool = False
-    help: str = ""
-
-    def choices_for(self, widths: Sequence[int]) -> tuple[Any, ...]:
-        """The categorical choices usable with layers of these widths (all, unless
-        ``divides_width``: then those dividing every width, possibly none)."""
-        choices = tuple(self.choices or ())
-        if not self.divides_width:
-            return choices
-        return tuple(c for c in choices if all(int(w) % int(c) == 0 for w in widths))
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-able description for the catalogue (API, CLI)."""
-        out: dict[str, Any] = {
-            "name": self.name,
-            "kind": self.kind,
-            "default": self.default,
-            "structural": self.structural,
-            "learned": self.learned,
-            "help": self.help,
-        }
-        if self.kind == "categorical":
-            out["choices"] = list(self.choices or ())
-        else:
-            out.update(low=self.low, high=self.high, log=self.log)
-            if self.step is not None:
-                out["step"] = self.step
-        return out
-
-
-SHARING = ParamSpec(
-    "sharing",
-    "categorical",
-    default="layer",
-    choices=("layer", "unit"),
-    structural=True,
-    help="one set of activation parameters per layer, or one per unit",
-)
 
 
 class Activation(nn.Module):
@@ -165,20 +97,12 @@ class Activation(nn.Module):
         The one place that says which they are: a population shares them, so the
         search fixes them per population and the builders size layers from them.
         """
-        resolved = cls.resolve_params(params)
-        return {s.name: resolved[s.name] for s in cls.space() if s.structural}
+        return structural_values(cls.name, cls.space(), params)
 
     @classmethod
     def resolve_params(cls, params: Mapping[str, Any]) -> dict[str, Any]:
         """Fill defaults and reject unknown keys."""
-        known = {s.name: s for s in cls.space()}
-        unknown = set(params) - set(known)
-        if unknown:
-            raise InvalidInput(
-                f"{cls.name}: unknown parameter(s) {sorted(unknown)}; "
-                f"known: {sorted(known) or 'none'}"
-            )
-        return {name: params.get(name, spec.default) for name, spec in known.items()}
+        return resolve_params(cls.name, cls.space(), params)
 
     @classmethod
     def pre_units(cls, units: int, structural: Mapping[str, Any]) -> int:

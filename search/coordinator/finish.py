@@ -15,7 +15,6 @@ import numpy as np
 from optuna.trial import TrialState
 from sqlalchemy.orm import Session
 
-from models.engine import evaluate
 from store import repo
 from store.tables import POPULATION_FINISHED_STATES, PopulationRow
 
@@ -257,6 +256,8 @@ def _score_test(session: Session, search_id: int, spec: SearchSpec, data: Prepar
         if trial.state != "complete":
             continue
         state_dict, _, _ = repo.load_weights(session, trial_id=trial.id)
+        from models.engine import evaluate  # torch: only when a finalist is scored
+
         value = evaluate(arch, family, trial.family_params, state_dict, np.asarray(s.X_test),
                          np.asarray(s.y_test), data.n_outputs, data.dataset.task)
         repo.set_trial_test_value(session, trial_id=trial.id, test_value=value)

@@ -20,13 +20,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import Conflict, InvalidInput
 from core.settings import TrainingSettings, get_settings
-from models.engine import PopulationResult
 from store import repo
 from store.tables import SEARCH_TERMINAL_STATES
 
@@ -49,6 +49,9 @@ from .steps import (
     prepare,
 )
 from .trainers import TrainerPool, _Child, default_threads
+
+if TYPE_CHECKING:  # the engine (torch): imported where a population's result is read
+    from models.engine import PopulationResult
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -10,18 +10,21 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.samplers import BaseSampler, PartialFixedSampler, RandomSampler, TPESampler
 from optuna.trial import TrialState
 
-from models.engine import CandidateResult, EpochReport
+from models.records import EpochReport
 from models.spec import Candidate
 
 from ..space import FAMILY_KEY, structural_params, suggest_candidate
 from ..spec import SearchSpec
 from .pruning import FamilyMemoryView, decide, memory_safe
+
+if TYPE_CHECKING:  # the engine (torch): imported where a population's result is read
+    from models.engine import CandidateResult
 
 
 @dataclass

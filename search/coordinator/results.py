@@ -6,13 +6,15 @@ import datetime as dt
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
-from models.engine import CandidateResult, PopulationResult
 from models.spec import Candidate
 from store import repo
+
+if TYPE_CHECKING:  # the engine (torch): imported where a population's result is read
+    from models.engine import CandidateResult, PopulationResult
 
 log = logging.getLogger(__name__)
 

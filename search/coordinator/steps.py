@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.samplers import PartialFixedSampler
@@ -39,7 +39,6 @@ from optuna.trial import Trial, TrialState
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.engine import PopulationResult
 from models.spec import Candidate, TrainConfig
 from store import repo
 from store.tables import utcnow
@@ -65,6 +64,9 @@ from .results import (
     record_failed_population,
     record_population,
 )
+
+if TYPE_CHECKING:  # the engine (torch): imported where a population's result is read
+    from models.engine import PopulationResult
 
 log = logging.getLogger(__name__)
 

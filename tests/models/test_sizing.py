@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 import torch
 
-import models.sizing as sizing
 from models.network import PopulationNet
 from models.sizing import auto_population_size, estimate_candidate, largest_population_within
 from models.spec import ArchSpec
@@ -72,7 +71,10 @@ def test_a_huge_spec_is_estimated_without_building_anything(monkeypatch: pytest.
     def no_build(*_a: Any, **_k: Any) -> None:
         raise AssertionError("the estimate built a network")
 
-    monkeypatch.setattr(sizing, "PopulationNet", no_build)
+    import models.network
+
+    # sizing never names the network class at run time (it sizes without torch)
+    monkeypatch.setattr(models.network, "PopulationNet", no_build)
     arch = ArchSpec(kind="mlp", hidden=[8192] * 16)
     start = time.perf_counter()
     est = estimate_candidate(arch, ["relu", "gelu"], 784, 10, 64)
