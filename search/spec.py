@@ -240,7 +240,10 @@ class SearchSpec(BaseModel):
     @model_validator(mode="after")
     def _arch(self) -> SearchSpec:
         if not self.families:
+            given = "families" in self.model_fields_set
             self.families = default_families(self.activation_widths(), module=self.is_module)
+            if not given:  # still "not given": a schedule's template keeps taking every family
+                self.model_fields_set.discard("families")
         if self.is_module:
             if self.control is not None:
                 raise InvalidInput(
