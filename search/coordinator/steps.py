@@ -45,7 +45,7 @@ from store.tables import utcnow
 
 from ..control import ASKED_PHASES, FINALIST_SOURCES, spec_for_phase, study_for_phase
 from ..service import PreparedData, open_study
-from ..space import FAMILY_KEY, structural_params, suggest_candidate
+from ..space import FAMILY_KEY, default_params, structural_params, suggest_candidate
 from ..spec import SearchSpec
 from .data import prepared_data
 from .planner import MIXED, PlannedPopulation, plan_search_populations
@@ -422,7 +422,8 @@ def _shared_first_rung(sessions: Sessions, claimed: Claimed, asked: Sequence[Ask
                        missing: Sequence[str]) -> list[dict[str, Any]] | None:
     """A race's first rung: trial j of every family trains on the j-th shared lr and weight
     decay (:func:`search.race.shared_hparams`), so that rung compares families on the same
-    hyperparameters. j counts the family's slots in the rung's earlier populations, this
+    hyperparameters; trial 0 of each family takes its declared defaults
+    (:func:`search.space.default_params`). j counts the family's slots in the rung's earlier populations, this
     one's asked trials, then the missing slots in order."""
     if claimed.rung != 0 or not claimed.spec.racing:
         return None
@@ -440,7 +441,10 @@ def _shared_first_rung(sessions: Sessions, claimed: Claimed, asked: Sequence[Ask
     for family in missing:
         j = seen.get(family, 0)
         seen[family] = j + 1
-        out.append(shared_hparams(j, claimed.spec.lr, claimed.spec.weight_decay))
+        fixed = shared_hparams(j, claimed.spec.lr, claimed.spec.weight_decay)
+        if j == 0:  # each family's first screening trial: its declared defaults
+            fixed.update(default_params(family, claimed.spec))
+        out.append(fixed)
     return out
 
 
