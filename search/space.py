@@ -17,6 +17,10 @@ from models.params import ParamSpec
 from .spec import SearchSpec
 
 FAMILY_KEY = "family"
+#: A raced trial's fidelity (the epochs its rung trains), as a trial user attribute: a
+#: trial is pruned only against trials of the same family *and* fidelity, since a shorter
+#: learning-rate schedule looks better at the same epoch than a longer one.
+FIDELITY_ATTR = "epochs"
 
 
 def optuna_name(family: str, param: str) -> str:

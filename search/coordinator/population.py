@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 from models.records import EpochReport
 from models.spec import Candidate
 
-from ..space import FAMILY_KEY, structural_params, suggest_candidate
+from ..space import FAMILY_KEY, FIDELITY_ATTR, structural_params, suggest_candidate
 from ..spec import SearchSpec
 from .pruning import FamilyMemoryView, decide, memory_safe
 
@@ -62,7 +62,7 @@ def own_structural(family: str, structural: dict[str, Any]) -> dict[str, Any]:
 def ask_population(
     study: optuna.Study, base_sampler: BaseSampler, families: str | Sequence[str], k: int | None,
     spec: SearchSpec, structural: dict[str, Any] | None = None,
-    fixed_per_slot: Sequence[dict[str, Any]] | None = None,
+    fixed_per_slot: Sequence[dict[str, Any]] | None = None, fidelity: int | None = None,
 ) -> list[AskedTrial]:
     """Ask one trial per slot (``families``: one family per slot, or one family for ``k``).
 
@@ -77,7 +77,7 @@ def ask_population(
     slots = [families] * int(k or 0) if isinstance(families, str) else list(families)
     shared: dict[str, Any] = dict(structural or {})
     if isinstance(base_sampler, IN_MEMORY_SAMPLERS):
-        return _ask_in_memory(study, base_sampler, slots, spec, shared, fixed_per_slot)
+        return _ask_in_memory(study, base_sampler, slots, spec, shared, fixed_per_slot, fidelity)
     asked: list[AskedTrial] = []
     try:
         for i, family in enumerate(slots):
@@ -86,6 +86,8 @@ def ask_population(
             study.sampler = PartialFixedSampler(fixed, base_sampler)
             trial = study.ask()
             act_params, hparams = suggest_candidate(trial, family, spec)
+            if fidelity is not None:
+                trial.set_user_attr(FIDELITY_ATTR, fidelity)
             if not own_structural(family, shared):
                 shared.update(structural_params(family, act_params))
             asked.append(AskedTrial(trial, family, act_params, hparams,
@@ -102,7 +104,8 @@ IN_MEMORY_SAMPLERS: tuple[type[BaseSampler], ...] = (TPESampler, RandomSampler)
 
 def _ask_in_memory(study: optuna.Study, base_sampler: BaseSampler, slots: Sequence[str],
                    spec: SearchSpec, shared: dict[str, Any],
-                   fixed_per_slot: Sequence[dict[str, Any]] | None) -> list[AskedTrial]:
+                   fixed_per_slot: Sequence[dict[str, Any]] | None,
+                   fidelity: int | None = None) -> list[AskedTrial]:
     """The same asks as :func:`ask_population`, sampled on an in-memory copy of the study.
 
     Asking on the RDB study costs a read of every trial and a commit per suggested
@@ -123,6 +126,8 @@ def _ask_in_memory(study: optuna.Study, base_sampler: BaseSampler, slots: Sequen
         act_params, hparams = suggest_candidate(draft, family, spec)
         if not own_structural(family, shared):
             shared.update(structural_params(family, act_params))
+        if fidelity is not None:
+            draft.set_user_attr(FIDELITY_ATTR, fidelity)
         frozen = memory._storage.get_trial(draft._trial_id)
         template = optuna.trial.create_trial(
             state=TrialState.RUNNING, params=frozen.params, distributions=frozen.distributions,
@@ -169,14 +174,14 @@ class PruningReporter:
 
 
 def pruning_reporter(study: optuna.Study, asked: list[AskedTrial], *,
-                     multi_objective: bool) -> PruningReporter:
+                     multi_objective: bool, fidelity: int | None = None) -> PruningReporter:
     """The reporter of a population: on in-memory views (one per family, since each
     family is pruned against its own trials) when its pruner allows them."""
     views = None
     if not multi_objective and memory_safe(study.pruner):
         views = {}
         for family in dict.fromkeys(a.family for a in asked):
-            views[family] = FamilyMemoryView(study, family)
+            views[family] = FamilyMemoryView(study, family, fidelity=fidelity)
             views[family].track([a.trial for a in asked if a.family == family])
     return PruningReporter(asked, multi_objective=multi_objective, views=views)
 

@@ -254,6 +254,12 @@ class Claimed:
         return ClaimToken(self.population_id, self.worker, self.attempt)
 
     @property
+    def fidelity(self) -> int | None:
+        """A raced population's epochs, kept on its trials (:data:`search.space.FIDELITY_ATTR`)
+        so each is pruned only against trials trained as long; None when not raced."""
+        return (self.epochs or self.spec.epochs) if self.rung is not None else None
+
+    @property
     def mixed(self) -> bool:
         return self.family == MIXED
 
@@ -472,6 +478,7 @@ def prepare(sessions: Sessions, claimed: Claimed, storage_url: str, *,
     missing = _unasked_slots(claimed, asked)
     if missing:
         fresh = ask_population(study, study.sampler, missing, None, claimed.spec,
+                               fidelity=claimed.fidelity,
                                structural=_merged_structural(asked) or None,
                                fixed_per_slot=_shared_first_rung(sessions, claimed, asked, missing))
         asked += fresh
@@ -482,7 +489,8 @@ def prepare(sessions: Sessions, claimed: Claimed, storage_url: str, *,
                 structural=_merged_structural(asked))
     if not asked:
         raise NothingToTrain(f"population {claimed.population_id} has no running trial left")
-    reporter = pruning_reporter(study, asked, multi_objective=claimed.spec.multi_objective)
+    reporter = pruning_reporter(study, asked, multi_objective=claimed.spec.multi_objective,
+                                fidelity=claimed.fidelity)
     config = _train_config(claimed, asked[0].seed, max_task_s, device)
     return Prepared(claimed, data, _identities(asked), config, study, asked, reporter)
 
