@@ -39,6 +39,24 @@ def memory_safe(pruner: BasePruner) -> bool:
     return isinstance(base, MEMORY_SAFE_PRUNERS)
 
 
+class StudyReader:
+    """The study's trials, read at most every ``refresh_s``: one read shared by the views of
+    every family of a (mixed) population, instead of one read per family."""
+
+    def __init__(self, study: Study, refresh_s: float = 5.0) -> None:
+        self._study = study
+        self._refresh_s = refresh_s
+        self._loaded_at = float("-inf")
+        self._trials: list[FrozenTrial] = []
+
+    def trials(self) -> list[FrozenTrial]:
+        now = time.monotonic()
+        if now - self._loaded_at >= self._refresh_s:
+            self._loaded_at = now
+            self._trials = self._study.get_trials(deepcopy=False)
+        return self._trials
+
+
 class FamilyMemoryView(Study):
     """One family's trials of a study, read once and kept current in memory.
 
@@ -47,7 +65,7 @@ class FamilyMemoryView(Study):
     """
 
     def __init__(self, study: Study, family: str, *, refresh_s: float = 5.0,  # noqa: D107
-                 fidelity: int | None = None) -> None:
+                 fidelity: int | None = None, reader: StudyReader | None = None) -> None:
         # Deliberately not calling super().__init__: no storage round trip.
         self.study_name = study.study_name
         self._study_id = study._study_id
@@ -58,6 +76,7 @@ class FamilyMemoryView(Study):
         self._source = study
         self._family = family
         self._fidelity = fidelity  # a raced rung's epochs (search.space.FIDELITY_ATTR)
+        self._reader = reader or StudyReader(study, refresh_s)
         self._refresh_s = refresh_s
         self._loaded_at = float("-inf")
         self._stored: list[FrozenTrial] = []
@@ -80,7 +99,7 @@ class FamilyMemoryView(Study):
         if now - self._loaded_at < self._refresh_s:
             return
         self._loaded_at = now
-        self._stored = [t for t in self._source.get_trials(deepcopy=False)
+        self._stored = [t for t in self._reader.trials()
                         if t.params.get(FAMILY_KEY) == self._family
                         and t.user_attrs.get(FIDELITY_ATTR) == self._fidelity
                         and t.number not in self._live]

@@ -563,6 +563,8 @@ def commit_result(sessions: Sessions, job: Prepared, result: PopulationResult
         if job.study is not None:
             if not _still_running(job.study, [a.number for a in job.asked]):
                 return PopulationOutcome(pid, "lost", claimed.search_id)
+            if job.reporter is not None:
+                job.reporter.flush()  # the epochs' values before the trials are told
             told = tell_population(job.study, claimed.spec, job.asked, result.candidates,
                                    result.n_params, result.flops)
         weights = None
@@ -605,5 +607,11 @@ def fail_owned(sessions: Sessions, claimed: Claimed, error: str, *,
 
 def fail_prepared(sessions: Sessions, job: Prepared, error: str) -> PopulationOutcome:
     """:func:`fail_owned` for a population whose training job was built."""
+    if job.reporter is not None:
+        try:
+            job.reporter.flush()  # what the failed trials reached, for the dashboard
+        except Exception:  # noqa: BLE001 - best effort; the failure is what matters
+            log.warning("could not write the intermediate values of population %s",
+                        job.claimed.population_id, exc_info=True)
     return fail_owned(sessions, job.claimed, error, study=job.study, asked=job.asked,
                       identities=job.identities, started_at=job.started_at)
