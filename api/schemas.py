@@ -108,7 +108,8 @@ class DatasetBuiltinCreate(BaseModel):
     )
 
     builtin: str = Field(description="digits, breast_cancer, wine, iris, diabetes, mnist1d, "
-                                     "two_spirals or teacher")
+                                     "two_spirals, teacher, periodic, smooth_regression, ... "
+                                     "(GET /datasets/builtins lists them)")
     name: str | None = Field(default=None, description="stored name; default: the builtin's")
     options: dict[str, Any] = Field(default_factory=dict,
                                     description="generation options of the builtin")

@@ -308,6 +308,27 @@ def breakdown(snap: Snapshot, *, t0: float, end: float, target: float | None = N
     return out
 
 
+def phase_tests(snap: Snapshot) -> dict[str, dict[str, list[float]]]:
+    """phase -> family -> test values of its complete trials (those scored on test), by trial id."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for t in snap.trials:
+        value = t.get("test_value")
+        if t.get("state") != "complete" or value is None or not math.isfinite(float(value)):
+            continue
+        out.setdefault(str(t.get("phase")), {}).setdefault(str(t["family"]), []).append(
+            float(value))
+    return out
+
+
+def candidate_epochs(snap: Snapshot) -> dict[str, int]:
+    """phase -> candidate-epochs trained (epoch rows of its trials, pruned ones included)."""
+    out: dict[str, int] = {}
+    for t in snap.trials:
+        phase = str(t.get("phase"))
+        out[phase] = out.get(phase, 0) + len(snap.epochs.get(int(t["id"]), []))
+    return out
+
+
 # =========================================================================== actsearch runs
 def actsearch_command() -> list[str]:
     """The ``actsearch`` console script beside this interpreter (as a user runs it)."""
@@ -329,18 +350,25 @@ def _env(home: Path, device: str) -> dict[str, str]:
     # The loop runs at the bench's priority; actsearch's training children default to
     # nice 10, which on a machine others use would slow them against the loop.
     env.setdefault("ACTSEARCH_TRAINING__NICE", "0")
-    if device != "cpu":
-        # The embedded coordinator trains on CPU today whatever this says (it calls
-        # prepare() without a device); set for when it honours the worker's device.
-        env["ACTSEARCH_WORKER__DEVICE"] = device
+    # Embedded mode trains on ACTSEARCH_WORKER__DEVICE, "auto" (a visible GPU) by default:
+    # set it always, so actsearch trains where the loop does.
+    env["ACTSEARCH_WORKER__DEVICE"] = device
     return env
 
 
 def run_actsearch(npz: Path, *, arch: str, trials: int, epochs: int, batch_size: int,
                   families: list[str] | None, workdir: Path, device: str = "cpu",
                   target: float | None = None, seed: int = 0, keep: bool = False,
-                  timeout_s: float | None = None) -> dict[str, Any]:
-    """One ``actsearch search --spec S --json`` as a whole process; its figures and breakdown."""
+                  timeout_s: float | None = None,
+                  spec_extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One ``actsearch search --spec S --json`` as a whole process; its figures and breakdown.
+
+    ``spec_extra``: more spec keys (``allocation``, ``control``, ...). Besides the
+    leaderboard's winner, the result carries the board's ``control`` (None when the spec
+    asked for none), ``tests`` (phase -> family -> the test values of its complete
+    trials, from the database: the finalist seeds' test metrics) and
+    ``candidate_epochs`` (phase -> epoch rows trained: the compute each phase spent).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     home = Path(tempfile.mkdtemp(prefix="home-", dir=workdir))
     spec: dict[str, Any] = {"dataset": str(npz.resolve()), "label": "y", "architecture": arch,
@@ -348,6 +376,7 @@ def run_actsearch(npz: Path, *, arch: str, trials: int, epochs: int, batch_size:
                             "finalist_seeds": FINALIST_SEEDS, "seed": seed}
     if families is not None:
         spec["families"] = families
+    spec.update(spec_extra or {})
     spec_path = home / "spec.json"
     spec_path.write_text(json.dumps(spec))
     cmd = [*actsearch_command(), "search", "--spec", str(spec_path), "--json"]
@@ -401,6 +430,9 @@ def run_actsearch(npz: Path, *, arch: str, trials: int, epochs: int, batch_size:
                                                "best_search_value", "search_trials",
                                                "search_pruned", "test_mean")} for r in rows],
         "breakdown": parts,
+        "control": board.get("control"),
+        "tests": phase_tests(snap),
+        "candidate_epochs": candidate_epochs(snap),
     }
     if not keep:
         shutil.rmtree(home, ignore_errors=True)

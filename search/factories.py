@@ -13,7 +13,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from core.errors import InvalidInput
 
-from .space import FAMILY_KEY
+from .space import FAMILY_KEY, FIDELITY_ATTR
 
 SAMPLER_FACTORIES: dict[str, Callable[[int, bool], BaseSampler]] = {
     # constant_liar: a population asks K trials before any is told; the liar keeps
@@ -64,15 +64,17 @@ class _FamilyStudy(Study):
     trials only through ``_get_trials``, so filtering there is enough.
     """
 
-    def __init__(self, study: Study, family: str) -> None:
+    def __init__(self, study: Study, family: str, fidelity: int | None = None) -> None:
         super().__init__(study_name=study.study_name, storage=study._storage,
                          sampler=study.sampler, pruner=study.pruner)
         self._family = family
+        self._fidelity = fidelity
 
     def _get_trials(self, deepcopy: bool = True, states: Any = None,
                     use_cache: bool = False) -> list[FrozenTrial]:
         trials = super()._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
-        return [t for t in trials if t.params.get(FAMILY_KEY) == self._family]
+        return [t for t in trials if t.params.get(FAMILY_KEY) == self._family
+                and t.user_attrs.get(FIDELITY_ATTR) == self._fidelity]
 
 
 class FamilyPruner(BasePruner):
@@ -90,7 +92,8 @@ class FamilyPruner(BasePruner):
         family = trial.params.get(FAMILY_KEY)
         if family is None:
             return self.base.prune(study, trial)
-        return self.base.prune(_FamilyStudy(study, family), trial)
+        return self.base.prune(_FamilyStudy(study, family, trial.user_attrs.get(FIDELITY_ATTR)),
+                               trial)
 
 
 def make_pruner(name: str, epochs: int) -> BasePruner:

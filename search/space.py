@@ -17,6 +17,10 @@ from models.params import ParamSpec
 from .spec import SearchSpec
 
 FAMILY_KEY = "family"
+#: A raced trial's fidelity (the epochs its rung trains), as a trial user attribute: a
+#: trial is pruned only against trials of the same family *and* fidelity, since a shorter
+#: learning-rate schedule looks better at the same epoch than a longer one.
+FIDELITY_ATTR = "epochs"
 
 
 def optuna_name(family: str, param: str) -> str:
@@ -71,3 +75,23 @@ def structural_params(family: str, act_params: dict[str, Any]) -> dict[str, Any]
     """The Optuna-named structural values of a sampled candidate (fixed for its population)."""
     values = family_info(family).structural_values(act_params)
     return {optuna_name(family, name): value for name, value in values.items()}
+
+
+def default_params(family: str, spec: SearchSpec) -> dict[str, Any]:
+    """The family's declared defaults, Optuna-named, where its search space holds them.
+
+    What a race's first trial of each family trains (its authors' configuration): one
+    trial per family at a screening rung says more about the family at its defaults than
+    at one random draw of its parameters.
+    """
+    widths = spec.activation_widths()
+    out: dict[str, Any] = {}
+    for p in family_info(family).space():
+        if p.kind == "categorical":
+            choices = p.choices_for(widths) if widths else p.choices
+            if p.default not in (choices or ()):
+                continue
+        elif p.low is not None and p.high is not None and not p.low <= p.default <= p.high:
+            continue
+        out[optuna_name(family, p.name)] = p.default
+    return out

@@ -240,7 +240,10 @@ class SearchSpec(BaseModel):
     @model_validator(mode="after")
     def _arch(self) -> SearchSpec:
         if not self.families:
+            given = "families" in self.model_fields_set
             self.families = default_families(self.activation_widths(), module=self.is_module)
+            if not given:  # still "not given": a schedule's template keeps taking every family
+                self.model_fields_set.discard("families")
         if self.is_module:
             if self.control is not None:
                 raise InvalidInput(
@@ -419,7 +422,7 @@ def default_families(widths: list[int], *, module: bool = False) -> list[str]:
 
 
 def _preserves_width(family: str, widths: list[int]) -> bool:
-    from models.activations import get_activation
+    from models.activations import get_activation  # torch: a user's module search has it
     from models.network import layer_widths
 
     cls = get_activation(family)

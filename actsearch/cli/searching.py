@@ -29,7 +29,8 @@ app = typer.Typer()
 @app.command()
 def search(
     dataset: Annotated[str | None, typer.Option(help="built-in name (digits, breast_cancer, wine, iris, "
-                                                     "diabetes, mnist1d, two_spirals, teacher) or a "
+                                                     "diabetes, mnist1d, two_spirals, teacher, "
+                                                     "periodic, smooth_regression, ...) or a "
                                                      "CSV/Parquet/NPZ path")] = None,
     arch: Annotated[str | None, typer.Option(help="architecture: mlp:64,64 or cnn:16,32/64")] = None,
     trials: Annotated[int | None, typer.Option(help="compute budget: what this many trials at "

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -19,9 +20,9 @@ from optuna.trial import TrialState
 from models.records import EpochReport
 from models.spec import Candidate
 
-from ..space import FAMILY_KEY, structural_params, suggest_candidate
+from ..space import FAMILY_KEY, FIDELITY_ATTR, structural_params, suggest_candidate
 from ..spec import SearchSpec
-from .pruning import FamilyMemoryView, decide, memory_safe
+from .pruning import FamilyMemoryView, StudyReader, decide, memory_safe
 
 if TYPE_CHECKING:  # the engine (torch): imported where a population's result is read
     from models.engine import CandidateResult
@@ -62,7 +63,7 @@ def own_structural(family: str, structural: dict[str, Any]) -> dict[str, Any]:
 def ask_population(
     study: optuna.Study, base_sampler: BaseSampler, families: str | Sequence[str], k: int | None,
     spec: SearchSpec, structural: dict[str, Any] | None = None,
-    fixed_per_slot: Sequence[dict[str, Any]] | None = None,
+    fixed_per_slot: Sequence[dict[str, Any]] | None = None, fidelity: int | None = None,
 ) -> list[AskedTrial]:
     """Ask one trial per slot (``families``: one family per slot, or one family for ``k``).
 
@@ -77,7 +78,7 @@ def ask_population(
     slots = [families] * int(k or 0) if isinstance(families, str) else list(families)
     shared: dict[str, Any] = dict(structural or {})
     if isinstance(base_sampler, IN_MEMORY_SAMPLERS):
-        return _ask_in_memory(study, base_sampler, slots, spec, shared, fixed_per_slot)
+        return _ask_in_memory(study, base_sampler, slots, spec, shared, fixed_per_slot, fidelity)
     asked: list[AskedTrial] = []
     try:
         for i, family in enumerate(slots):
@@ -86,6 +87,8 @@ def ask_population(
             study.sampler = PartialFixedSampler(fixed, base_sampler)
             trial = study.ask()
             act_params, hparams = suggest_candidate(trial, family, spec)
+            if fidelity is not None:
+                trial.set_user_attr(FIDELITY_ATTR, fidelity)
             if not own_structural(family, shared):
                 shared.update(structural_params(family, act_params))
             asked.append(AskedTrial(trial, family, act_params, hparams,
@@ -102,7 +105,8 @@ IN_MEMORY_SAMPLERS: tuple[type[BaseSampler], ...] = (TPESampler, RandomSampler)
 
 def _ask_in_memory(study: optuna.Study, base_sampler: BaseSampler, slots: Sequence[str],
                    spec: SearchSpec, shared: dict[str, Any],
-                   fixed_per_slot: Sequence[dict[str, Any]] | None) -> list[AskedTrial]:
+                   fixed_per_slot: Sequence[dict[str, Any]] | None,
+                   fidelity: int | None = None) -> list[AskedTrial]:
     """The same asks as :func:`ask_population`, sampled on an in-memory copy of the study.
 
     Asking on the RDB study costs a read of every trial and a commit per suggested
@@ -123,6 +127,8 @@ def _ask_in_memory(study: optuna.Study, base_sampler: BaseSampler, slots: Sequen
         act_params, hparams = suggest_candidate(draft, family, spec)
         if not own_structural(family, shared):
             shared.update(structural_params(family, act_params))
+        if fidelity is not None:
+            draft.set_user_attr(FIDELITY_ATTR, fidelity)
         frozen = memory._storage.get_trial(draft._trial_id)
         template = optuna.trial.create_trial(
             state=TrialState.RUNNING, params=frozen.params, distributions=frozen.distributions,
@@ -132,6 +138,27 @@ def _ask_in_memory(study: optuna.Study, base_sampler: BaseSampler, slots: Sequen
         asked.append(AskedTrial(trial, family, act_params, hparams,
                                 candidate_seed(spec.seed, trial.number)))
     return asked
+
+
+REPORT_FLUSH_S = 2.0
+
+
+def write_intermediate_values(study: optuna.Study, values: Sequence[tuple[int, int, float]]
+                              ) -> None:
+    """``(trial_id, step, value)`` into the study's storage: one transaction on an RDB
+    storage (Optuna's own per-value write, unrolled), else value by value."""
+    from optuna.storages import RDBStorage
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    storage = study._storage
+    backend = getattr(storage, "_backend", storage)
+    if not isinstance(backend, RDBStorage):
+        for trial_id, step, value in values:
+            storage.set_trial_intermediate_value(trial_id, step, value)
+        return
+    with _create_scoped_session(backend.scoped_session, True) as session:
+        for trial_id, step, value in values:
+            backend._set_trial_intermediate_value_without_commit(session, trial_id, step, value)
 
 
 @dataclass
@@ -146,6 +173,21 @@ class PruningReporter:
     asked: list[AskedTrial]
     multi_objective: bool = False
     views: dict[str, FamilyMemoryView] | None = None  # one per family of the population
+    flush_s: float = REPORT_FLUSH_S
+    _pending: list[tuple[int, int, float]] = field(default_factory=list)
+    _flushed_at: float = field(default_factory=time.monotonic)
+
+    def flush(self) -> None:
+        """Write the buffered intermediate values to Optuna's storage, in one transaction.
+
+        With in-memory views the decisions do not read them back, so they are written in
+        batches (every ``flush_s`` and before the population's trials are told): one
+        commit per candidate and epoch was the coordinator's largest cost on small sets.
+        """
+        pending, self._pending = self._pending, []
+        self._flushed_at = time.monotonic()
+        if pending:
+            write_intermediate_values(self.asked[0].trial.study, pending)
 
     def __call__(self, report: EpochReport) -> list[int]:
         if self.multi_objective:
@@ -156,7 +198,10 @@ class PruningReporter:
             if not math.isfinite(value):
                 continue  # the engine fails non-finite candidates itself
             if report.epoch not in asked.reported:
-                asked.trial.report(value, report.epoch)
+                if self.views is not None:
+                    self._pending.append((asked.trial._trial_id, report.epoch, float(value)))
+                else:  # should_prune reads the value back from the storage
+                    asked.trial.report(value, report.epoch)
             if self.views is not None:
                 view = self.views[asked.family]
                 frozen = view.report(asked.number, report.epoch, value)
@@ -165,18 +210,21 @@ class PruningReporter:
                 prune = asked.trial.should_prune()
             if prune:
                 stop.append(index)
+        if stop or time.monotonic() - self._flushed_at >= self.flush_s:
+            self.flush()  # a pruned trial is told soon: its values go first
         return stop
 
 
 def pruning_reporter(study: optuna.Study, asked: list[AskedTrial], *,
-                     multi_objective: bool) -> PruningReporter:
+                     multi_objective: bool, fidelity: int | None = None) -> PruningReporter:
     """The reporter of a population: on in-memory views (one per family, since each
     family is pruned against its own trials) when its pruner allows them."""
     views = None
     if not multi_objective and memory_safe(study.pruner):
         views = {}
+        reader = StudyReader(study)
         for family in dict.fromkeys(a.family for a in asked):
-            views[family] = FamilyMemoryView(study, family)
+            views[family] = FamilyMemoryView(study, family, fidelity=fidelity, reader=reader)
             views[family].track([a.trial for a in asked if a.family == family])
     return PruningReporter(asked, multi_objective=multi_objective, views=views)
 

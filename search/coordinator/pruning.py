@@ -26,7 +26,7 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
 from ..factories import FamilyPruner
-from ..space import FAMILY_KEY
+from ..space import FAMILY_KEY, FIDELITY_ATTR
 
 # Pruners that read only trials' states and intermediate values (MedianPruner is a
 # PercentilePruner): their decisions on the view equal their decisions on the storage.
@@ -39,6 +39,24 @@ def memory_safe(pruner: BasePruner) -> bool:
     return isinstance(base, MEMORY_SAFE_PRUNERS)
 
 
+class StudyReader:
+    """The study's trials, read at most every ``refresh_s``: one read shared by the views of
+    every family of a (mixed) population, instead of one read per family."""
+
+    def __init__(self, study: Study, refresh_s: float = 5.0) -> None:
+        self._study = study
+        self._refresh_s = refresh_s
+        self._loaded_at = float("-inf")
+        self._trials: list[FrozenTrial] = []
+
+    def trials(self) -> list[FrozenTrial]:
+        now = time.monotonic()
+        if now - self._loaded_at >= self._refresh_s:
+            self._loaded_at = now
+            self._trials = self._study.get_trials(deepcopy=False)
+        return self._trials
+
+
 class FamilyMemoryView(Study):
     """One family's trials of a study, read once and kept current in memory.
 
@@ -46,7 +64,8 @@ class FamilyMemoryView(Study):
     the memory-safe pruners ask: ``direction(s)`` and ``get_trials``.
     """
 
-    def __init__(self, study: Study, family: str, *, refresh_s: float = 5.0) -> None:  # noqa: D107
+    def __init__(self, study: Study, family: str, *, refresh_s: float = 5.0,  # noqa: D107
+                 fidelity: int | None = None, reader: StudyReader | None = None) -> None:
         # Deliberately not calling super().__init__: no storage round trip.
         self.study_name = study.study_name
         self._study_id = study._study_id
@@ -56,6 +75,8 @@ class FamilyMemoryView(Study):
         self.pruner = study.pruner
         self._source = study
         self._family = family
+        self._fidelity = fidelity  # a raced rung's epochs (search.space.FIDELITY_ATTR)
+        self._reader = reader or StudyReader(study, refresh_s)
         self._refresh_s = refresh_s
         self._loaded_at = float("-inf")
         self._stored: list[FrozenTrial] = []
@@ -78,8 +99,9 @@ class FamilyMemoryView(Study):
         if now - self._loaded_at < self._refresh_s:
             return
         self._loaded_at = now
-        self._stored = [t for t in self._source.get_trials(deepcopy=False)
+        self._stored = [t for t in self._reader.trials()
                         if t.params.get(FAMILY_KEY) == self._family
+                        and t.user_attrs.get(FIDELITY_ATTR) == self._fidelity
                         and t.number not in self._live]
 
     def _get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None,

@@ -45,7 +45,7 @@ from store.tables import utcnow
 
 from ..control import ASKED_PHASES, FINALIST_SOURCES, spec_for_phase, study_for_phase
 from ..service import PreparedData, open_study
-from ..space import FAMILY_KEY, structural_params, suggest_candidate
+from ..space import FAMILY_KEY, default_params, structural_params, suggest_candidate
 from ..spec import SearchSpec
 from .data import prepared_data
 from .planner import MIXED, PlannedPopulation, plan_search_populations
@@ -254,6 +254,12 @@ class Claimed:
         return ClaimToken(self.population_id, self.worker, self.attempt)
 
     @property
+    def fidelity(self) -> int | None:
+        """A raced population's epochs, kept on its trials (:data:`search.space.FIDELITY_ATTR`)
+        so each is pruned only against trials trained as long; None when not raced."""
+        return (self.epochs or self.spec.epochs) if self.rung is not None else None
+
+    @property
     def mixed(self) -> bool:
         return self.family == MIXED
 
@@ -422,7 +428,8 @@ def _shared_first_rung(sessions: Sessions, claimed: Claimed, asked: Sequence[Ask
                        missing: Sequence[str]) -> list[dict[str, Any]] | None:
     """A race's first rung: trial j of every family trains on the j-th shared lr and weight
     decay (:func:`search.race.shared_hparams`), so that rung compares families on the same
-    hyperparameters. j counts the family's slots in the rung's earlier populations, this
+    hyperparameters; trial 0 of each family takes its declared defaults
+    (:func:`search.space.default_params`). j counts the family's slots in the rung's earlier populations, this
     one's asked trials, then the missing slots in order."""
     if claimed.rung != 0 or not claimed.spec.racing:
         return None
@@ -440,7 +447,10 @@ def _shared_first_rung(sessions: Sessions, claimed: Claimed, asked: Sequence[Ask
     for family in missing:
         j = seen.get(family, 0)
         seen[family] = j + 1
-        out.append(shared_hparams(j, claimed.spec.lr, claimed.spec.weight_decay))
+        fixed = shared_hparams(j, claimed.spec.lr, claimed.spec.weight_decay)
+        if j == 0:  # each family's first screening trial: its declared defaults
+            fixed.update(default_params(family, claimed.spec))
+        out.append(fixed)
     return out
 
 
@@ -468,6 +478,7 @@ def prepare(sessions: Sessions, claimed: Claimed, storage_url: str, *,
     missing = _unasked_slots(claimed, asked)
     if missing:
         fresh = ask_population(study, study.sampler, missing, None, claimed.spec,
+                               fidelity=claimed.fidelity,
                                structural=_merged_structural(asked) or None,
                                fixed_per_slot=_shared_first_rung(sessions, claimed, asked, missing))
         asked += fresh
@@ -478,7 +489,8 @@ def prepare(sessions: Sessions, claimed: Claimed, storage_url: str, *,
                 structural=_merged_structural(asked))
     if not asked:
         raise NothingToTrain(f"population {claimed.population_id} has no running trial left")
-    reporter = pruning_reporter(study, asked, multi_objective=claimed.spec.multi_objective)
+    reporter = pruning_reporter(study, asked, multi_objective=claimed.spec.multi_objective,
+                                fidelity=claimed.fidelity)
     config = _train_config(claimed, asked[0].seed, max_task_s, device)
     return Prepared(claimed, data, _identities(asked), config, study, asked, reporter)
 
@@ -551,6 +563,8 @@ def commit_result(sessions: Sessions, job: Prepared, result: PopulationResult
         if job.study is not None:
             if not _still_running(job.study, [a.number for a in job.asked]):
                 return PopulationOutcome(pid, "lost", claimed.search_id)
+            if job.reporter is not None:
+                job.reporter.flush()  # the epochs' values before the trials are told
             told = tell_population(job.study, claimed.spec, job.asked, result.candidates,
                                    result.n_params, result.flops)
         weights = None
@@ -593,5 +607,11 @@ def fail_owned(sessions: Sessions, claimed: Claimed, error: str, *,
 
 def fail_prepared(sessions: Sessions, job: Prepared, error: str) -> PopulationOutcome:
     """:func:`fail_owned` for a population whose training job was built."""
+    if job.reporter is not None:
+        try:
+            job.reporter.flush()  # what the failed trials reached, for the dashboard
+        except Exception:  # noqa: BLE001 - best effort; the failure is what matters
+            log.warning("could not write the intermediate values of population %s",
+                        job.claimed.population_id, exc_info=True)
     return fail_owned(sessions, job.claimed, error, study=job.study, asked=job.asked,
                       identities=job.identities, started_at=job.started_at)

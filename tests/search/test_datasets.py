@@ -28,7 +28,8 @@ from search.datasets import (
 from tests.utils.data_files import csv_bytes, make_frame, npz_bytes, write
 
 # Small sizes keep the generated sets fast; the defaults are exercised by bench notes.
-SMALL = {"mnist1d": {"size": 200}, "teacher": {"size": 300}, "two_spirals": {"n": 120}}
+SMALL = {"mnist1d": {"size": 200}, "teacher": {"size": 300}, "two_spirals": {"n": 120},
+         "periodic": {"size": 400}, "smooth_regression": {"size": 300}}
 EXPECTED = {
     # name: (n_features, task, n_classes, input_shape)
     "digits": (64, "classification", 10, (1, 8, 8)),
@@ -39,6 +40,8 @@ EXPECTED = {
     "mnist1d": (40, "classification", 10, (1, 40)),
     "two_spirals": (2, "classification", 2, None),
     "teacher": (784, "classification", 10, (1, 28, 28)),
+    "periodic": (12, "classification", 4, None),
+    "smooth_regression": (6, "regression", None, None),
     "digits_images": (64, "classification", 10, (1, 8, 8)),
     "modular_sum": (2, "classification", 23, None),
     "max_position": (8, "classification", 8, None),
@@ -80,7 +83,8 @@ def test_builtin_loads_with_expected_shapes(name: str) -> None:
     assert schema["n_rows"] == ds.n_rows and schema["content_hash"] == ds.content_hash()
 
 
-@pytest.mark.parametrize("name", ["mnist1d", "teacher", "two_spirals"])
+@pytest.mark.parametrize("name", ["mnist1d", "teacher", "two_spirals", "periodic",
+                                  "smooth_regression"])
 def test_generated_builtins_are_deterministic(name: str) -> None:
     opts = SMALL[name]
     a, b = load_builtin(name, **opts), load_builtin(name, **opts)
@@ -527,3 +531,38 @@ def test_a_search_reaches_its_data_without_scikit_learn_scipy_or_pandas() -> Non
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, cwd=Path(__file__).resolve().parents[2], check=True)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_periodic_and_smooth_regression_rows_do_not_depend_on_size() -> None:
+    """The two generated teachers of bench/quality.py: fixed task, rows independent of size,
+    balanced non-trivial labels, a target with signal well above its noise, and estimates
+    that match what is generated."""
+    from search.datasets.builtins import estimate_builtin
+
+    small, large = load_builtin("periodic", size=100), load_builtin("periodic", size=3000)
+    assert np.array_equal(small.X, large.X[:100]) and np.array_equal(small.y, large.y[:100])
+    counts = np.bincount(large.y, minlength=4)
+    assert counts.min() > 0.6 * 750 and counts.max() < 1.4 * 750
+    other = load_builtin("periodic", size=3000, teacher_seed=1)
+    assert np.array_equal(other.X, large.X) and (other.y != large.y).mean() > 0.3
+    # uniform inputs in the cube; labels not a function of one feature's sign
+    assert large.X.min() >= -1 and large.X.max() <= 1 and abs(float(large.X.mean())) < 0.05
+    for j in range(large.n_features):
+        agree = (large.y == np.where(large.X[:, j] > 0, large.y.max(), 0)).mean()
+        assert agree < 0.5
+
+    r_small = load_builtin("smooth_regression", size=100)
+    r_large = load_builtin("smooth_regression")
+    assert np.array_equal(r_small.X, r_large.X[:100]) and np.allclose(r_small.y, r_large.y[:100])
+    assert 0.8 < float(r_large.y.std()) < 1.2  # standardised target + 0.05 noise
+    clean = load_builtin("smooth_regression", noise=0.0)
+    assert np.array_equal(clean.X, r_large.X)
+    assert 0.02 < float(np.std(r_large.y - clean.y)) < 0.08
+    # not linear in the inputs: least squares leaves most of the variance
+    A = np.c_[clean.X, np.ones(len(clean.X))]
+    resid = clean.y - A @ np.linalg.lstsq(A, clean.y, rcond=None)[0]
+    assert resid.var() > 0.3 * clean.y.var()
+    for ds in (large, r_large):
+        est = estimate_builtin(ds.name)
+        assert (est.n_rows, est.n_features) == (ds.n_rows, ds.n_features)
+        assert est.n_classes == (ds.n_classes or 0)

@@ -35,6 +35,8 @@ def wait_analysis(sessions: Sessions, search_id: int, *, run_here: bool = False,
     while state in ("pending", "running") and time.monotonic() < end:
         time.sleep(0.25)
         state, error = analysis_state(sessions, search_id)
+    if state is None and not _has_trainable_trial(sessions, search_id):
+        return "none"  # nothing to analyse: the search trained no trainable family
     extra = describe() if callable(describe) else ""
     assert state == "done", f"analysis of search {search_id} is {state}: {error}\n{extra}"
     return state
@@ -49,3 +51,11 @@ def analyse_url(url: str, search_id: int) -> str:
         return wait_analysis(session_factory(engine), search_id, run_here=True)
     finally:
         engine.dispose()
+
+
+def _has_trainable_trial(sessions: Sessions, search_id: int) -> bool:
+    from models.catalogue import is_trainable
+
+    with sessions() as session:
+        return any(t.state == "complete" and is_trainable(t.family)
+                   for t in repo.list_trials(session, search_id=search_id, limit=None))
