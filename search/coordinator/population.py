@@ -8,8 +8,8 @@ coordinator and the Celery worker share them.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
