@@ -204,13 +204,20 @@ class SearchResult:
         """
         from store import repo
 
+        return self._read_trial(trial_id, repo.trial_fits)
+
+    def _read_trial(self, trial_id: int | None, read: Any) -> Any:
+        """``read(session, trial_id=...)`` for one of this search's trials (default: the
+        best finalist); a trial of another search is refused."""
+        from store import repo
+
         tid = self.best_trial().id if trial_id is None else trial_id
         with self._sessions() as session:
             trial = repo.get_trial(session, trial_id=tid)
             if trial.search_id != self.search_id:
                 raise InvalidInput(f"trial {tid} belongs to search {trial.search_id}, not "
                                    f"{self.search_id}")
-            return repo.trial_fits(session, trial_id=tid)
+            return read(session, trial_id=tid)
 
     # ----- the final choice -------------------------------------------------------------
     def best_trial(self) -> Any:
@@ -302,13 +309,7 @@ class SearchResult:
         """
         from store import repo
 
-        tid = self.best_trial().id if trial_id is None else trial_id
-        with self._sessions() as session:
-            trial = repo.get_trial(session, trial_id=tid)
-            if trial.search_id != self.search_id:
-                raise InvalidInput(f"trial {tid} belongs to search {trial.search_id}, not "
-                                   f"{self.search_id}")
-            return repo.trial_curves(session, trial_id=tid)
+        return self._read_trial(trial_id, repo.trial_curves)
 
     def plot_curves(self, trial_id: int | None = None) -> Any:
         """A matplotlib figure of a trial's learned curves per layer, colour = epoch."""
