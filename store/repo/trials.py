@@ -566,9 +566,7 @@ def family_budgets(session: Session, *, search_id: int, full_epochs: int
     given (its fidelity: a raced rung's, else ``full_epochs``), candidate-epochs (epochs trained, summed) and the last
     race rung it ran in (None: not raced). Read from the rows, so it is what was spent,
     not what was planned."""
-    from sqlalchemy import func
-
-    from store.tables import EpochMetricRow, PopulationRow
+    from store.tables import PopulationRow
 
     epochs = (select(EpochMetricRow.trial_id, func.count().label("n"))
               .group_by(EpochMetricRow.trial_id).subquery())
