@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastapi import HTTPException, Request
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.limits import TokenBuckets, retry_after_header
@@ -45,27 +46,33 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(status_code=401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def authenticate(token: str | None, sessions: sessionmaker[Session],
-                 settings: Settings) -> Principal:
-    """The principal behind a bearer key (401 when it is missing, unknown or revoked).
+def authenticate(token: str | None, engine: Engine,
+                 settings: Settings) -> tuple[Principal, bool]:
+    """The principal behind a bearer key (401 when it is missing, unknown or revoked),
+    and whether its ``last_used_at`` is due for a refresh (:func:`touch_key` does it).
 
-    The key is checked in its own short transaction, not the route's: its
-    occasional ``last_used_at`` write commits at once, so it never holds SQLite's
-    write lock while the route works (creating a search writes Optuna's study
-    through another connection, which would then wait for that lock).
+    A read only, on its own pooled connection (not the route's session), so that it
+    can run on the event loop: reads never wait for SQLite's write lock, and the rare write is
+    left to :func:`touch_key` on a thread, in its own transaction that commits at
+    once (it must not hold the write lock while a route works: creating a search
+    writes Optuna's study through another connection, which would then wait for it).
     """
     if not settings.auth_enabled:
-        return ANONYMOUS
+        return ANONYMOUS, False
     token = (token or "").strip()
     if not token:
         raise _unauthorized(f"this service needs an API key: {HOW_TO_GET_A_KEY}")
-    with sessions.begin() as session:
-        row = repo.authenticate_key(session, token)
-        principal = None if row is None else Principal(owner=row.owner, admin=row.admin,
-                                                        key_id=row.id)
-    if principal is None:
+    with engine.connect() as connection:
+        key = repo.find_live_key(connection, token)
+    if key is None:
         raise _unauthorized(f"the API key is unknown or revoked: {HOW_TO_GET_A_KEY}")
-    return principal
+    return Principal(owner=key.owner, admin=key.admin, key_id=key.id), repo.last_used_is_stale(key)
+
+
+def touch_key(sessions: sessionmaker[Session], key_id: int) -> None:
+    """Record that a key was used now (at most once per ``LAST_USED_RESOLUTION``)."""
+    with sessions.begin() as session:
+        repo.touch_api_key(session, key_id=key_id)
 
 
 def rate_limit(request: Request, principal: Principal, settings: Settings) -> None:

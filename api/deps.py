@@ -1,5 +1,12 @@
 """FastAPI dependencies as ``Annotated`` aliases; tests swap them with ``dependency_overrides``.
 
+They are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in its
+thread pool, and each of those hops costs the event loop about half a millisecond
+of CPU, as much as a read spends in the database. The pure ones (settings, page,
+the slow pool) and the session's begin and end run on the loop; authentication
+(a database read) hops once. The routes themselves stay plain ``def``: their
+queries run on a thread.
+
 The engine and sessionmaker are made once per app by :func:`api.main.create_app`
 and kept on ``app.state``: creating an engine per request would defeat the pool
 (and, for SQLite, re-run the connection pragmas every time).
@@ -7,15 +14,16 @@ and kept on ``app.state``: creating an engine per request would defeat the pool
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
-from api.auth import Principal, authenticate, rate_limit, require_admin
+from api.auth import Principal, authenticate, rate_limit, require_admin, touch_key
 from api.schemas import ErrorPublic
 from api.slow import SlowOperations
 from core.settings import Settings
@@ -24,17 +32,25 @@ MAX_PAGE = 500
 DEFAULT_PAGE = 50
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """The settings the app was created with."""
     return request.app.state.settings
 
 
-def get_session(request: Request) -> Iterator[Session]:
+async def get_session(request: Request) -> AsyncIterator[Session]:
     """One session per request: commit when the route returns, roll back if it raised.
 
     Registered with ``scope="function"`` so the commit happens before the response
     is sent: a client that gets 201 can read what it created, and a failed commit
     becomes an error response instead of a lost write behind a success.
+
+    Opening and ending the session run on the event loop, not on a thread: making
+    it is no I/O (it connects on first use), and ending it is quick because a
+    transaction that wrote already holds its locks (SQLite's write lock is taken at
+    the first write, so COMMIT never waits for another writer). Ending it on a
+    thread would deadlock under load: with every thread of the pool in a route
+    waiting for the write lock, the session that holds it could not get a thread to
+    commit and release it.
     """
     session: Session = request.app.state.sessions()
     try:
@@ -55,7 +71,7 @@ class Page:
     offset: int
 
 
-def get_page(
+async def get_page(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="page size (1-500)")] = DEFAULT_PAGE,
     offset: Annotated[int, Query(ge=0, description="rows to skip")] = 0,
 ) -> Page:
@@ -63,7 +79,7 @@ def get_page(
     return Page(limit=limit, offset=offset)
 
 
-def get_slow(request: Request) -> SlowOperations:
+async def get_slow(request: Request) -> SlowOperations:
     """The app's bound on slow operations and their thread pool (see :mod:`api.slow`)."""
     return request.app.state.slow
 
@@ -81,7 +97,7 @@ bearer = HTTPBearer(auto_error=False, scheme_name="APIKey",
                     description="an API key from `actsearch keys create --owner NAME`")
 
 
-def get_principal(
+async def get_principal(
     request: Request,
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
@@ -92,7 +108,10 @@ def get_principal(
     caller declare :data:`PrincipalDep` too (FastAPI runs it once per request).
     """
     token = credentials.credentials if credentials is not None else None
-    principal = authenticate(token, request.app.state.sessions, settings)
+    sessions = request.app.state.sessions
+    principal, stale = authenticate(token, request.app.state.engine, settings)  # on the loop
+    if stale:  # a write, about once a minute per key: on a thread
+        await run_in_threadpool(touch_key, sessions, principal.key_id)
     rate_limit(request, principal, settings)
     return principal
 
@@ -108,7 +127,7 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def get_admin(principal: PrincipalDep) -> Principal:
+async def get_admin(principal: PrincipalDep) -> Principal:
     """The caller, if an admin (403 otherwise)."""
     return require_admin(principal)
 

@@ -94,11 +94,10 @@ def _finalist_families(session: Session, search_id: int) -> tuple[int, int]:
     """Families in the finalist phase, and those whose every re-run is finished (a mixed
     finalist population holds several families; a one-family one, one)."""
     state: dict[str, bool] = {}
-    for pop in repo.list_populations(session, search_id=search_id):
-        if pop.phase != "finalist":
-            continue
-        finished = pop.state not in ("pending", "running")
-        for family in set(pop.slot_families()):
+    for pop_state, families in repo.phase_population_states(session, search_id=search_id,
+                                                            phase="finalist"):
+        finished = pop_state not in ("pending", "running")
+        for family in set(families):
             state[family] = state.get(family, True) and finished
     return len(state), sum(state.values())
 

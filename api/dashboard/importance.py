@@ -147,7 +147,7 @@ _STATES = {TrialState.RUNNING: "running", TrialState.COMPLETE: "complete",
 
 @router.get("/{search_id}/intermediate", response_model=IntermediatePublic,
             responses={404: {"model": ErrorPublic}})
-def get_intermediate_values(search_id: int, session: SessionDep, request: Request,
+async def get_intermediate_values(search_id: int, session: SessionDep, request: Request,
                             principal: PrincipalDep) -> IntermediatePublic:
     """Per-epoch validation values every search trial reported to the pruner (pruned included)."""
     row = repo.get_search(session, search_id=search_id, owner=principal.scope)

@@ -11,7 +11,7 @@ router = APIRouter(tags=["auth"])
 
 
 @router.get("/me", response_model=MePublic)
-def me(principal: PrincipalDep, settings: SettingsDep) -> MePublic:
+async def me(principal: PrincipalDep, settings: SettingsDep) -> MePublic:
     """The caller's owner name, whether it is an admin, and whether auth is on."""
     return MePublic(owner=principal.owner, admin=principal.admin,
                     auth_enabled=settings.auth_enabled)

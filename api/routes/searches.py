@@ -72,7 +72,7 @@ def create_search(
 
 
 @router.get("", response_model=SearchesPublic)
-def list_searches(
+async def list_searches(
     session: SessionDep,
     page: PageDep,
     principal: PrincipalDep,
@@ -88,7 +88,7 @@ def list_searches(
 
 
 @router.get("/{search_id}", response_model=SearchDetail, responses=_NOT_FOUND)
-def get_search(search_id: int, session: SessionDep, principal: PrincipalDep) -> SearchDetail:
+async def get_search(search_id: int, session: SessionDep, principal: PrincipalDep) -> SearchDetail:
     """One search with its progress: trials done of the budget, best so far, finalists."""
     return _detail(session, repo.get_search(session, search_id=search_id, owner=principal.scope))
 
@@ -102,7 +102,7 @@ def cancel_search(search_id: int, session: SessionDep, principal: PrincipalDep) 
 
 
 @router.get("/{search_id}/trials", response_model=TrialsPublic, responses=_NOT_FOUND)
-def list_search_trials(
+async def list_search_trials(
     search_id: int,
     session: SessionDep,
     page: PageDep,
@@ -124,7 +124,7 @@ def list_search_trials(
 
 
 @router.get("/{search_id}/leaderboard", response_model=LeaderboardPublic, responses=_NOT_FOUND)
-def get_leaderboard(search_id: int, session: SessionDep,
+async def get_leaderboard(search_id: int, session: SessionDep,
                     principal: PrincipalDep) -> LeaderboardPublic:
     """Finalists per family: mean ± 95% interval over seeds, the ReLU baseline marked."""
     return LeaderboardPublic.model_validate(

@@ -28,7 +28,7 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorPublic}}
 
 
 @router.get("", response_model=TrialsPublic, responses=_NOT_FOUND)
-def query_trials(
+async def query_trials(
     session: SessionDep,
     page: PageDep,
     principal: PrincipalDep,
@@ -60,7 +60,7 @@ def query_trials(
 
 
 @router.get("/{trial_id}", response_model=TrialDetail, responses=_NOT_FOUND)
-def get_trial(trial_id: int, session: SessionDep, principal: PrincipalDep) -> TrialDetail:
+async def get_trial(trial_id: int, session: SessionDep, principal: PrincipalDep) -> TrialDetail:
     """One trial: hyperparameters, family parameters, per-epoch curve, statistics, timings."""
     return TrialDetail.model_validate(
         services.trial_detail(session, trial_id=trial_id, owner=principal.scope))

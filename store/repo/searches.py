@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from core.errors import Conflict, NotFound
@@ -184,15 +184,19 @@ def search_ids_by_architecture(
     return [sid for sid, spec in rows if _architecture_kind(spec) == kind.lower()]
 
 
+# Built once (with bind parameters), like the other statements that every progress read
+# runs: building a statement costs about as much as running it (measured in the API).
+_TRIAL_COUNTS = (
+    select(TrialRow.phase, TrialRow.state, func.count(TrialRow.id))
+    .where(TrialRow.search_id == bindparam("search_id"))
+    .group_by(TrialRow.phase, TrialRow.state)
+)
+
+
 def search_trial_counts(session: Session, *, search_id: int) -> dict[str, dict[str, int]]:
     """Recorded trials of a search counted by phase, then state: ``{"search": {"complete": 3}}``."""
-    stmt = (
-        select(TrialRow.phase, TrialRow.state, func.count(TrialRow.id))
-        .where(TrialRow.search_id == search_id)
-        .group_by(TrialRow.phase, TrialRow.state)
-    )
     out: dict[str, dict[str, int]] = {}
-    for phase, state, n in session.execute(stmt):
+    for phase, state, n in session.execute(_TRIAL_COUNTS, {"search_id": search_id}):
         out.setdefault(phase, {})[state] = int(n)
     return out
 
@@ -211,6 +215,14 @@ def search_candidate_epochs(session: Session, *, search_id: int) -> dict[str, in
     return {phase: int(n) for phase, n in session.execute(stmt)}
 
 
+_POPULATION_COUNTS = (
+    select(PopulationRow.phase, PopulationRow.state, func.count(PopulationRow.id),
+           func.coalesce(func.sum(PopulationRow.k), 0))
+    .where(PopulationRow.search_id == bindparam("search_id"))
+    .group_by(PopulationRow.phase, PopulationRow.state)
+)
+
+
 def search_population_counts(
     session: Session, *, search_id: int
 ) -> dict[str, dict[str, tuple[int, int]]]:
@@ -219,28 +231,41 @@ def search_population_counts(
     Trials are written when their population finishes, so the candidates of
     pending and running populations are what a search has in flight.
     """
-    stmt = (
-        select(PopulationRow.phase, PopulationRow.state, func.count(PopulationRow.id),
-               func.coalesce(func.sum(PopulationRow.k), 0))
-        .where(PopulationRow.search_id == search_id)
-        .group_by(PopulationRow.phase, PopulationRow.state)
-    )
     out: dict[str, dict[str, tuple[int, int]]] = {}
-    for phase, state, n, k in session.execute(stmt):
+    for phase, state, n, k in session.execute(_POPULATION_COUNTS, {"search_id": search_id}):
         out.setdefault(phase, {})[state] = (int(n), int(k))
     return out
 
 
+_BEST_SEARCH_TRIAL = (
+    select(TrialRow)
+    .where(TrialRow.search_id == bindparam("search_id"), TrialRow.phase == "search",
+           TrialRow.state == "complete", TrialRow.value.is_not(None))
+    .order_by(TrialRow.value.desc(), TrialRow.id.asc())
+    .limit(1)
+)
+
+
 def best_search_trial(session: Session, *, search_id: int) -> TrialRow | None:
     """The completed search-phase trial with the highest validation metric, if any."""
-    stmt = (
-        select(TrialRow)
-        .where(TrialRow.search_id == search_id, TrialRow.phase == "search",
-               TrialRow.state == "complete", TrialRow.value.is_not(None))
-        .order_by(TrialRow.value.desc(), TrialRow.id.asc())
-        .limit(1)
-    )
-    return session.scalars(stmt).first()
+    return session.scalars(_BEST_SEARCH_TRIAL, {"search_id": search_id}).first()
+
+
+_PHASE_POPULATION_STATES = (
+    select(PopulationRow.state, PopulationRow.family, PopulationRow.families)
+    .where(PopulationRow.search_id == bindparam("search_id"),
+           PopulationRow.phase == bindparam("phase"))
+)
+
+
+def phase_population_states(session: Session, *, search_id: int,
+                            phase: str) -> list[tuple[str, list[str]]]:
+    """``(state, families of its slots)`` of each population of one phase (no ORM loading)."""
+    out: list[tuple[str, list[str]]] = []
+    for state, family, families in session.execute(
+            _PHASE_POPULATION_STATES, {"search_id": search_id, "phase": phase}):
+        out.append((state, list(families) if families else [family]))
+    return out
 
 
 def lock_search(session: Session, *, search_id: int) -> SearchRow:
