@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import Principal, authenticate, rate_limit, require_admin, touch_key
+from api.finished import FinishedSearchCache
 from api.schemas import ErrorPublic
 from api.slow import SlowOperations
 from core.settings import Settings
@@ -84,7 +85,13 @@ async def get_slow(request: Request) -> SlowOperations:
     return request.app.state.slow
 
 
+async def get_finished(request: Request) -> FinishedSearchCache:
+    """The app's responses about finished searches (see :mod:`api.finished`)."""
+    return request.app.state.finished
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+FinishedDep = Annotated[FinishedSearchCache, Depends(get_finished)]
 SlowDep = Annotated[SlowOperations, Depends(get_slow)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 PageDep = Annotated[Page, Depends(get_page)]

@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from api.deps import PrincipalDep, SessionDep, SlowDep
+from api.deps import FinishedDep, PrincipalDep, SessionDep, SlowDep
 from api.schemas import ErrorPublic
 from search.service import read_study
 from search.storage import optuna_storage
@@ -92,11 +92,18 @@ async def get_importance(
     request: Request,
     principal: PrincipalDep,
     slow: SlowDep,
+    finished: FinishedDep,
     evaluator: Annotated[Evaluator, Query(description="Optuna importance evaluator")] = "fanova",
 ) -> ImportancePublic:
     """Importance of each searched parameter (family included) for the validation metric."""
-    return await slow.run(principal.owner, "importance", _cached_importance, session, request,
-                          search_id=search_id, owner=principal.scope, evaluator=evaluator)
+    row = repo.get_search(session, search_id=search_id, owner=principal.scope)
+    kept = finished.peek(row, "importance", evaluator)
+    if kept is not None:
+        return kept
+    out = await slow.run(principal.owner, "importance", _cached_importance, session, request,
+                         search_id=search_id, owner=principal.scope, evaluator=evaluator)
+    finished.put(row, "importance", evaluator, out)
+    return out
 
 
 def _cached_importance(session: Session, request: Request, *, search_id: int,
@@ -148,10 +155,15 @@ _STATES = {TrialState.RUNNING: "running", TrialState.COMPLETE: "complete",
 @router.get("/{search_id}/intermediate", response_model=IntermediatePublic,
             responses={404: {"model": ErrorPublic}})
 async def get_intermediate_values(search_id: int, session: SessionDep, request: Request,
-                            principal: PrincipalDep) -> IntermediatePublic:
+                                  principal: PrincipalDep,
+                                  finished: FinishedDep) -> IntermediatePublic:
     """Per-epoch validation values every search trial reported to the pruner (pruned included)."""
     row = repo.get_search(session, search_id=search_id, owner=principal.scope)
-    study = _study(request, row.study_name)
+    return finished.get(row, "intermediate", None,
+                        lambda: _intermediate(search_id, _study(request, row.study_name)))
+
+
+def _intermediate(search_id: int, study: optuna.Study) -> IntermediatePublic:
     trials = []
     for t in study.get_trials(deepcopy=False):
         steps = sorted(t.intermediate_values)

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, BackgroundTasks, Body, Query, Response
 
 from api import services
-from api.deps import PageDep, PrincipalDep, SessionDep, SettingsDep, SlowDep
+from api.deps import FinishedDep, PageDep, PrincipalDep, SessionDep, SettingsDep, SlowDep
 from api.schemas import (
     ErrorPublic,
     LeaderboardPublic,
@@ -124,11 +124,12 @@ async def list_search_trials(
 
 
 @router.get("/{search_id}/leaderboard", response_model=LeaderboardPublic, responses=_NOT_FOUND)
-async def get_leaderboard(search_id: int, session: SessionDep,
-                    principal: PrincipalDep) -> LeaderboardPublic:
+async def get_leaderboard(search_id: int, session: SessionDep, principal: PrincipalDep,
+                          finished: FinishedDep) -> LeaderboardPublic:
     """Finalists per family: mean ± 95% interval over seeds, the ReLU baseline marked."""
-    return LeaderboardPublic.model_validate(
-        services.leaderboard(session, search_id=search_id, owner=principal.scope))
+    row = repo.get_search(session, search_id=search_id, owner=principal.scope)
+    return finished.get(row, "leaderboard", None, lambda: LeaderboardPublic.model_validate(
+        services.leaderboard(session, search_id=search_id, owner=principal.scope)))
 
 
 @router.get(

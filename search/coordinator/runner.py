@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     # Background work: the API beside it answers first (its training children go lower still).
     from search.coordinator.limits import apply_process_limits
 
-    apply_process_limits(nice=settings.training.nice)
+    apply_process_limits(nice=min(5, settings.training.nice))
     url = settings.resolved_database_url
     init_db(url)
     from search.storage import init_optuna_schema
