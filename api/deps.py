@@ -104,6 +104,9 @@ bearer = HTTPBearer(auto_error=False, scheme_name="APIKey",
                     description="an API key from `actsearch keys create --owner NAME`")
 
 
+_touching: set[int | None] = set()  # keys whose last_used_at is being written (loop only)
+
+
 async def get_principal(
     request: Request,
     settings: SettingsDep,
@@ -117,8 +120,12 @@ async def get_principal(
     token = credentials.credentials if credentials is not None else None
     sessions = request.app.state.sessions
     principal, stale = authenticate(token, request.app.state.engine, settings)  # on the loop
-    if stale:  # a write, about once a minute per key: on a thread
-        await run_in_threadpool(touch_key, sessions, principal.key_id)
+    if stale and principal.key_id not in _touching:  # a write, once a minute a key: a thread
+        _touching.add(principal.key_id)  # one request records it; the others need not wait
+        try:
+            await run_in_threadpool(touch_key, sessions, principal.key_id)
+        finally:
+            _touching.discard(principal.key_id)
     rate_limit(request, principal, settings)
     return principal
 

@@ -114,6 +114,7 @@ class LoadReport:
     searches_done_s: float  # from submission until every search had finished
     cpu_count: int
     config: dict[str, Any]
+    api_cpu_share: list[float] = field(default_factory=list)  # of the API CPU, per process
 
     def summary(self) -> str:
         return (f"{self.requests} reads in {self.duration_s:.1f} s ({self.achieved_rps:.1f}/s "
@@ -122,8 +123,8 @@ class LoadReport:
                 f"errors {self.errors or 'none'}; searches {self.search_states} "
                 f"(all done {self.searches_done_s:.1f} s after submission); "
                 f"generator lag max {self.max_start_lag_ms:.1f} ms; CPU per read: API "
-                f"{self.api_cpu_ms_per_read:.2f} ms, generator {self.client_cpu_ms_per_read:.2f} ms; "
-                f"{self.cpu_count} CPUs, load average {self.load_average}")
+                f"{self.api_cpu_ms_per_read:.2f} ms (shares {self.api_cpu_share}), generator "
+                f"{self.client_cpu_ms_per_read:.2f} ms; {self.cpu_count} CPUs, load average {self.load_average}")
 
 
 # --------------------------------------------------------------------------- the service
@@ -409,9 +410,10 @@ def _cpu_s(pid: int) -> float:
         return 0.0
 
 
-def _api_cpu_s(serve_pid: int) -> float:
-    """CPU seconds of the API: ``serve`` itself and its uvicorn worker children (not the runner)."""
-    total = _cpu_s(serve_pid)
+def _api_cpu_by_process(serve_pid: int) -> dict[int, float]:
+    """CPU seconds of each API process: ``serve`` itself and its uvicorn worker children
+    (not the runner)."""
+    out = {serve_pid: _cpu_s(serve_pid)}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
@@ -421,8 +423,13 @@ def _api_cpu_s(serve_pid: int) -> float:
         except (OSError, ValueError, IndexError):
             continue
         if b"search.coordinator.runner" not in cmdline:
-            total += _cpu_s(int(stat.parent.name))
-    return total
+            out[int(stat.parent.name)] = _cpu_s(int(stat.parent.name))
+    return out
+
+
+def _api_cpu_s(serve_pid: int) -> float:
+    """CPU seconds of the API, all its processes together."""
+    return sum(_api_cpu_by_process(serve_pid).values())
 
 
 def report(samples: list[_Sample], wall_s: float, config: LoadConfig, states: dict[int, str],
@@ -481,17 +488,22 @@ def run_load(config: LoadConfig, home: Path | None = None,
                                         config.search))
             _say(f"{sum(len(o.searches) for o in owners)} searches submitted; reading at "
                  f"{config.rate:g}/s for {config.duration_s:g} s")
-            api0, client0 = _api_cpu_s(service.proc.proc.pid), time.process_time()
+            per0, client0 = _api_cpu_by_process(service.proc.proc.pid), time.process_time()
             samples, wall = run_async(open_loop_reads(
                 service.url, owners, rate=config.rate, duration_s=config.duration_s,
                 timeout_s=config.request_timeout_s, seed=config.seed))
-            api_cpu = _api_cpu_s(service.proc.proc.pid) - api0
+            per = _api_cpu_by_process(service.proc.proc.pid)
+            busy = {pid: per[pid] - per0.get(pid, 0.0) for pid in per}
+            api_cpu = sum(busy.values())
             client_cpu = time.process_time() - client0
             _say(f"{len(samples)} reads done in {wall:.1f} s; waiting for the searches")
             states = wait_searches(service.url, owners, config.complete_timeout_s)
             done_s = time.monotonic() - submitted
             _say(f"searches finished: {dict(Counter(states.values()))} after {done_s:.1f} s")
             result = report(samples, wall, config, states, done_s, api_cpu, client_cpu)
+            # how evenly the reads spread over the API processes (serve's own first)
+            result.api_cpu_share = [round(busy[pid] / max(api_cpu, 1e-9), 3)
+                                    for pid in sorted(busy) if busy[pid] > 0.05]
             if any(s != "complete" for s in states.values()):
                 print(service.log_tail())
     finally:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -234,19 +236,39 @@ def _analyse_here(search_id: int, sessions: Any) -> None:
             return
     label = "analysis running (fits, distillation)…"
     t0 = time.monotonic()
+    # Ctrl-C's KeyboardInterrupt can land in a garbage-collector callback, where Python
+    # prints it and carries on; the flag makes the next step raise it again.
+    interrupted = threading.Event()
+
+    def on_sigint(_signum: int, _frame: Any) -> None:
+        interrupted.set()
+        raise KeyboardInterrupt
+
+    def checked(update: Callable[[str], Any] | None) -> Callable[[str], None]:
+        def on_step(step: str) -> None:
+            if interrupted.is_set():
+                raise KeyboardInterrupt
+            if update is not None:
+                update(f"analysis running ({step})…")
+        return on_step
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         if err_console.is_terminal:
             with err_console.status(label) as status:
-                report = analyse_search(sessions, search_id, on_step=lambda step: status.update(
-                    f"analysis running ({step})…"))
+                report = analyse_search(sessions, search_id, on_step=checked(status.update))
         else:
             err_console.print(label)
-            report = analyse_search(sessions, search_id)
+            report = analyse_search(sessions, search_id, on_step=checked(None))
+        if interrupted.is_set():  # after the last step: the analysis is done, say so
+            interrupted.clear()
     except KeyboardInterrupt:
         err_console.print(f"analysis interrupted: search {search_id} is complete and kept; its "
                           f"analysis is pending (`actsearch resume {search_id}` or `actsearch "
                           "serve` finishes it)", soft_wrap=True)
         raise typer.Exit(130) from None
+    finally:
+        signal.signal(signal.SIGINT, previous)
     took = time.monotonic() - t0
     if report.state == "busy":
         err_console.print(f"analysis of search {search_id} is running in another process; "

@@ -78,7 +78,7 @@ def authenticate_key(
 
 @dataclass(frozen=True)
 class LiveKey:
-    """What authentication needs of a live key row (read without the ORM: see below)."""
+    """What authentication needs of a live key row (read without the ORM: see ``_LIVE_KEY``)."""
 
     id: int
     owner: str

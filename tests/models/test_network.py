@@ -173,9 +173,10 @@ def test_candidate_state_reproduces_candidate(family: str, kind: str) -> None:
     single.eval()
     torch.testing.assert_close(single(x)[0], full[1], atol=1e-5, rtol=1e-5)
     net.keep(torch.tensor([0, 2]))  # compaction keeps the survivors' outputs
-    # 1e-5 relative: a batched GEMM over another K may round its last bit differently, and
-    # squared units (squared_relu, star_relu) double that relative difference
-    torch.testing.assert_close(net(x), full[[0, 2]], atol=1e-6, rtol=1e-5)
+    # 1e-4 relative: a batched GEMM (or convolution) over another K may round its last
+    # bits differently, each layer carries that on, and squared units (squared_relu,
+    # star_relu) double it; float32 differences up to 3.6e-5 were seen on a CNN
+    torch.testing.assert_close(net(x), full[[0, 2]], atol=1e-5, rtol=1e-4)
 
 
 def test_init_depends_only_on_the_candidate_seed() -> None:
