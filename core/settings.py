@@ -39,7 +39,7 @@ class LimitSettings(BaseModel):
     # Slow operations (uploads, built-in generation, exports, importance) one owner may
     # have in flight at once; more get 429. They run on their own thread pool of
     # slow_operation_threads threads, so reads keep the request threads to themselves.
-    max_slow_operations_per_owner: int = Field(default=2, ge=1)
+    max_slow_operations_per_owner: int = Field(default=4, ge=1)
     slow_operation_threads: int = Field(default=8, ge=1)
     # Processes that generate built-in datasets (numpy-heavy, and the generator's memory
     # is freed with the process's arrays rather than staying in the API's heap).
