@@ -340,17 +340,14 @@ def trial_sort_column(sort: str) -> str:
 def trial_detail(session: Session, *, trial_id: int, owner: str | None = None) -> dict[str, Any]:
     """One trial with its per-epoch curve, a summary of its pre-activation statistics."""
     row = repo.get_trial(session, trial_id=trial_id, owner=owner)
-    stats = repo.trial_preact_stats(session, trial_id=trial_id)
-    summary = [{k: s[k] for k in ("layer", "epoch", "min", "max", "mean", "std", "quantiles",
-                                  "dead_fraction")} for s in stats]
     out = {c: getattr(row, c) for c in (
         "id", "search_id", "trial_number", "phase", "family", "family_params", "hparams", "seed",
         "state", "value", "best_value", "test_value", "n_params", "flops", "device",
         "duration_s", "started_at", "finished_at", "source_trial_number", "population_id",
         "error")}
     out["has_weights"] = repo.has_weights(session, trial_id=trial_id)
-    out["epochs"] = repo.trial_epochs(session, trial_id=trial_id)
-    out["preact_stats"] = summary
+    out["epochs"] = repo.trial_epoch_rows(session, trial_id=trial_id)
+    out["preact_stats"] = repo.trial_preact_summary(session, trial_id=trial_id)
     return out
 
 

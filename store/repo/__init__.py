@@ -105,7 +105,9 @@ from store.repo.trials import (
     query_trials,
     set_trial_test_value,
     trial_curves,
+    trial_epoch_rows,
     trial_epochs,
+    trial_preact_summary,
     trial_fits,
     trial_preact_stats,
 )
@@ -196,6 +198,8 @@ __all__ = [
     "transition_search",
     "trial_curves",
     "trial_epochs",
+    "trial_epoch_rows",
+    "trial_preact_summary",
     "trial_fits",
     "trial_preact_stats",
     "waiting_populations",

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, Select, delete, func, select
+from sqlalchemy import ColumnElement, Select, bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from core.errors import InvalidInput, NotFound
@@ -408,6 +408,30 @@ def trial_epochs(session: Session, *, trial_id: int) -> list[dict[str, Any]]:
         }
         for m in session.scalars(stmt.order_by(EpochMetricRow.epoch))
     ]
+
+
+# Built once: the trial page reads these on every poll (see searches._TRIAL_COUNTS).
+_EPOCH_COLUMNS = ("epoch", "train_loss", "val_loss", "val_metric", "elapsed_s")
+_TRIAL_EPOCHS = (select(*(getattr(EpochMetricRow, c) for c in _EPOCH_COLUMNS))
+                 .where(EpochMetricRow.trial_id == bindparam("trial_id"))
+                 .order_by(EpochMetricRow.epoch))
+_SUMMARY_COLUMNS = ("layer", "epoch", "min", "max", "mean", "std", "quantiles", "dead_fraction")
+_PREACT_SUMMARY = (select(*(getattr(PreactStatRow, c) for c in _SUMMARY_COLUMNS))
+                   .where(PreactStatRow.trial_id == bindparam("trial_id"))
+                   .order_by(PreactStatRow.layer, PreactStatRow.epoch))
+
+
+def trial_epoch_rows(session: Session, *, trial_id: int) -> list[dict[str, Any]]:
+    """:func:`trial_epochs` of a trial the caller has already read (no existence check)."""
+    return [dict(zip(_EPOCH_COLUMNS, r, strict=True))
+            for r in session.execute(_TRIAL_EPOCHS, {"trial_id": trial_id})]
+
+
+def trial_preact_summary(session: Session, *, trial_id: int) -> list[dict[str, Any]]:
+    """The statistics of :func:`trial_preact_stats` without the histograms (not read at all),
+    of a trial the caller has already read."""
+    return [dict(zip(_SUMMARY_COLUMNS, r, strict=True))
+            for r in session.execute(_PREACT_SUMMARY, {"trial_id": trial_id})]
 
 
 def trial_preact_stats(session: Session, *, trial_id: int) -> list[dict[str, Any]]:
