@@ -3,9 +3,10 @@
 They are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in its
 thread pool, and each of those hops costs the event loop about half a millisecond
 of CPU, as much as a read spends in the database. The pure ones (settings, page,
-the slow pool) and the session's begin and end run on the loop; authentication
-(a database read) hops once. The routes themselves stay plain ``def``: their
-queries run on a thread.
+the slow pool), the session's begin and end and authentication (one prebuilt read;
+SQLite reads in WAL mode never wait for a writer) run on the loop; the key's rare
+``last_used_at`` write runs on a thread. The read routes are ``async`` for the same
+reason; routes that write, upload or compute stay plain ``def`` (on a thread).
 
 The engine and sessionmaker are made once per app by :func:`api.main.create_app`
 and kept on ``app.state``: creating an engine per request would defeat the pool
