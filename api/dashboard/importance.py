@@ -172,12 +172,21 @@ async def get_intermediate_values(search_id: int, session: SessionDep, request: 
     """Per-epoch validation values every search trial reported to the pruner (pruned included)."""
     row = repo.get_search(session, search_id=search_id, owner=principal.scope)
     return finished.get(row, "intermediate", None,
-                        lambda: _intermediate(search_id, _study(request, row.study_name)))
+                        lambda: _intermediate(search_id, _storage(request), row.study_name))
 
 
-def _intermediate(search_id: int, study: optuna.Study) -> IntermediatePublic:
+_study_ids: dict[tuple[str, str], int] = {}  # (database, study name) -> id: fixed once made
+
+
+def _intermediate(search_id: int, storage: optuna.storages.BaseStorage,
+                  study_name: str) -> IntermediatePublic:
+    """Straight from the storage, without ``load_study`` (a third of the cost, measured)."""
+    key = (str(getattr(storage, "url", "")), study_name)
+    study_id = _study_ids.get(key)
+    if study_id is None:
+        study_id = _study_ids[key] = storage.get_study_id_from_name(study_name)
     trials = []
-    for t in study.get_trials(deepcopy=False):
+    for t in storage.get_all_trials(study_id, deepcopy=False):
         steps = sorted(t.intermediate_values)
         value = t.values[0] if t.values else None
         trials.append(IntermediateTrial(
@@ -185,6 +194,7 @@ def _intermediate(search_id: int, study: optuna.Study) -> IntermediatePublic:
             value=_finite(value), steps=steps,
             values=[_finite(t.intermediate_values[s]) for s in steps],
         ))
-    return IntermediatePublic(search_id=search_id,
-                              directions=[d.name.lower() for d in study.directions],
-                              trials=trials)
+    return IntermediatePublic(
+        search_id=search_id,
+        directions=[d.name.lower() for d in storage.get_study_directions(study_id)],
+        trials=trials)
