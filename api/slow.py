@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import functools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -34,6 +34,7 @@ class SlowOperations:
         self._in_flight: dict[str, int] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="actsearch-slow")
+        self._shared: dict[Hashable, asyncio.Future[Any]] = {}  # see run_shared
 
     def in_flight(self, owner: str | None) -> int:
         with self._lock:
@@ -73,6 +74,21 @@ class SlowOperations:
         """``fn(*args, **kwargs)`` on the slow pool, holding one of ``owner``'s slots."""
         with self.slot(owner, what):
             return await self.call(fn, *args, **kwargs)
+
+    async def run_shared(self, key: Hashable, owner: str | None, what: str,
+                         fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """:meth:`run`, shared by the callers that ask for the same ``key`` meanwhile.
+
+        A request that arrives while the same work runs (dashboards poll) waits for it
+        instead of taking another of the owner's slots, or a 429 once they are spent.
+        Event loop only.
+        """
+        task = self._shared.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self.run(owner, what, fn, *args, **kwargs))
+            self._shared[key] = task
+            task.add_done_callback(lambda _: self._shared.pop(key, None))
+        return await asyncio.shield(task)
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

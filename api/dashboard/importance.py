@@ -7,7 +7,6 @@ per-epoch values each trial reported (what the pruner saw). Both are read-only.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import threading
 from collections import OrderedDict
@@ -40,7 +39,6 @@ _EVALUATORS: dict[str, Any] = {
     "ped_anova": lambda: PedAnovaImportanceEvaluator(),
 }
 _CACHE_SIZE = 64
-_computing: dict[tuple[int, str], asyncio.Future[ImportancePublic]] = {}  # the loop's only
 _cache: OrderedDict[tuple[str, str, int, int], ImportancePublic] = OrderedDict()
 _lock = threading.Lock()
 
@@ -102,18 +100,9 @@ async def get_importance(
     kept = finished.peek(row, "importance", evaluator)
     if kept is not None:
         return kept
-    # One computation per search and evaluator at a time: a request that arrives while
-    # one runs (dashboards poll) waits for it instead of taking another of the owner's
-    # slow-operation slots, or a 429 once they are spent.
-    key = (search_id, evaluator)
-    task = _computing.get(key)
-    if task is None:
-        task = asyncio.ensure_future(slow.run(
-            principal.owner, "importance", _cached_importance, session, request,
-            search_id=search_id, owner=principal.scope, evaluator=evaluator))
-        _computing[key] = task
-        task.add_done_callback(lambda _: _computing.pop(key, None))
-    out = await asyncio.shield(task)
+    out = await slow.run_shared(("importance", search_id, evaluator), principal.owner,
+                                "importance", _cached_importance, session, request,
+                                search_id=search_id, owner=principal.scope, evaluator=evaluator)
     finished.put(row, "importance", evaluator, out)
     return out
 

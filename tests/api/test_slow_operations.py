@@ -117,3 +117,36 @@ def test_each_owner_has_slots_of_their_own(
     finally:
         held.release.set()
         first.join(30)
+
+
+def test_callers_of_the_same_work_share_one_run_and_one_slot() -> None:
+    """run_shared: concurrent callers with one key get one result from one run, holding
+    one of the owner's slots (a third distinct key would still get its 429)."""
+    import asyncio
+    import threading
+
+    from api.slow import SlowOperations
+
+    slow = SlowOperations(per_owner=1, threads=2)
+    release = threading.Event()
+    calls: list[int] = []
+
+    def work() -> str:
+        calls.append(1)
+        release.wait(5)
+        return "done"
+
+    async def main() -> list[str]:
+        first = asyncio.ensure_future(slow.run_shared("k", "ann", "work", work))
+        await asyncio.sleep(0.05)
+        second = asyncio.ensure_future(slow.run_shared("k", "ann", "work", work))
+        await asyncio.sleep(0.05)
+        assert slow.in_flight("ann") == 1
+        release.set()
+        return list(await asyncio.gather(first, second))
+
+    try:
+        assert asyncio.run(main()) == ["done", "done"]
+        assert len(calls) == 1
+    finally:
+        slow.shutdown()
