@@ -19,7 +19,6 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,51 +31,18 @@ from . import kernels
 from .cuda_graphs import GraphedStep, graphs_enabled
 from .network import ActParams, FamilySpec, PopulationNet, candidate_slice_keys
 from .optim import BatchedOptimizer, schedule_multiplier
-from .records import TASKS, EpochReport, Status, Task, TensorData  # noqa: F401  (re-exported)
+from .records import (  # noqa: F401  (re-exported)
+    TASKS,
+    CandidateResult,
+    EpochReport,
+    PopulationResult,
+    Status,
+    Task,
+    TensorData,
+)
 from .sizing import auto_population_size, tune_cpu  # noqa: F401  (re-exported for callers)
 from .spec import ArchSpec, Candidate, TrainConfig
 from .stats import chunk_rows, preact_stats, sample_curves
-
-
-@dataclass
-class CandidateResult:
-    """Everything the engine learned about one candidate (original index ``index``).
-
-    ``history`` has one dict per epoch trained: {epoch, train_loss, val_loss,
-    val_metric, elapsed_s} (plus ``partial: True`` for an epoch cut by the deadline).
-    A diverged ("failed") candidate's last epoch is not in history; see ``error``.
-    """
-
-    index: int
-    status: Status = "complete"
-    family: str | list[str] | None = None  # the candidate's family (per layer when they differ)
-    n_params: int | None = None  # this candidate's (families differ in a mixed population)
-    flops: int | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
-    val_metric: float | None = None
-    best_val_metric: float | None = None
-    curves: list[dict[str, Any]] = field(default_factory=list)
-    preact_stats: list[dict[str, Any]] = field(default_factory=list)
-    state_dict: dict[str, np.ndarray] | None = None
-    error: str | None = None
-
-
-@dataclass
-class PopulationResult:
-    """Per-candidate results plus what the population cost.
-
-    ``n_params`` and ``flops`` are for the first candidate (:func:`count_params`,
-    :func:`count_flops`): every candidate's in a single-family population; in a mixed
-    one each :class:`CandidateResult` carries its own; ``candidate_epochs`` is the sum over candidates of epochs trained
-    (an epoch cut by the deadline counts; so does a diverged candidate's last epoch).
-    """
-
-    candidates: list[CandidateResult]
-    n_params: int
-    flops: int
-    device: str
-    wall_s: float
-    candidate_epochs: int
 
 
 # ----- helpers on one network ---------------------------------------------------------

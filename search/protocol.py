@@ -55,9 +55,11 @@ def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[fl
     if n == 1:
         return mean, 0.0
     var = sum((v - mean) ** 2 for v in values) / (n - 1)
-    from scipy import stats  # ~0.5 s: loaded with the first interval, not with the module
+    # scipy.special's Student-t quantile: the same value as scipy.stats.t.ppf, without
+    # importing scipy.stats (~1.4 s, on the path from the last finalist to the leaderboard)
+    from scipy.special import stdtrit
 
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * math.sqrt(var / n)
+    half = float(stdtrit(n - 1, 0.5 + confidence / 2)) * math.sqrt(var / n)
     return mean, half
 
 

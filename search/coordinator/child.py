@@ -5,11 +5,12 @@ It talks to the coordinator over a duplex pipe:
 * coordinator -> child: ``("data", (key, TensorData))`` for each dataset it has not sent
   this process yet, ``("drop", key)`` to forget one (the parent bounds what a child holds:
   :mod:`.trainers`), ``("train", job)`` per population (``job.data_key`` names its
-  dataset), ``("stop", [indices])`` in answer to each epoch report, ``("exit", None)`` at
-  the end;
+  dataset), ``("stop", [indices])`` in answer to each epoch report, ``("evaluate",
+  EvaluateJob)`` for one trained candidate's test metric, ``("exit", None)`` at the end;
 * child -> coordinator: ``("ready", pid)`` once torch is imported, ``("epoch", EpochReport)`` after each epoch (the coordinator
   reports to Optuna and answers which candidates to prune), then
-  ``("result", PopulationResult)`` or ``("error", traceback text)``.
+  ``("result", PopulationResult)`` or ``("error", traceback text)``; ``("evaluated",
+  value)`` (or ``("error", ...)``) for an evaluation.
 
 Keeping Optuna's ask/tell and every write in one process is what makes SQLite
 safe here (no parallel writers); the children only compute.
@@ -48,6 +49,20 @@ class PopulationJob:
     data_key: str | None = None  # which of the child's datasets (None: the unnamed one)
 
 
+@dataclass
+class EvaluateJob:
+    """One trained candidate to score (the arguments of :func:`models.engine.evaluate`)."""
+
+    arch: dict[str, Any]
+    family: str
+    act_params: dict[str, Any]
+    state_dict: dict[str, Any]  # name -> numpy array
+    X: Any
+    y: Any
+    n_outputs: int
+    task: str
+
+
 def configure_training_process(*, threads: int, nice: int = 0,
                                compile_dir: str | os.PathLike[str] | None = None) -> None:
     """What every training process sets once (embedded children, Celery worker children):
@@ -78,7 +93,7 @@ def worker_main(conn: Connection, threads: int, nice: int = 0,
     (:func:`models.kernels.configure_compile_cache`).
     """
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    from models.engine import EpochReport, TensorData, tensors_on, train_population
+    from models.engine import EpochReport, TensorData, evaluate, tensors_on, train_population
 
     configure_training_process(threads=threads, nice=nice, compile_dir=compile_dir)
     conn.send(("ready", os.getpid()))  # imports done: time limits count from here
@@ -101,6 +116,16 @@ def worker_main(conn: Connection, threads: int, nice: int = 0,
             for held in [k for k in on_device if k[0] == payload]:
                 del on_device[held]
             release_memory()
+            continue
+        if kind == "evaluate":
+            e: EvaluateJob = payload
+            try:
+                value = evaluate(ArchSpec.from_dict(e.arch), e.family, e.act_params, e.state_dict,
+                                 e.X, e.y, e.n_outputs, e.task)  # type: ignore[arg-type]
+            except Exception as exc:  # noqa: BLE001 - reported, the child keeps serving
+                conn.send(("error", describe_failure(exc, memory_limit_mb=memory_limit_mb)))
+                continue
+            conn.send(("evaluated", value))
             continue
         job: PopulationJob | None = payload if kind == "train" else None
         data = datasets.get(job.data_key) if job is not None else None

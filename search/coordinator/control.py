@@ -45,6 +45,7 @@ from ..service import create_study
 from ..spec import SearchSpec
 from ..storage import optuna_storage
 from .data import prepared_data
+from .scoring import Evaluator, engine_evaluate
 from .steps import Sessions, new_task_id
 
 log = logging.getLogger(__name__)
@@ -185,10 +186,11 @@ def _close_round(session: Session, search: SearchRow, spec: SearchSpec,
 
 
 def score_control_test(sessions: Sessions, *, search_id: int, dataset_id: int,
-                       spec: SearchSpec) -> int:
+                       spec: SearchSpec, evaluator: Evaluator = engine_evaluate) -> int:
     """Test metric of the control finalist's seeds, as the final choice's is scored; returns how many.
 
     Idempotent: seeds already scored are skipped. The data load before the write.
+    ``evaluator``: who computes the metric (:mod:`.scoring`).
     """
     data = prepared_data(sessions, dataset_id=dataset_id, spec=spec)
     s = data.splits
@@ -200,9 +202,7 @@ def score_control_test(sessions: Sessions, *, search_id: int, dataset_id: int,
             if trial.state != "complete" or trial.test_value is not None:
                 continue
             state_dict, _, _ = repo.load_weights(session, trial_id=trial.id)
-            from models.engine import evaluate  # torch: only when a finalist is scored
-
-            value = evaluate(arch, trial.family, trial.family_params, state_dict,
+            value = evaluator(arch, trial.family, trial.family_params, state_dict,
                              np.asarray(s.X_test), np.asarray(s.y_test), data.n_outputs,
                              data.dataset.task)
             repo.set_trial_test_value(session, trial_id=trial.id, test_value=value)

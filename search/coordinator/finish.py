@@ -26,6 +26,7 @@ from .control import advance_control, score_control_test
 from .data import prepared_data
 from .planner import MIXED, engine_k, plan_rung, sharing_groups
 from .results import nothing_completed_error
+from .scoring import Evaluator, engine_evaluate
 from .steps import ACTIVE_SEARCH_STATES, Sessions, add_planned, is_transient, new_task_id
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,8 @@ TestScorer = Callable[[Session, int, PreparedData, str], None]
 
 def advance_search(sessions: Sessions, *, search_id: int,
                    storage_url: str | None = None,
-                   test_scorer: TestScorer | None = None) -> list[int]:
+                   test_scorer: TestScorer | None = None,
+                   evaluator: Evaluator = engine_evaluate) -> list[int]:
     """Move a search on when its current phase is finished; returns populations to train.
 
     Holds the search row lock, so when two workers finish the last two
@@ -60,7 +62,8 @@ def advance_search(sessions: Sessions, *, search_id: int,
     phase ends with one row per Optuna trial and none RUNNING. After the finalists: the winner's test score, then
     ``complete`` with ``best``; with ``control: relu``, the control arm's rounds and
     finalist come in between (:mod:`.control`). A cancelled search only has its pending
-    populations marked cancelled. Finishing reads only our tables (no Optuna).
+    populations marked cancelled. Finishing reads only our tables (no Optuna);
+    ``evaluator`` computes the test metrics.
     """
     from .recovery import fail_running_trials, record_unrecorded
 
@@ -103,8 +106,9 @@ def advance_search(sessions: Sessions, *, search_id: int,
     # Every finalist is finished (or there were none): score and complete.
     try:
         if spec.control:
-            score_control_test(sessions, search_id=search_id, dataset_id=dataset_id, spec=spec)
-        _finish(sessions, search_id, dataset_id, spec, test_scorer)
+            score_control_test(sessions, search_id=search_id, dataset_id=dataset_id, spec=spec,
+                               evaluator=evaluator)
+        _finish(sessions, search_id, dataset_id, spec, test_scorer, evaluator)
     except Exception as exc:
         if is_transient(exc):
             raise
@@ -199,13 +203,14 @@ def _plan_finalists(session: Session, search_id: int, spec: SearchSpec) -> list[
 
 
 def _finish(sessions: Sessions, search_id: int, dataset_id: int, spec: SearchSpec,
-            test_scorer: TestScorer | None = None) -> None:
+            test_scorer: TestScorer | None = None,
+            evaluator: Evaluator = engine_evaluate) -> None:
     """The test score of the final choice only, the leaderboard, then ``complete`` with best.
 
     The curve analysis (fits, distillation) is not done here: ``analysis_state`` becomes
     ``pending`` with ``complete`` (NULL when no complete trial has a trainable family)
-    and :func:`search.analysis.run.analyse_search` runs after this commit. The data (and torch, for the test evaluation) load before the row lock is
-    taken, to keep the lock short.
+    and :func:`search.analysis.run.analyse_search` runs after this commit. The data load
+    before the row lock is taken, to keep the lock short.
     """
     data = prepared_data(sessions, dataset_id=dataset_id, spec=spec)
     metric = task_metric(data.dataset.task)
@@ -221,7 +226,7 @@ def _finish(sessions: Sessions, search_id: int, dataset_id: int, spec: SearchSpe
             trials = repo.list_trials(session, search_id=search_id, limit=None)
             board = build_leaderboard(trials, metric, budgets)
         elif board.winner is not None:
-            _score_test(session, search_id, spec, data, board.winner.family)
+            _score_test(session, search_id, spec, data, board.winner.family, evaluator)
             trials = repo.list_trials(session, search_id=search_id, limit=None)
             board = build_leaderboard(trials, metric, budgets)
         board.set_compute(repo.search_candidate_epochs(session, search_id=search_id))
@@ -247,7 +252,7 @@ def best_summary(board: Leaderboard) -> dict[str, Any] | None:
 
 
 def _score_test(session: Session, search_id: int, spec: SearchSpec, data: PreparedData,
-                family: str) -> None:
+                family: str, evaluator: Evaluator = engine_evaluate) -> None:
     """Test metric of the final choice's re-runs only (never used to choose)."""
     s = data.splits
     arch = spec.arch_spec()
@@ -256,8 +261,6 @@ def _score_test(session: Session, search_id: int, spec: SearchSpec, data: Prepar
         if trial.state != "complete":
             continue
         state_dict, _, _ = repo.load_weights(session, trial_id=trial.id)
-        from models.engine import evaluate  # torch: only when a finalist is scored
-
-        value = evaluate(arch, family, trial.family_params, state_dict, np.asarray(s.X_test),
+        value = evaluator(arch, family, trial.family_params, state_dict, np.asarray(s.X_test),
                          np.asarray(s.y_test), data.n_outputs, data.dataset.task)
         repo.set_trial_test_value(session, trial_id=trial.id, test_value=value)

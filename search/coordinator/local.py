@@ -20,13 +20,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import optuna
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import Conflict, InvalidInput
 from core.settings import TrainingSettings, get_settings
+from models.records import PopulationResult
 from store import repo
 from store.tables import SEARCH_TERMINAL_STATES
 
@@ -50,9 +51,6 @@ from .steps import (
     prepare,
 )
 from .trainers import TrainerPool, _Child, default_threads
-
-if TYPE_CHECKING:  # the engine (torch): imported where a population's result is read
-    from models.engine import PopulationResult
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -293,7 +291,7 @@ class EmbeddedCoordinator:
             busy = [c for c in self.children if c.job is not None]
             if not busy:
                 advance_search(self.sessions, search_id=self.search_id,
-                               storage_url=self.storage_url)
+                               storage_url=self.storage_url, evaluator=self._evaluate)
                 self._refresh_progress()
                 if self._finished() or not self._has_pending():
                     return
@@ -307,6 +305,11 @@ class EmbeddedCoordinator:
                     assert job is not None and self.training.population_time_limit_s is not None
                     child.restart()  # killed, not asked: it may be stuck in one long epoch
                     self._failed(job, time_limit_message(self.training.population_time_limit_s))
+
+    def _evaluate(self, *args: Any) -> float:
+        """Test metrics are computed by an idle training child (it holds torch already)."""
+        self._ensure_children()
+        return next(c for c in self.children if c.job is None).evaluate(*args)
 
     def _has_idle_child(self) -> bool:
         return any(c.job is None for c in self.children) or len(self.children) < self.workers

@@ -11,21 +11,18 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optuna
 from optuna.samplers import BaseSampler, PartialFixedSampler, RandomSampler, TPESampler
 from optuna.trial import TrialState
 
-from models.records import EpochReport
+from models.records import CandidateResult, EpochReport
 from models.spec import Candidate
 
 from ..space import FAMILY_KEY, FIDELITY_ATTR, structural_params, suggest_candidate
 from ..spec import SearchSpec
 from .pruning import FamilyMemoryView, StudyReader, decide, memory_safe
-
-if TYPE_CHECKING:  # the engine (torch): imported where a population's result is read
-    from models.engine import CandidateResult
 
 
 @dataclass

@@ -6,15 +6,13 @@ import datetime as dt
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy.orm import Session
 
+from models.records import CandidateResult, PopulationResult
 from models.spec import Candidate
 from store import repo
-
-if TYPE_CHECKING:  # the engine (torch): imported where a population's result is read
-    from models.engine import CandidateResult, PopulationResult
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +70,10 @@ def record_population(
             duration_s=duration, error=cand.error, started_at=started_at, finished_at=now,
             source_trial_number=ident.source_trial_number,
         )
-        repo.add_epoch_metrics(session, trial_id=row.id, rows=cand.history)
-        repo.add_curves(session, trial_id=row.id, rows=cand.curves)
-        repo.add_preact_stats(session, trial_id=row.id, rows=cand.preact_stats)
+        # a new row: nothing to replace (one bulk INSERT per table and trial)
+        repo.add_epoch_metrics(session, trial_id=row.id, rows=cand.history, replace=False)
+        repo.add_curves(session, trial_id=row.id, rows=cand.curves, replace=False)
+        repo.add_preact_stats(session, trial_id=row.id, rows=cand.preact_stats, replace=False)
         if save_weights_with is not None and cand.state_dict is not None:
             repo.save_weights(session, trial_id=row.id, state_dict=cand.state_dict,
                               scaler=save_weights_with["scaler"],

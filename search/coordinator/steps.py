@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optuna
 from optuna.samplers import PartialFixedSampler
@@ -39,6 +39,7 @@ from optuna.trial import Trial, TrialState
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from models.records import PopulationResult
 from models.spec import Candidate, TrainConfig
 from store import repo
 from store.tables import utcnow
@@ -64,9 +65,6 @@ from .results import (
     record_failed_population,
     record_population,
 )
-
-if TYPE_CHECKING:  # the engine (torch): imported where a population's result is read
-    from models.engine import PopulationResult
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.settings import TrainingSettings, get_settings
 
-from .child import PopulationJob, worker_main
+from .child import EvaluateJob, PopulationJob, worker_main
 
 if TYPE_CHECKING:
     from .steps import Prepared
@@ -181,6 +181,26 @@ class _Child:
         family = None if c.mixed else c.family  # a mixed population's candidates name theirs
         self.conn.send(("train", PopulationJob(c.spec.arch_spec().to_dict(), family,
                                                job.candidates, job.config, data_key=key)))
+
+    def evaluate(self, arch: Any, family: str, act_params: dict[str, Any],
+                 state_dict: dict[str, Any], X: Any, y: Any, n_outputs: int, task: str) -> float:
+        """One trained candidate's metric on ``(X, y)``, computed by this (idle) child:
+        :data:`.scoring.Evaluator`, for a coordinator that never imports torch."""
+        assert self.job is None, "a child evaluates only between populations"
+        self.wait_ready()
+        self.conn.send(("evaluate", EvaluateJob(arch.to_dict(), family, dict(act_params),
+                                                dict(state_dict), X, y, n_outputs, task)))
+        try:
+            kind, payload = self.conn.recv()
+        except (EOFError, OSError):
+            self.process.join(timeout=5)
+            code = self.process.exitcode
+            self.conn.close()
+            self.start()
+            raise RuntimeError(f"training process died while scoring (exit code {code})") from None
+        if kind != "evaluated":
+            raise RuntimeError(f"scoring on the training process failed: {payload}")
+        return float(payload)
 
     # ----- lifecycle --------------------------------------------------------------------
     def restart(self) -> None:

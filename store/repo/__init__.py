@@ -107,9 +107,9 @@ from store.repo.trials import (
     trial_curves,
     trial_epoch_rows,
     trial_epochs,
-    trial_preact_summary,
     trial_fits,
     trial_preact_stats,
+    trial_preact_summary,
 )
 from store.repo.weights import (
     has_weights,

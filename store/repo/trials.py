@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, Select, bindparam, delete, func, select
+from sqlalchemy import ColumnElement, Select, bindparam, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from core.errors import InvalidInput, NotFound
@@ -306,92 +306,89 @@ def _field(row: Mapping[str, Any], key: str, trial_id: int) -> Any:
         raise InvalidInput(f"a row for trial {trial_id} lacks {key!r}") from None
 
 
-def add_epoch_metrics(session: Session, *, trial_id: int, rows: Sequence[Mapping[str, Any]]) -> int:
+def _insert_rows(session: Session, table: type[Any], values: list[dict[str, Any]]) -> int:
+    """One executemany INSERT (no ORM objects: a population writes thousands of these)."""
+    if values:
+        session.execute(insert(table), values)
+    return len(values)
+
+
+def _epoch_values(trial_id: int, r: Mapping[str, Any]) -> dict[str, Any]:
+    return {"trial_id": trial_id, "epoch": int(_field(r, "epoch", trial_id)),
+            "train_loss": _num(r.get("train_loss")), "val_loss": _num(r.get("val_loss")),
+            "val_metric": _num(r.get("val_metric")), "elapsed_s": _num(r.get("elapsed_s"))}
+
+
+def _preact_values(trial_id: int, r: Mapping[str, Any]) -> dict[str, Any]:
+    hist = np.asarray(_field(r, "hist", trial_id)).ravel()
+    edges = np.asarray(_field(r, "edges", trial_id)).ravel()
+    if edges.size != hist.size + 1:
+        raise InvalidInput(
+            f"{hist.size} histogram bins need {hist.size + 1} edges, got {edges.size}"
+        )
+    return {"trial_id": trial_id, "layer": int(_field(r, "layer", trial_id)),
+            "epoch": int(_field(r, "epoch", trial_id)), "min": _num(r.get("min")),
+            "max": _num(r.get("max")), "mean": _num(r.get("mean")), "std": _num(r.get("std")),
+            "quantiles": jsonable(r.get("quantiles") or {}), "hist": pack(hist),
+            "edges": pack(edges), "dead_fraction": _num(r.get("dead_fraction"))}
+
+
+def _curve_values(trial_id: int, r: Mapping[str, Any]) -> dict[str, Any]:
+    x = np.asarray(_field(r, "x", trial_id)).ravel()
+    y = np.asarray(_field(r, "y", trial_id))
+    if y.ndim == 0 or y.shape[-1] != x.size:
+        raise InvalidInput(f"curve y of shape {y.shape} does not match x of {x.size} points")
+    return {"trial_id": trial_id, "layer": int(_field(r, "layer", trial_id)),
+            "epoch": int(_field(r, "epoch", trial_id)),
+            "params": jsonable(r.get("params") or {}), "x": pack(x), "y": pack(y),
+            "y_shape": list(y.shape)}
+
+
+def add_epoch_metrics(session: Session, *, trial_id: int, rows: Sequence[Mapping[str, Any]],
+                      replace: bool = True) -> int:
     """Store the engine's history rows ``{epoch, train_loss, val_loss, val_metric, elapsed_s}``.
 
-    Rewriting an epoch replaces it. Non-finite losses (a diverged run) become NULL.
+    Rewriting an epoch replaces it (``replace=False``: a trial added in this transaction,
+    which has none to replace). Non-finite losses (a diverged run) become NULL.
     Returns the number of rows written.
     """
     get_trial(session, trial_id=trial_id)
-    epochs = [(int(_field(r, "epoch", trial_id)),) for r in rows]
-    _replace_keys(session, EpochMetricRow, trial_id, epochs, ("epoch",))
-    session.add_all(
-        EpochMetricRow(
-            trial_id=trial_id,
-            epoch=int(r["epoch"]),
-            train_loss=_num(r.get("train_loss")),
-            val_loss=_num(r.get("val_loss")),
-            val_metric=_num(r.get("val_metric")),
-            elapsed_s=_num(r.get("elapsed_s")),
-        )
-        for r in rows
-    )
-    session.flush()
-    return len(rows)
+    values = [_epoch_values(trial_id, r) for r in rows]
+    if replace:
+        _replace_keys(session, EpochMetricRow, trial_id, [(v["epoch"],) for v in values],
+                      ("epoch",))
+    return _insert_rows(session, EpochMetricRow, values)
 
 
-def add_preact_stats(session: Session, *, trial_id: int, rows: Sequence[Mapping[str, Any]]) -> int:
+def add_preact_stats(session: Session, *, trial_id: int, rows: Sequence[Mapping[str, Any]],
+                     replace: bool = True) -> int:
     """Store ``CandidateResult.preact_stats`` rows; hist and edges as float32 bytes.
 
     Each row: layer, epoch, min, max, mean, std, quantiles {"0.01": v, ...},
-    hist (bins,), edges (bins+1,), dead_fraction. Rewriting (layer, epoch) replaces it.
+    hist (bins,), edges (bins+1,), dead_fraction. Rewriting (layer, epoch) replaces it
+    (``replace``: as for :func:`add_epoch_metrics`).
     """
     get_trial(session, trial_id=trial_id)
-    keys = [(int(_field(r, "layer", trial_id)), int(_field(r, "epoch", trial_id))) for r in rows]
-    _replace_keys(session, PreactStatRow, trial_id, keys, ("layer", "epoch"))
-    for r in rows:
-        hist = np.asarray(_field(r, "hist", trial_id)).ravel()
-        edges = np.asarray(_field(r, "edges", trial_id)).ravel()
-        if edges.size != hist.size + 1:
-            raise InvalidInput(
-                f"{hist.size} histogram bins need {hist.size + 1} edges, got {edges.size}"
-            )
-        session.add(
-            PreactStatRow(
-                trial_id=trial_id,
-                layer=int(r["layer"]),
-                epoch=int(r["epoch"]),
-                min=_num(r.get("min")),
-                max=_num(r.get("max")),
-                mean=_num(r.get("mean")),
-                std=_num(r.get("std")),
-                quantiles=jsonable(r.get("quantiles") or {}),
-                hist=pack(hist),
-                edges=pack(edges),
-                dead_fraction=_num(r.get("dead_fraction")),
-            )
-        )
-    session.flush()
-    return len(rows)
+    values = [_preact_values(trial_id, r) for r in rows]
+    if replace:
+        _replace_keys(session, PreactStatRow, trial_id,
+                      [(v["layer"], v["epoch"]) for v in values], ("layer", "epoch"))
+    return _insert_rows(session, PreactStatRow, values)
 
 
-def add_curves(session: Session, *, trial_id: int, rows: Sequence[Mapping[str, Any]]) -> int:
+def add_curves(session: Session, *, trial_id: int, rows: Sequence[Mapping[str, Any]],
+               replace: bool = True) -> int:
     """Store ``CandidateResult.curves`` rows ``{layer, epoch, x (G,), y (U', G), params}``.
 
     x and y become float32 bytes and y's shape is kept; y's last axis must match x.
-    Rewriting (layer, epoch) replaces it.
+    Rewriting (layer, epoch) replaces it (``replace``: as for :func:`add_epoch_metrics`).
     """
     get_trial(session, trial_id=trial_id)
-    keys = [(int(_field(r, "layer", trial_id)), int(_field(r, "epoch", trial_id))) for r in rows]
-    _replace_keys(session, CurveRow, trial_id, keys, ("layer", "epoch"))
-    for r in rows:
-        x = np.asarray(_field(r, "x", trial_id)).ravel()
-        y = np.asarray(_field(r, "y", trial_id))
-        if y.ndim == 0 or y.shape[-1] != x.size:
-            raise InvalidInput(f"curve y of shape {y.shape} does not match x of {x.size} points")
-        session.add(
-            CurveRow(
-                trial_id=trial_id,
-                layer=int(r["layer"]),
-                epoch=int(r["epoch"]),
-                params=jsonable(r.get("params") or {}),
-                x=pack(x),
-                y=pack(y),
-                y_shape=list(y.shape),
-            )
-        )
-    session.flush()
-    return len(rows)
+    values = [_curve_values(trial_id, r) for r in rows]
+    if replace:
+        _replace_keys(session, CurveRow, trial_id, [(v["layer"], v["epoch"]) for v in values],
+                      ("layer", "epoch"))
+    return _insert_rows(session, CurveRow, values)
 
 
 def trial_epochs(session: Session, *, trial_id: int) -> list[dict[str, Any]]:

@@ -27,8 +27,17 @@ from models.activations import (
     ParamSpec,
     get_activation,
 )
-from models.activations.rational import fit_rational
+from models.activations._rational_fits import FITS
+from models.activations.rational import (
+    FIT_POINTS,
+    FIT_RANGE,
+    _safe_pau,
+    fit_rational,
+    fresh_fit,
+    shipped_keys,
+)
 from models.activations.spline import Spline, bspline_basis, uniform_cubic_basis
+from models.activations.trainable import base_choices
 
 K = 3
 OUT_UNITS = 8  # divisible by every groupsort group size
@@ -387,6 +396,27 @@ def test_rational_initialised_as_leaky_relu_approximates_it() -> None:
     tanh_fit = get_activation("rational")([{"base": "tanh"}], 1).curve(x)
     assert tanh_fit is not None and (tanh_fit[0, 0] - torch.tanh(x)).abs().max() < 1e-3
     assert fit_rational("leaky_relu", 5, 4) is fit_rational("leaky_relu", 5, 4)  # cached
+
+
+def _fit_error(base: str, coefficients: tuple[tuple[float, ...], tuple[float, ...]]) -> float:
+    x = torch.linspace(-FIT_RANGE, FIT_RANGE, FIT_POINTS, dtype=torch.float64)
+    a, b = (torch.tensor(c, dtype=torch.float64) for c in coefficients)
+    return float((_safe_pau(a, b, x) - BASE_FUNCTIONS[base].fn(x)).square().mean())
+
+
+@pytest.mark.parametrize("m", [3, 6])
+def test_shipped_rational_fits_cover_the_space_and_match_fresh_fits(m: int) -> None:
+    """The shipped table (what every population starts from) holds every (base, m, m-1) the
+    spaces offer, and each entry fits its base as well as a fit made now; a changed fit or
+    space needs ``write_shipped_fits()``. Checked by fit error, not digits: L-BFGS may land
+    a hair apart on another BLAS."""
+    assert set(shipped_keys()) <= set(FITS)
+    for base in base_choices():
+        shipped = fit_rational(base, m, m - 1)
+        assert shipped == FITS[(base, m, m - 1)]
+        fresh = fresh_fit(base, m, m - 1)
+        assert _fit_error(base, shipped) <= _fit_error(base, fresh) * 1.01 + 1e-12
+    assert fit_rational("tanh", 7, 6) == fresh_fit("tanh", 7, 6)  # beyond the table: fitted
 
 
 @pytest.mark.parametrize("inner", ["relu", "tanh", "sigmoid"])
