@@ -92,7 +92,7 @@ class AnalysisReport:
 
 def has_something_to_analyse(trials: Sequence[Any]) -> bool:
     """Whether a finished search's trials give the analysis work: a complete trainable trial."""
-    from models.activations import is_trainable
+    from models.catalogue import is_trainable  # the registry's snapshot: no torch here
 
     return any(t.state == "complete" and _trainable(is_trainable, t.family) for t in trials)
 

@@ -157,6 +157,47 @@ def test_cli_search_runs_end_to_end_and_prints_the_leaderboard(tmp_path: Path) -
     assert 0 < timings["first_population_s"] <= timings["first_epoch_s"] <= timings["total_s"]
 
 
+_COORDINATOR_ONLY = """
+import json, sys
+from search.coordinator import EmbeddedCoordinator
+from search.service import create_search
+from search.spec import parse_spec
+from store.db import init_db, make_engine, session_factory
+url = "sqlite:///" + sys.argv[1]
+init_db(url)
+sessions = session_factory(make_engine(url))
+spec = {"dataset": "digits", "architecture": "mlp:8", "families": ["relu", "rational"],
+        "trials": 4, "epochs": 2, "batch_size": 64, "finalist_seeds": 2, "control": "relu",
+        "seed": 1}
+with sessions.begin() as session:
+    search_id = create_search(session=session, spec=parse_spec(spec), storage_url=url).id
+board = EmbeddedCoordinator(sessions=sessions, storage_url=url, search_id=search_id,
+                            workers=1, threads=1).run()
+print(json.dumps({"torch": "torch" in sys.modules, "scipy.stats": "scipy.stats" in sys.modules,
+                  "test_mean": board.winner.test_mean,
+                  "control_test": board.control.test_mean if board.control else None}))
+"""
+
+
+def test_the_coordinator_never_imports_torch_its_child_scores_the_test_split(
+        tmp_path: Path) -> None:
+    """The embedded coordinator (a fresh interpreter) runs a whole search, control arm
+    included, without importing torch or scipy.stats: results unpickle from torch-free
+    records, the final choice's and the control's test metrics come from the warm child,
+    intervals from scipy.special. Each import was seconds of a small search's command."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", _COORDINATOR_ONLY, str(tmp_path / "a.db")],
+                         capture_output=True, text=True, timeout=300, check=False,
+                         env={"PATH": str(Path(sys.executable).parent), "OMP_NUM_THREADS": "1",
+                              "ACTSEARCH_HOME": str(tmp_path), **_pythonpath()})
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["torch"] is False and seen["scipy.stats"] is False, seen
+    assert seen["test_mean"] is not None and 0.0 <= seen["test_mean"] <= 1.0
+    assert seen["control_test"] is not None and 0.0 <= seen["control_test"] <= 1.0
+
+
 def test_a_killed_warm_trainer_fails_only_its_population_and_is_replaced(tmp_path: Path) -> None:
     """A warm trainer (a pool that outlives the search, as ``serve``'s runner keeps)
     SIGKILLed mid-population: that population's trials fail, a fresh process replaces
