@@ -15,7 +15,7 @@ import fcntl
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
@@ -46,9 +46,11 @@ from .steps import (
     fail_owned,
     fail_prepared,
     is_transient,
+    may_ask_early,
     next_pending,
     plan_search,
     prepare,
+    train_deadline,
 )
 from .trainers import TrainerPool, _Child, default_threads
 
@@ -192,6 +194,8 @@ class EmbeddedCoordinator:
         self.progress = Progress(total=self.spec.planned_trials())
         self._stats = _Stats()
         self._study: optuna.Study | None = None
+        # a population claimed and asked while the children train, sent when one is free
+        self._early: Prepared | None = None
 
     @property
     def study(self) -> optuna.Study:
@@ -276,16 +280,10 @@ class EmbeddedCoordinator:
 
     def _loop(self) -> None:
         while True:
-            job = self._next_job() if self._has_idle_child() else None
+            job = self._take_job() if self._has_idle_child() else None
             while job is not None:
-                self._mark("first_population_prepared_s")
-                self._ensure_children()
-                idle = next(c for c in self.children if c.job is None)
-                idle.send(job)
-                self._mark("first_population_s")
-                self.progress.current = f"{job.claimed.label} x{len(job.identities)}"
-                self._emit()
-                job = self._next_job() if self._has_idle_child() else None
+                self._send(job)
+                job = self._take_job() if self._has_idle_child() else None
                 if job is None:
                     self._refresh_progress()  # "running" counts what was just sent
             busy = [c for c in self.children if c.job is not None]
@@ -296,6 +294,8 @@ class EmbeddedCoordinator:
                 if self._finished() or not self._has_pending():
                     return
                 continue
+            if self._early is None:  # ask the next population while these train
+                self._early = self._next_job(running=[c.job.claimed for c in busy if c.job])
             ready = wait([c.conn for c in busy], timeout=self._wait_timeout(busy))
             for child in busy:
                 if child.conn in ready:
@@ -305,6 +305,22 @@ class EmbeddedCoordinator:
                     assert job is not None and self.training.population_time_limit_s is not None
                     child.restart()  # killed, not asked: it may be stuck in one long epoch
                     self._failed(job, time_limit_message(self.training.population_time_limit_s))
+
+    def _take_job(self) -> Prepared | None:
+        """The population asked early, else the next one (None: none can start now)."""
+        job, self._early = self._early, None
+        return job if job is not None else self._next_job()
+
+    def _send(self, job: Prepared) -> None:
+        """Start ``job`` on an idle child (the deadline counted from now, not from its ask)."""
+        self._mark("first_population_prepared_s")
+        self._ensure_children()
+        job.config.deadline_s = train_deadline(job.claimed)  # (no per-task limit here)
+        idle = next(c for c in self.children if c.job is None)
+        idle.send(job)
+        self._mark("first_population_s")
+        self.progress.current = f"{job.claimed.label} x{len(job.identities)}"
+        self._emit()
 
     def _evaluate(self, *args: Any) -> float:
         """Test metrics are computed by an idle training child (it holds torch already)."""
@@ -318,11 +334,19 @@ class EmbeddedCoordinator:
         with self.sessions() as session:
             return next_pending(session, search_id=self.search_id) is not None
 
-    def _next_job(self) -> Prepared | None:
-        """Claim and prepare the next pending population; None when none can start now."""
+    def _next_job(self, running: Sequence[Claimed] | None = None) -> Prepared | None:
+        """Claim and prepare the next pending population; None when none can start now.
+
+        ``running``: the populations still training; then the next one is asked early
+        only where :func:`.steps.may_ask_early` allows (else None: it waits for them).
+        """
         while True:
             with self.sessions() as session:
                 pid = next_pending(session, search_id=self.search_id)
+                row = repo.get_population(session, population_id=pid) if pid else None
+                if row is not None and running is not None and not may_ask_early(
+                        row.phase, row.rung, row.slot_families(), running):
+                    return None
             if pid is None:
                 return None
             claimed, _ = claim(self.sessions, pid, self.worker)
@@ -385,6 +409,8 @@ class EmbeddedCoordinator:
             self._emit()
         elif kind == "result":
             child.job = None
+            if self._early is not None:  # the next population trains while this one is told
+                self._send(self._take_job())  # type: ignore[arg-type]
             self._completed(job, payload)
         else:
             child.job = None

@@ -321,6 +321,23 @@ def claim(sessions: Sessions, population_id: int, worker: str, task_id: str | No
         ), None
 
 
+def may_ask_early(phase: str, rung: int | None, families: Sequence[str],
+                  running: Sequence[Claimed]) -> bool:
+    """Whether a pending population may be asked while ``running`` ones still train.
+
+    Asked early, its trials are sampled before the running populations' results are told
+    (as with Optuna's ``n_jobs``). That costs nothing when it would learn little from
+    them: finalists ask nothing, a race's first rung trains fixed shared hyperparameters,
+    and a population sharing no family with the running ones learns from them only
+    through lr and weight decay. A population of the same family (an equal-budget
+    search's next batch of ReLU) waits, so each batch learns from the last.
+    """
+    if phase not in ASKED_PHASES or rung == 0:
+        return True
+    mine = set(families)
+    return not any(mine & set(c.families) for c in running)
+
+
 def next_pending(session: Session, *, search_id: int) -> int | None:
     """The id of the search's oldest pending population (the embedded loop's queue)."""
     pending = repo.list_populations(session, search_id=search_id, state="pending")
@@ -493,18 +510,24 @@ def prepare(sessions: Sessions, claimed: Claimed, storage_url: str, *,
     return Prepared(claimed, data, _identities(asked), config, study, asked, reporter)
 
 
-def _train_config(claimed: Claimed, data_seed: int, max_task_s: float | None,
-                  device: str) -> TrainConfig:
-    spec = claimed.spec
+def train_deadline(claimed: Claimed, max_task_s: float | None = None) -> float | None:
+    """Seconds the population may train from now: the task's limit, and in the search
+    phase what is left of the search's time budget (at least 1 s)."""
     deadline = max_task_s
     if claimed.phase == "search":
-        left = time_left(spec, claimed.search_started_at)
+        left = time_left(claimed.spec, claimed.search_started_at)
         if left is not None:
             left = max(1.0, left)
             deadline = left if deadline is None else min(deadline, left)
-    return TrainConfig(epochs=claimed.epochs or spec.epochs, batch_size=spec.batch_size, optimizer=spec.optimizer,
-                       schedule=spec.schedule, data_seed=data_seed, deadline_s=deadline,
-                       device=device)
+    return deadline
+
+
+def _train_config(claimed: Claimed, data_seed: int, max_task_s: float | None,
+                  device: str) -> TrainConfig:
+    spec = claimed.spec
+    return TrainConfig(epochs=claimed.epochs or spec.epochs, batch_size=spec.batch_size,
+                       optimizer=spec.optimizer, schedule=spec.schedule, data_seed=data_seed,
+                       deadline_s=train_deadline(claimed, max_task_s), device=device)
 
 
 def _finalist_identities(sessions: Sessions, claimed: Claimed) -> list[TrialIdentity]:

@@ -182,3 +182,23 @@ def test_equal_allocation_is_the_round_one_protocol(tmp_path: Path) -> None:
     assert all(p.rung is None and p.epochs is None for p in pops)
     assert {f: b["trials"] for f, b in budgets.items()} == {f: 2 for f in spec.families}
     assert all(b["epochs"] == 3 for b in budgets.values())
+
+
+def _running(*families: list[str]) -> list[Any]:
+    from types import SimpleNamespace
+
+    return [SimpleNamespace(families=f) for f in families]
+
+
+def test_a_population_is_asked_early_only_when_it_would_learn_little_from_the_running_ones() -> None:
+    """The embedded coordinator asks the next population while others train only when it
+    asks nothing (finalists), trains the race's fixed first-rung hyperparameters, or shares
+    no family with them; a batch of the same family waits to learn from the last."""
+    busy = _running(["relu", "prelu", "relu"])
+    assert steps.may_ask_early("finalist", None, ["relu"], busy)
+    assert steps.may_ask_early("search", 0, ["relu", "elu"], busy)
+    assert steps.may_ask_early("search", 1, ["maxout"], busy)
+    assert not steps.may_ask_early("search", 1, ["maxout", "prelu"], busy)
+    assert not steps.may_ask_early("search", None, ["relu"], busy)  # equal budgets, same family
+    assert not steps.may_ask_early("control", None, ["relu"], _running(["relu"]))
+    assert steps.may_ask_early("search", None, ["relu"], [])
