@@ -9,7 +9,6 @@ one from the environment). The schema is migrated by whoever starts the service
 from __future__ import annotations
 
 import gc
-
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 

@@ -3,10 +3,16 @@
 The search's compute is ``trials x epochs`` candidate-epochs, what the equal protocol
 would spend. A race spends it in rungs of rising fidelity:
 
+* a warm-up (:func:`warmup`) first: the baseline alone trains a few points of one
+  low-discrepancy sequence over lr and weight decay (:func:`shared_hparams`) at rung 0's
+  epochs, a twentieth of the compute at most. At few epochs the right learning rate is
+  far from the middle of its range, and one wrong shared lr decides a whole screening
+  rung (on the periodic teacher the log-centre left spline at rung 0; the warm-up's lr
+  made it the winner), so the screening rung trains on the points the warm-up ranked best;
 * rung 0: every family gets the same few trials at few epochs, on the *same*
-  hyperparameters (:func:`shared_hparams`: trial j of every family trains with the j-th
-  point of one low-discrepancy sequence over lr and weight decay), so the first, noisiest
-  comparison is paired: families differ there in their activation only;
+  hyperparameters (trial j of every family trains with the warm-up's j-th best point),
+  so the first, noisiest comparison is paired: families differ there in their activation
+  only;
 * after each rung the best ``1/eta`` of the families (ranked by their best validation
   value *in that rung*, where every family had the same trials and epochs) go on to
   the next rung, which trains more trials per family at more epochs;
@@ -32,6 +38,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 DEFAULT_ETA = 3
+#: The warm-up's index among the rungs (it runs before rung 0, the baseline alone).
+WARMUP_RUNG = -1
+#: How many shared (lr, weight decay) points the warm-up trains, and the share of the
+#: search's compute it may take; with fewer than WARMUP_MIN points affordable there is
+#: no warm-up and rung 0 trains the sequence's first points as they come.
+WARMUP_POINTS, WARMUP_SHARE, WARMUP_MIN = 8, 0.05, 3
 
 
 @dataclass(frozen=True)
@@ -57,12 +69,8 @@ def kept(families: int, eta: int) -> int:
     return min(families, math.ceil((families - 1) / eta) + 1)
 
 
-def schedule(n_families: int, trials: int, epochs: int, eta: int = DEFAULT_ETA) -> list[Rung]:
-    """The rungs of a race over ``n_families`` (baseline included) with ``trials x epochs`` compute.
-
-    ``trials`` and ``epochs`` are the search's: the equal protocol would train
-    ``trials`` candidates at ``epochs`` each.
-    """
+def _rung_shapes(n_families: int, epochs: int, eta: int) -> tuple[list[int], list[int]]:
+    """Families and epochs of each rung."""
     counts = [n_families]
     while counts[-1] > eta + 1:
         counts.append(kept(counts[-1], eta))
@@ -70,8 +78,32 @@ def schedule(n_families: int, trials: int, epochs: int, eta: int = DEFAULT_ETA) 
     # Epochs grow by sqrt(eta) per rung (families shrink by eta): at a third of the epochs
     # a trainable unit has barely left its initial shape, so the first rung must not be
     # too short to tell families apart.
-    rung_epochs = [max(1, round(epochs / eta ** ((n_rungs - 1 - r) / 2))) for r in range(n_rungs)]
-    left = trials * epochs
+    return counts, [max(1, round(epochs / eta ** ((n_rungs - 1 - r) / 2)))
+                    for r in range(n_rungs)]
+
+
+def warmup(n_families: int, trials: int, epochs: int, eta: int = DEFAULT_ETA) -> Rung | None:
+    """The race's warm-up: the baseline alone, ``WARMUP_POINTS`` shared points at rung 0's
+    epochs (fewer where they would take more than ``WARMUP_SHARE`` of the compute); None
+    where there is no race or not even ``WARMUP_MIN`` points are affordable."""
+    if n_families <= eta + 1:
+        return None
+    e0 = _rung_shapes(n_families, epochs, eta)[1][0]
+    points = min(WARMUP_POINTS, math.floor(WARMUP_SHARE * trials * epochs / e0))
+    return Rung(WARMUP_RUNG, 1, e0, points) if points >= WARMUP_MIN else None
+
+
+def schedule(n_families: int, trials: int, epochs: int, eta: int = DEFAULT_ETA) -> list[Rung]:
+    """The rungs of a race over ``n_families`` (baseline included) with ``trials x epochs`` compute.
+
+    ``trials`` and ``epochs`` are the search's: the equal protocol would train
+    ``trials`` candidates at ``epochs`` each. The warm-up (:func:`warmup`) is not among
+    the rungs; its compute is taken from theirs.
+    """
+    counts, rung_epochs = _rung_shapes(n_families, epochs, eta)
+    n_rungs = len(counts)
+    first = warmup(n_families, trials, epochs, eta)
+    left = trials * epochs - (first.candidate_epochs if first else 0)
     rungs = []
     for r, (m, e) in enumerate(zip(counts, rung_epochs, strict=True)):
         share = left / (n_rungs - r)
@@ -120,7 +152,9 @@ def planned_trials(n_families: int, trials: int, epochs: int, allocation: str,
                    eta: int = DEFAULT_ETA) -> int:
     """The search phase's trial count: the progress bar's total."""
     if allocation == "race" and n_families > eta + 1:
-        return sum(r.trials for r in schedule(n_families, trials, epochs, eta))
+        first = warmup(n_families, trials, epochs, eta)
+        return sum(r.trials for r in schedule(n_families, trials, epochs, eta)) + (
+            first.trials if first else 0)
     return max(1, -(-trials // n_families)) * n_families
 
 
@@ -132,8 +166,11 @@ def describe_budget(n_families: int, trials: int, epochs: int, allocation: str,
         return f"{n_families} families x {per} trials, {epochs} epochs"
     rungs = schedule(n_families, trials, epochs, eta)
     steps = " -> ".join(f"{r.families} x {r.trials_per_family} @ {r.epochs} ep" for r in rungs)
+    first = warmup(n_families, trials, epochs, eta)
+    warm = (f" after a warm-up of {first.trials} relu trials @ {first.epochs} ep that picks "
+            "rung 0's lr and weight decay" if first else "")
     return (f"{n_families} families raced in {len(rungs)} rungs ({steps}; families x trials "
-            f"@ epochs), the compute of {trials} trials x {epochs} epochs")
+            f"@ epochs){warm}, the compute of {trials} trials x {epochs} epochs")
 
 
 def _halton(index: int, base: int) -> float:
@@ -147,9 +184,9 @@ def _halton(index: int, base: int) -> float:
 
 def shared_hparams(j: int, lr: tuple[float, float], weight_decay: tuple[float, float]
                    ) -> dict[str, float]:
-    """The j-th shared (lr, weight decay) of the first rung: the log-centre of both ranges
-    first, then a Halton sequence (bases 2 and 3) over their logs, so any prefix of the
-    sequence covers the box evenly."""
+    """The j-th shared (lr, weight decay) point of the warm-up: the log-centre of both
+    ranges first, then a Halton sequence (bases 2 and 3) over their logs, so any prefix of
+    the sequence covers the box evenly."""
     u, v = (0.5, 0.5) if j == 0 else (_halton(j + 1, 2), _halton(j + 1, 3))
 
     def between(bounds: tuple[float, float], t: float) -> float:
@@ -157,3 +194,26 @@ def shared_hparams(j: int, lr: tuple[float, float], weight_decay: tuple[float, f
         return float(math.exp(lo + t * (hi - lo)))
 
     return {"lr": between(lr, u), "weight_decay": between(weight_decay, v)}
+
+
+def ranked_points(trials: Iterable[tuple[str, float | None, dict[str, float]]]
+                  ) -> list[dict[str, float]]:
+    """The warm-up's (lr, weight decay) points, best first, from its ``(state, value,
+    hparams)``: completed trials by value, then pruned ones by their last value; failed
+    ones are left out (they say nothing about the point)."""
+    scored = []
+    for order, (state, value, hparams) in enumerate(trials):
+        if state == "fail" or value is None or not math.isfinite(value):
+            continue
+        scored.append((state != "complete", -value, order, hparams))
+    return [{"lr": float(h["lr"]), "weight_decay": float(h["weight_decay"])}
+            for *_, h in sorted(scored, key=lambda s: s[:3])]
+
+
+def first_rung_point(j: int, ranked: Sequence[dict[str, float]], lr: tuple[float, float],
+                     weight_decay: tuple[float, float]) -> dict[str, float]:
+    """What trial j of every family trains at rung 0: the warm-up's j-th best point, then
+    the sequence's points the warm-up did not train."""
+    if j < len(ranked):
+        return dict(ranked[j])
+    return shared_hparams(j, lr, weight_decay)

@@ -138,13 +138,17 @@ def _dataset_shape(session: Session, search_id: int) -> tuple[int, int]:
 def _plan_next_rung(session: Session, search_id: int, spec: SearchSpec,
                     pops: Sequence[PopulationRow]) -> list[int]:
     """Promote the best families of the rung just finished and plan the next rung (if any)."""
-    from ..race import best_in_rung, promote, schedule
+    from ..race import WARMUP_RUNG, best_in_rung, promote, schedule
 
     rungs = schedule(len(spec.families), spec.trials, spec.epochs)
     current = max((p.rung for p in pops if p.phase == "search" and p.rung is not None),
                   default=None)
     if current is None or current >= len(rungs) - 1:
         return []
+    n_inputs, n_outputs = _dataset_shape(session, search_id)
+    if current == WARMUP_RUNG:  # every family screens, on the warm-up's best points
+        return add_planned(session, search_id, plan_rung(
+            spec, 0, spec.families, n_inputs=n_inputs, n_outputs=n_outputs))
     raced = [f for f in spec.families
              if any(f in p.slot_families() for p in pops if p.rung == current)]
     trials = _rung_trials(session, search_id, pops, current)
@@ -152,7 +156,6 @@ def _plan_next_rung(session: Session, search_id: int, spec: SearchSpec,
     promoted = promote(ranked, raced, rungs[current + 1].families)
     log.info("search %s rung %d: %s go on to rung %d", search_id, current,
              ", ".join(promoted), current + 1)
-    n_inputs, n_outputs = _dataset_shape(session, search_id)
     return add_planned(session, search_id, plan_rung(
         spec, current + 1, promoted, n_inputs=n_inputs, n_outputs=n_outputs))
 

@@ -207,11 +207,20 @@ def plan_trials(spec: SearchSpec, trials: dict[str, int], *, n_inputs: int, n_ou
 
 def plan_search_populations(spec: SearchSpec, *, n_inputs: int, n_outputs: int
                             ) -> list[PlannedPopulation]:
-    """Every search-phase population of a search (the equal budget per family)."""
+    """The search-phase populations planned when a search starts: every one with the equal
+    budget per family; a race's warm-up (or, without one, its first rung)."""
     per_family = spec.trials_per_family()
     if spec.is_module:  # the user's module trains one family per population
         return FamilyPlanner(spec.families, per_family, spec.population_size).plan()
     if spec.racing:
+        from ..protocol import BASELINE
+        from ..race import warmup
+
+        first = warmup(len(spec.families), spec.trials, spec.epochs)
+        if first is not None:  # the baseline alone picks rung 0's lr and weight decay
+            epochs = None if first.epochs == spec.epochs else first.epochs
+            return plan_trials(spec, {BASELINE: first.trials_per_family}, n_inputs=n_inputs,
+                               n_outputs=n_outputs, epochs=epochs, rung=first.index)
         return plan_rung(spec, 0, spec.families, n_inputs=n_inputs, n_outputs=n_outputs)
     return plan_trials(spec, {f: per_family for f in spec.families},
                        n_inputs=n_inputs, n_outputs=n_outputs)

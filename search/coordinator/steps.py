@@ -45,6 +45,7 @@ from store import repo
 from store.tables import utcnow
 
 from ..control import ASKED_PHASES, FINALIST_SOURCES, spec_for_phase, study_for_phase
+from ..race import WARMUP_RUNG
 from ..service import PreparedData, open_study
 from ..space import FAMILY_KEY, default_params, structural_params, suggest_candidate
 from ..spec import SearchSpec
@@ -327,12 +328,12 @@ def may_ask_early(phase: str, rung: int | None, families: Sequence[str],
 
     Asked early, its trials are sampled before the running populations' results are told
     (as with Optuna's ``n_jobs``). That costs nothing when it would learn little from
-    them: finalists ask nothing, a race's first rung trains fixed shared hyperparameters,
-    and a population sharing no family with the running ones learns from them only
-    through lr and weight decay. A population of the same family (an equal-budget
+    them: finalists ask nothing, a race's warm-up and first rung train fixed shared
+    hyperparameters, and a population sharing no family with the running ones learns from
+    them only through lr and weight decay. A population of the same family (an equal-budget
     search's next batch of ReLU) waits, so each batch learns from the last.
     """
-    if phase not in ASKED_PHASES or rung == 0:
+    if phase not in ASKED_PHASES or rung in (WARMUP_RUNG, 0):
         return True
     mine = set(families)
     return not any(mine & set(c.families) for c in running)
@@ -441,28 +442,46 @@ def _unasked_slots(claimed: Claimed, asked: Sequence[AskedTrial]) -> list[str]:
 
 def _shared_first_rung(sessions: Sessions, claimed: Claimed, asked: Sequence[AskedTrial],
                        missing: Sequence[str]) -> list[dict[str, Any]] | None:
-    """A race's first rung: trial j of every family trains on the j-th shared lr and weight
-    decay (:func:`search.race.shared_hparams`), so that rung compares families on the same
-    hyperparameters; trial 0 of each family takes its declared defaults
-    (:func:`search.space.default_params`). j counts the family's slots in the rung's earlier populations, this
-    one's asked trials, then the missing slots in order."""
-    if claimed.rung != 0 or not claimed.spec.racing:
-        return None
-    from ..race import shared_hparams
+    """The fixed lr and weight decay of a race's warm-up and first rung.
 
+    Warm-up slot j trains the j-th shared point (:func:`search.race.shared_hparams`);
+    at rung 0, trial j of every family trains the warm-up's j-th best point
+    (:func:`search.race.first_rung_point`), so that rung compares families on the same
+    hyperparameters, and each family's trial 0 takes its declared defaults
+    (:func:`search.space.default_params`). j counts the family's slots in the rung's
+    earlier populations, this one's asked trials, then the missing slots in order.
+    """
+    from ..race import first_rung_point, ranked_points, shared_hparams
+
+    if claimed.rung not in (WARMUP_RUNG, 0) or not claimed.spec.racing:
+        return None
     seen: dict[str, int] = {}
+    ranked: list[dict[str, float]] = []
     with sessions() as session:
-        for pop in repo.list_populations(session, search_id=claimed.search_id):
-            if pop.phase == "search" and pop.rung == 0 and pop.id < claimed.population_id:
+        pops = repo.list_populations(session, search_id=claimed.search_id)
+        for pop in pops:
+            if (pop.phase == "search" and pop.rung == claimed.rung
+                    and pop.id < claimed.population_id):
                 for f in pop.slot_families():
                     seen[f] = seen.get(f, 0) + 1
+        warm = {p.id for p in pops if p.phase == "search" and p.rung == WARMUP_RUNG}
+        if claimed.rung == 0 and warm:
+            rows = repo.list_trials(session, search_id=claimed.search_id, phase="search",
+                                    limit=None)
+            ranked = ranked_points((t.state, t.value, t.hparams)
+                                   for t in sorted(rows, key=lambda t: t.trial_number or 0)
+                                   if t.population_id in warm)
     for a in asked:
         seen[a.family] = seen.get(a.family, 0) + 1
+    lr, wd = claimed.spec.lr, claimed.spec.weight_decay
     out = []
     for family in missing:
         j = seen.get(family, 0)
         seen[family] = j + 1
-        fixed = shared_hparams(j, claimed.spec.lr, claimed.spec.weight_decay)
+        if claimed.rung == WARMUP_RUNG:
+            out.append(shared_hparams(j, lr, wd))
+            continue
+        fixed = first_rung_point(j, ranked, lr, wd)
         if j == 0:  # each family's first screening trial: its declared defaults
             fixed.update(default_params(family, claimed.spec))
         out.append(fixed)

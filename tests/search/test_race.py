@@ -27,8 +27,14 @@ BEST = "snake"  # the family the synthetic objective favours
 def test_schedule_spends_at_most_the_budget_and_ends_at_full_epochs() -> None:
     for n, trials, epochs in [(34, 64, 25), (34, 32, 10), (34, 48, 20), (12, 16, 3), (5, 8, 2)]:
         rungs = race.schedule(n, trials, epochs)
+        first = race.warmup(n, trials, epochs)
         assert rungs[0].families == n and rungs[-1].epochs == epochs
-        assert sum(r.candidate_epochs for r in rungs) <= trials * epochs
+        warm = first.candidate_epochs if first else 0
+        assert sum(r.candidate_epochs for r in rungs) + warm <= trials * epochs
+        assert warm <= race.WARMUP_SHARE * trials * epochs
+        if first is not None:  # the baseline alone, at the screening rung's epochs
+            assert first.families == 1 and first.epochs == rungs[0].epochs
+            assert race.WARMUP_MIN <= first.trials <= race.WARMUP_POINTS
         assert all(a.families > b.families for a, b in zip(rungs, rungs[1:], strict=False))
         assert all(a.epochs <= b.epochs for a, b in zip(rungs, rungs[1:], strict=False))
         assert rungs[-1].families <= race.DEFAULT_ETA + 1
@@ -149,8 +155,10 @@ def test_race_finds_the_best_family_and_funds_relu_as_the_best(tmp_path: Path) -
     for family, b in budgets.items():
         mine = [t for t in trial_rows if t.family == family]
         assert b["trials"] == len(mine)
+    first = race.warmup(len(spec.families), spec.trials, spec.epochs)
+    assert first is not None
     assert sum(b["candidate_epochs"] for b in budgets.values()) == sum(
-        r.candidate_epochs for r in rungs)
+        r.candidate_epochs for r in rungs) + first.candidate_epochs
     # ranked: the last rung's families only; the others listed as stopped at their rung
     ranked = {r.family for r in board.rows}
     assert ranked == {f for p in pops if p.rung == rungs[-1].index for f in p.slot_families()}
@@ -170,6 +178,49 @@ def test_first_rung_pairs_the_families_on_the_same_hyperparameters(tmp_path: Pat
         by_family.setdefault(t.family, []).append((t.hparams["lr"], t.hparams["weight_decay"]))
     configs = {tuple(sorted(v)) for v in by_family.values()}
     assert len(configs) == 1  # every family saw the same (lr, weight decay) set
+
+
+def test_the_warm_up_trains_relu_first_and_rung_0_trains_its_best_points(tmp_path: Path) -> None:
+    """The warm-up is the search's first population (relu alone, the shared points at the
+    screening rung's epochs); every family's trial j at rung 0 trains its j-th best point."""
+    sessions, search_id, spec = _run(tmp_path, trials=64)
+    first = race.warmup(len(spec.families), spec.trials, spec.epochs)
+    assert first is not None
+    with sessions() as session:
+        pops = repo.list_populations(session, search_id=search_id)
+        rows = repo.list_trials(session, search_id=search_id, phase="search", limit=None)
+    warm_pops = [p for p in pops if p.rung == race.WARMUP_RUNG]
+    assert warm_pops and min(pops, key=lambda p: p.id).rung == race.WARMUP_RUNG
+    warm_ids = {p.id for p in warm_pops}
+    warm = sorted((t for t in rows if t.population_id in warm_ids), key=lambda t: t.trial_number)
+    assert {t.family for t in warm} == {"relu"} and len(warm) == first.trials
+    assert {p.epochs or spec.epochs for p in warm_pops} == {race.schedule(
+        len(spec.families), spec.trials, spec.epochs)[0].epochs}
+    points = [(t.hparams["lr"], t.hparams["weight_decay"]) for t in warm]
+    assert points == [tuple(race.shared_hparams(j, spec.lr, spec.weight_decay).values())
+                      for j in range(first.trials)]
+    best_first = sorted(warm, key=lambda t: -t.value)
+    rung0 = {p.id for p in pops if p.rung == 0}
+    by_family: dict[str, list[tuple[float, float]]] = {}
+    for t in sorted((t for t in rows if t.population_id in rung0), key=lambda t: t.trial_number):
+        by_family.setdefault(t.family, []).append((t.hparams["lr"], t.hparams["weight_decay"]))
+    expected = [(t.hparams["lr"], t.hparams["weight_decay"]) for t in best_first]
+    for family, got in by_family.items():
+        assert got == expected[: len(got)], family
+    # the synthetic objective penalises lr far from 3e-3 (beyond its noise for the three
+    # farthest points): none of those leads
+    gap = lambda lr: abs(math.log10(lr) - math.log10(3e-3))  # noqa: E731
+    assert gap(expected[0][0]) < sorted(gap(lr) for lr, _ in points)[-3]
+
+
+def test_ranked_points_put_completed_trials_first_and_skip_failed_ones() -> None:
+    a, b, c, d = ({"lr": x, "weight_decay": 1e-4} for x in (1e-3, 2e-3, 3e-3, 4e-3))
+    ranked = race.ranked_points([("pruned", 0.9, a), ("complete", 0.5, b), ("fail", None, c),
+                                 ("complete", 0.7, d)])
+    assert ranked == [d, b, a]
+    assert race.first_rung_point(0, ranked, (1e-4, 1e-2), (1e-6, 1e-2)) == d
+    assert race.first_rung_point(5, ranked, (1e-4, 1e-2), (1e-6, 1e-2)) == race.shared_hparams(
+        5, (1e-4, 1e-2), (1e-6, 1e-2))
 
 
 def test_equal_allocation_is_the_round_one_protocol(tmp_path: Path) -> None:
