@@ -150,7 +150,9 @@ def _weights(grid: np.ndarray, values: np.ndarray, lo: float, hi: float) -> np.n
 
 
 def _curves(act: torch.nn.Module, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(grid (G,), y (U', G))`` of a K=1 activation over ``[lo, hi]``."""
+    """``(grid (G,), y (U', G))`` of a K=1 activation over ``[lo, hi]``: U' is 1 (one curve
+    for the layer) or the layer's units; a family with a curve per group of consecutive
+    channels (group_rational) has each group's curve repeated for its channels."""
     if not isinstance(act, Activation):
         raise ValueError(f"layer activation {type(act).__name__} is not a learned family")
     if getattr(act, "gated", False):
@@ -162,7 +164,11 @@ def _curves(act: torch.nn.Module, lo: float, hi: float) -> tuple[np.ndarray, np.
     if y is None:
         raise ValueError(f"{act.name} mixes units (no 1-D curve), so it cannot be distilled "
                          "or merged")
-    return grid, y[0].double().numpy()
+    ys = y[0].double().numpy()
+    units = int(getattr(act, "units", ys.shape[0]) or ys.shape[0])
+    if 1 < ys.shape[0] < units and units % ys.shape[0] == 0:
+        ys = np.repeat(ys, units // ys.shape[0], axis=0)
+    return grid, ys
 
 
 # --------------------------------------------------------------------------- distillation

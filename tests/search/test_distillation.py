@@ -151,6 +151,28 @@ def test_per_unit_curves_distil_one_curve_per_unit() -> None:
     assert float((out - ref).abs().max()) < 0.02 * scale  # within the distillation error
 
 
+def test_group_curves_distil_one_curve_per_channel_of_each_group() -> None:
+    """group_rational has one curve per group of consecutive channels: the distilled
+    layer repeats each group's curve for its channels and reproduces the network."""
+    arch = ArchSpec.parse("mlp:8")
+    net = build_network(arch, "group_rational", [{"groups": 4, "m": 4, "base": "elu"}], 3, 2,
+                        seeds=[1])
+    with torch.no_grad():  # distinct groups: perturb each group's coefficients
+        g = torch.Generator().manual_seed(5)
+        act = net.acts[0]
+        act.a.add_(0.3 * torch.randn(act.a.shape, generator=g))
+    X = np.random.default_rng(6).standard_normal((200, 3)).astype(np.float32)
+    distilled, layers = distil_network(net.eval(), X, rel_error=0.002)
+    assert layers[0]["per_unit"] and layers[0]["units"] == 8
+    knots_y = np.asarray(layers[0]["knots_y"])
+    assert np.allclose(knots_y[0], knots_y[1]) and not np.allclose(knots_y[1], knots_y[2])
+    x = torch.from_numpy(X)
+    with torch.no_grad():
+        out, ref = distilled(x), net(x)
+    assert float((out - ref).abs().max()) < 0.02 * float(ref.abs().max())
+    assert len(linear_layers(net, X)[0]["slope"]) == 8
+
+
 def test_metric_matches_engine_evaluate() -> None:
     net, X = _linear_middle_net()
     y = np.random.default_rng(3).integers(0, 3, len(X))
