@@ -10,7 +10,10 @@ Throughput is search-phase trials per minute, from the search's start to its
 last search population's end (database timestamps), plus the end-to-end time
 including finalists and the test score. Same machine, same run, same spec.
 
-    python bench/distributed_throughput.py [--trials 32] [--epochs 15] [--k 2]
+The measured search trains mixed populations (8 families, fixed and trainable, with the
+K the planner gives; ``--k`` forces a population size), as ``actsearch search`` does.
+
+    python bench/distributed_throughput.py [--trials 64] [--epochs 10] [--k K]
 """
 
 from __future__ import annotations
@@ -64,25 +67,28 @@ def _run_search(sessions: Any, url: str, spec: dict[str, Any], timeout_s: float)
         start = min(p.started_at for p in search_pops if p.started_at)
         end = max(p.finished_at for p in search_pops if p.finished_at)
         workers = sorted({(p.worker or "").split("@")[0] for p in search_pops})
+        ks = [(p.k, len(set(p.slot_families()))) for p in search_pops]
         state = search.state
     phase_s = (end - start).total_seconds()
     return {"search_id": search_id, "state": state, "trials": n_trials, "search_phase_s": phase_s,
-            "trials_per_min": 60.0 * n_trials / phase_s, "end_to_end_s": wall, "workers": workers}
+            "trials_per_min": 60.0 * n_trials / phase_s, "end_to_end_s": wall, "workers": workers,
+            "populations": ks}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trials", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--k", type=int, default=2, help="population size")
+    parser.add_argument("--trials", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--k", type=int, default=None, help="population size (default: the planner's)")
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--arch", default="mlp:64,64")
     parser.add_argument("--timeout", type=float, default=900)
     args = parser.parse_args()
     spec = {"dataset": args.dataset, "architecture": args.arch,
-            "families": ["relu", "tanh", "gelu", "silu"], "trials": args.trials,
-            "epochs": args.epochs, "population_size": args.k, "finalist_seeds": 3,
-            "batch_size": 32, "pruner": "none"}
+            "families": ["relu", "tanh", "gelu", "silu", "elu", "prelu", "rational", "vaf"],
+            "allocation": "equal", "trials": args.trials, "epochs": args.epochs,
+            "finalist_seeds": 3, "batch_size": 32, "pruner": "none",
+            **({"population_size": args.k} if args.k else {})}
     warmup = {"dataset": "iris", "architecture": "mlp:8", "families": ["relu"], "trials": 4,
               "epochs": 1, "population_size": 1, "finalist_seeds": 1}
 
@@ -109,7 +115,8 @@ def main() -> None:
                 r = results[n]
                 print(f"{n} worker(s): {r['trials']} trials, search phase {r['search_phase_s']:.1f}s "
                       f"-> {r['trials_per_min']:.1f} trials/min; end to end {r['end_to_end_s']:.1f}s "
-                      f"(state {r['state']}, workers {r['workers']})", flush=True)
+                      f"(state {r['state']}, workers {r['workers']}; populations (K, families) "
+                      f"{r['populations']})", flush=True)
             print(f"speed-up with 2 workers: {results[2]['trials_per_min'] / results[1]['trials_per_min']:.2f}x "
                   f"(search phase), {results[1]['end_to_end_s'] / results[2]['end_to_end_s']:.2f}x "
                   f"(end to end); cores: {os.cpu_count()}")

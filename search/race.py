@@ -13,9 +13,10 @@ would spend. A race spends it in rungs of rising fidelity:
   hyperparameters (trial j of every family trains with the warm-up's j-th best point),
   so the first, noisiest comparison is paired: families differ there in their activation
   only;
-* after each rung the best ``1/eta`` of the families (ranked by their best validation
-  value *in that rung*, where every family had the same trials and epochs) go on to
-  the next rung, which trains more trials per family at more epochs;
+* after each rung the best ``1/eta`` of the families (ranked by their lowest validation
+  loss *in that rung*, where every family had the same trials and epochs:
+  :func:`rung_ranking`) go on to the next rung, which trains more trials per family at
+  more epochs;
 * the last rung trains at the search's full ``epochs``; its families are the finalists.
 
 ReLU, the baseline, is never stopped: it runs in every rung with the same trials and
@@ -123,8 +124,8 @@ def races(spec_families: Sequence[str], allocation: str, eta: int = DEFAULT_ETA)
 def promote(ranked: dict[str, float], families: Sequence[str], keep: int) -> list[str]:
     """The families that go on: the ``keep`` best by their rung value, the baseline always.
 
-    ``ranked``: each family's best validation value in the rung just finished (a family
-    with no completed trial there has none, and ranks last). Ties keep the search's
+    ``ranked``: each family's score in the rung just finished (:func:`rung_ranking`; a
+    family with no completed trial there has none, and ranks last). Ties keep the search's
     family order. The baseline takes one of the ``keep`` places (it would anyway when it
     is among the best; otherwise it displaces the last of them), so the rung's size is
     what the schedule planned.
@@ -136,6 +137,27 @@ def promote(ranked: dict[str, float], families: Sequence[str], keep: int) -> lis
     if BASELINE in families and BASELINE not in chosen:
         chosen = [*chosen[: keep - 1], BASELINE]
     return [f for f in families if f in chosen]  # in the search's order
+
+
+def rung_ranking(trials: Iterable[tuple[str, str, float | None, float | None]]
+                 ) -> dict[str, float]:
+    """Each family's score in one rung (higher is better) from its trials' ``(family,
+    state, value, lowest validation loss)``: minus the lowest loss of its completed
+    trials, or, where some completed trial has no loss, the best value (:func:`best_in_rung`).
+
+    The loss, not the metric, because a screening rung is short: at 4 epochs on 450
+    validation rows a classifier's accuracy moves in steps of 1/450 and its sampling
+    noise (about 0.024 at 0.5) is as large as the gaps between families, while its
+    cross-entropy moves smoothly with what it has learnt. On the periodic teacher the
+    accuracy ranking stopped spline at rung 0 and the loss ranking kept it, and spline
+    won. For regression the loss orders trials as R² does.
+    """
+    rows = list(trials)
+    done = [r for r in rows if r[1] == "complete" and r[2] is not None]
+    if done and all(r[3] is not None and math.isfinite(r[3]) for r in done):
+        return best_in_rung((f, state, -loss if loss is not None else None)
+                            for f, state, _value, loss in rows)
+    return best_in_rung((f, state, value) for f, state, value, _loss in rows)
 
 
 def best_in_rung(trials: Iterable[tuple[str, str, float | None]]) -> dict[str, float]:

@@ -100,7 +100,7 @@ def stopped_lines(board: Any) -> list[str]:
         group = by_rung[rung]
         names = ", ".join(f"{s.family} {fmt(s.best_value)}" for s in group)
         lines.append(f"stopped at rung {rung} ({group[0].trials} trials x {group[0].epochs} "
-                     f"epochs each; best {board.metric} then): {names}")
+                     f"epochs each, ranked by validation loss; best {board.metric} then): {names}")
     return lines
 
 

@@ -138,7 +138,7 @@ def _dataset_shape(session: Session, search_id: int) -> tuple[int, int]:
 def _plan_next_rung(session: Session, search_id: int, spec: SearchSpec,
                     pops: Sequence[PopulationRow]) -> list[int]:
     """Promote the best families of the rung just finished and plan the next rung (if any)."""
-    from ..race import WARMUP_RUNG, best_in_rung, promote, schedule
+    from ..race import WARMUP_RUNG, promote, rung_ranking, schedule
 
     rungs = schedule(len(spec.families), spec.trials, spec.epochs)
     current = max((p.rung for p in pops if p.phase == "search" and p.rung is not None),
@@ -152,7 +152,8 @@ def _plan_next_rung(session: Session, search_id: int, spec: SearchSpec,
     raced = [f for f in spec.families
              if any(f in p.slot_families() for p in pops if p.rung == current)]
     trials = _rung_trials(session, search_id, pops, current)
-    ranked = best_in_rung((t.family, t.state, t.value) for t in trials)
+    losses = repo.best_val_losses(session, trial_ids=[t.id for t in trials])
+    ranked = rung_ranking((t.family, t.state, t.value, losses.get(t.id)) for t in trials)
     promoted = promote(ranked, raced, rungs[current + 1].families)
     log.info("search %s rung %d: %s go on to rung %d", search_id, current,
              ", ".join(promoted), current + 1)

@@ -407,6 +407,18 @@ def trial_epochs(session: Session, *, trial_id: int) -> list[dict[str, Any]]:
     ]
 
 
+def best_val_losses(session: Session, *, trial_ids: Iterable[int]) -> dict[int, float]:
+    """Each trial's lowest per-epoch validation loss (trials without one are left out)."""
+    ids = list(trial_ids)
+    if not ids:
+        return {}
+    stmt = (select(EpochMetricRow.trial_id, func.min(EpochMetricRow.val_loss))
+            .where(EpochMetricRow.trial_id.in_(ids), EpochMetricRow.val_loss.is_not(None))
+            .group_by(EpochMetricRow.trial_id))
+    return {int(t): float(v) for t, v in session.execute(stmt)
+            if v is not None and math.isfinite(v)}
+
+
 # Built once: the trial page reads these on every poll (see searches._TRIAL_COUNTS).
 _EPOCH_COLUMNS = ("epoch", "train_loss", "val_loss", "val_metric", "elapsed_s")
 _TRIAL_EPOCHS = (select(*(getattr(EpochMetricRow, c) for c in _EPOCH_COLUMNS))

@@ -90,6 +90,14 @@ def test_targets_met_on_a_synthetic_panel() -> None:
     assert loop["value"] == "7 of 8"
 
 
+def test_a_tie_with_the_loop_is_no_win() -> None:
+    """264/270 right both ways: float32 mean 0.97777777910 against the loop's float64
+    0.97777777777 is the same result, not a win."""
+    tie = [0.9777777791023254] * 3
+    assert _set("digits", ("maxout", tie), tie, 264 / 270)["beats_loop"] is False
+    assert _set("digits", ("maxout", [0.9815] * 3), tie, 264 / 270)["beats_loop"] is True
+
+
 def test_targets_not_met_and_incomplete_panels() -> None:
     sets = _panel(periodic_family="relu")
     sets[1] = _set(sets[1]["dataset"], ("elu", [0.60, 0.61, 0.62]), [0.80, 0.81, 0.82], 0.9)

@@ -22,6 +22,7 @@ from store.db import init_db, make_engine, session_factory
 
 Sessions = sessionmaker[Session]
 BEST = "snake"  # the family the synthetic objective favours
+CONFIDENT = "spline"  # the lowest validation loss of all at a middling metric
 
 
 def test_schedule_spends_at_most_the_budget_and_ends_at_full_epochs() -> None:
@@ -57,6 +58,16 @@ def test_promotion_keeps_the_best_and_always_the_baseline() -> None:
     assert race.promote({}, families, 2) == ["relu", "a"]  # nothing completed: family order
 
 
+def test_rungs_rank_families_by_validation_loss_and_the_metric_without_one() -> None:
+    trials = [("a", "complete", 0.60, 0.90), ("b", "complete", 0.55, 0.80),
+              ("b", "complete", 0.50, 1.20), ("c", "pruned", 0.70, 0.10), ("d", "fail", None, None)]
+    ranked = race.rung_ranking(trials)
+    assert ranked == {"a": -0.90, "b": -0.80}  # b's lower loss beats a's higher accuracy
+    assert race.promote(ranked, ["relu", "a", "b"], 2) == ["relu", "b"]
+    no_loss = [*trials[:2], ("e", "complete", 0.65, None)]
+    assert race.rung_ranking(no_loss) == {"a": 0.60, "b": 0.55, "e": 0.65}
+
+
 def test_shared_hparams_start_at_the_log_centre_and_stay_in_range() -> None:
     first = race.shared_hparams(0, (1e-4, 1e-2), (1e-6, 1e-2))
     assert first["lr"] == pytest.approx(1e-3) and first["weight_decay"] == pytest.approx(1e-4)
@@ -78,7 +89,8 @@ def _quality(family: str) -> float:
 
 def _synthetic(job: steps.Prepared, rng: random.Random) -> PopulationResult:
     """Each candidate's value: its family's quality, approached with epochs, plus a penalty
-    for a learning rate far from 3e-3 and a little noise."""
+    for a learning rate far from 3e-3 and a little noise; its loss is one minus that,
+    except CONFIDENT's, the lowest of all (the race promotes by loss)."""
     epochs = job.config.epochs
     results = []
     for i, ident in enumerate(job.identities):
@@ -87,7 +99,8 @@ def _synthetic(job: steps.Prepared, rng: random.Random) -> PopulationResult:
         history = []
         for e in range(1, epochs + 1):
             v = _quality(family) * (1 - math.exp(-e / 3)) - 0.02 * lr_gap + rng.gauss(0, 0.005)
-            history.append({"epoch": e, "train_loss": 1 - v, "val_loss": 1 - v, "val_metric": v,
+            loss = 0.01 if family == CONFIDENT else 1 - v
+            history.append({"epoch": e, "train_loss": loss, "val_loss": loss, "val_metric": v,
                             "elapsed_s": 0.01 * e})
         results.append(CandidateResult(index=i, family=family, n_params=10, flops=10,
                                        history=history, val_metric=history[-1]["val_metric"],
@@ -140,6 +153,9 @@ def test_race_finds_the_best_family_and_funds_relu_as_the_best(tmp_path: Path) -
 
         board = search_leaderboard(session, row=search)
     assert search.best["family"] == BEST
+    # promoted by its loss to the last rung, then ranked by its metric there
+    last = {f for p in pops if p.rung == rungs[-1].index for f in p.slot_families()}
+    assert CONFIDENT in last and search.best["family"] != CONFIDENT
     # every rung planned as scheduled: its families, its epochs, its trials per family
     for r in rungs:
         mine = [p for p in pops if p.phase == "search" and p.rung == r.index]

@@ -195,8 +195,9 @@ function stoppedBox(b) {
       fams.map((s) => `${s.family} ${fmt.num(s.best_value)}`).join(", ")));
   return h("div", {id: "race-stopped"},
     h("p", {class: "muted small"}, "Stopped by the race (raced at equal trials and epochs within "
-      + "each rung, rung 0 on the lr and weight decay a ReLU warm-up ranked best; the best third "
-      + "went on, ReLU always). Values are the best at that rung's budget:"),
+      + "each rung, rung 0 on the lr and weight decay a ReLU warm-up ranked best; the third with "
+      + "the lowest validation loss went on, ReLU always). Values are the best metric at that "
+      + "rung's budget:"),
     h("ul", {class: "small"}, items));
 }
 
