@@ -10,9 +10,9 @@ each with its own fixed trials x epochs, architecture and batch size), on one ma
 
 1. **default**: ``actsearch search --spec S --json`` as a whole process in a fresh
    ``ACTSEARCH_HOME`` (``bench.search.run_actsearch``), no families named (every
-   registered family, raced: the default ``allocation: race``), ``finalist_seeds`` 3.
-   Its final choice is the leaderboard's first row; its test metric is the mean over
-   its 3 finalist re-runs with a Student-t 95% interval.
+   registered family, raced: the default ``allocation: race``), ``finalist_seeds`` 3
+   (``--finalist-seeds``). Its final choice is the leaderboard's first row; its test
+   metric is the mean over its finalist re-runs with a Student-t 95% interval.
 2. **control**: the equal-compute ReLU-only search. Where this checkout's
    ``SearchSpec`` has ``control``, the default search's spec carries ``"control":
    "relu"`` and actsearch runs it after the finalists with the same candidate-epochs
@@ -264,8 +264,10 @@ def summarise_control(run: dict[str, Any], *, builtin: bool, default_run: dict[s
 
 def run_set(name: str, *, quick: bool, device: str, data_dir: Path, workdir: Path,
             skip_loop: bool, control: str, keep: bool, trials: int | None = None,
-            epochs: int | None = None, log: Any = None) -> dict[str, Any]:
-    """Every arm on one panel set; the comparison."""
+            epochs: int | None = None, seeds: int = FINALIST_SEEDS,
+            log: Any = None) -> dict[str, Any]:
+    """Every arm on one panel set (``seeds`` finalist seeds for actsearch's arms); the
+    comparison."""
     from .search import run_actsearch
     from .workloads import load_splits
 
@@ -283,15 +285,16 @@ def run_set(name: str, *, quick: bool, device: str, data_dir: Path, workdir: Pat
     builtin = control == "builtin" or (control == "auto" and control_supported())
     common = {"arch": p.arch, "trials": trials, "epochs": epochs, "batch_size": p.batch,
               "workdir": workdir, "device": device, "keep": keep}
-    default_run = run_actsearch(npz, families=None,
-                                spec_extra={"control": "relu"} if builtin else None, **common)
+    seeded = {"finalist_seeds": seeds}
+    default_run = run_actsearch(npz, families=None, spec_extra={
+        **seeded, **({"control": "relu"} if builtin else {})}, **common)
     d = summarise_default(default_run)
     say(f"default: {d['wall_s']:.1f} s ({d['main_wall_s']:.1f} s before any control), final "
         f"choice {d['family']}, test {_pm(d['test_mean'], d['test_ci95'])}")
     relu_run = None
     if not builtin:
-        relu_run = run_actsearch(npz, families=["relu"], spec_extra={"allocation": "equal"},
-                                 **common)
+        relu_run = run_actsearch(npz, families=["relu"],
+                                 spec_extra={**seeded, "allocation": "equal"}, **common)
     c = summarise_control(relu_run or default_run, builtin=builtin, default_run=default_run)
     say(f"control ({c['how']}): {c['wall_s']:.1f} s, test {_pm(c['test_mean'], c['test_ci95'])}, "
         f"{c['candidate_epochs']} vs {d['candidate_epochs']} candidate-epochs")
@@ -409,10 +412,10 @@ def format_table(result: dict[str, Any]) -> list[str]:
     how = sorted({r["control"]["how"] for r in result["sets"]})
     lines += [
         "",
-        "test: the final choice's mean over its 3 finalist seeds on the test rows, Student-t 95% "
+        f"test: the final choice's mean over its {result.get('finalist_seeds', 3)} finalist seeds on the test rows, Student-t 95% "
         "interval; relu control: the equal-compute ReLU-only search's finalist, the same way "
         f"({'built in: control: relu' if how == ['builtin'] else 'a separate families [relu] search, same trials x epochs' if how == ['separate'] else '/'.join(how)}); "
-        f"delta: choice - control; p Welch: two-sided Welch t-test of the 3 + 3 test values "
+        f"delta: choice - control; p Welch: two-sided Welch t-test of their test values "
         f"(sig. at p < {ALPHA}: better/worse, else n.s.); CIs: the two intervals overlap or lie "
         "apart; loop test: the optuna loop's best trial (one seed) on test, given the default "
         "search's own wall time; beats: choice mean > loop test; wall s: the default command "
@@ -512,7 +515,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--trials", type=int, default=None,
                    help="override every set's trials (the targets then read off other budgets)")
     p.add_argument("--epochs", type=int, default=None, help="override every set's epochs")
+    p.add_argument("--finalist-seeds", type=int, default=FINALIST_SEEDS,
+                   help="seeds each finalist (and the control's) is re-trained on: more seeds, "
+                        "tighter intervals, more compute for every arm (the loop's wall too)")
     args = p.parse_args(argv)
+    if args.finalist_seeds < 2:
+        p.error("--finalist-seeds must be at least 2 (an interval needs two values)")
 
     names = [n.strip() for n in (args.datasets or ",".join(PANEL)).split(",") if n.strip()]
     unknown = [n for n in names if n not in PANEL]
@@ -537,7 +545,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     try:
         sets = [run_set(n, quick=args.quick, device=str(device), data_dir=args.data_dir,
                         workdir=workdir, skip_loop=args.skip_loop, control=args.control,
-                        keep=args.keep, trials=args.trials, epochs=args.epochs) for n in names]
+                        keep=args.keep, trials=args.trials, epochs=args.epochs,
+                        seeds=args.finalist_seeds) for n in names]
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -545,7 +554,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "bench": "quality", "device": str(device), "machine": _machine(str(device)),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "quick": args.quick,
         "overrides": {"trials": args.trials, "epochs": args.epochs},
-        "finalist_seeds": FINALIST_SEEDS, "alpha": ALPHA, "test": "welch",
+        "finalist_seeds": args.finalist_seeds, "alpha": ALPHA, "test": "welch",
         "control_builtin_supported": control_supported(), "loadavg_start": load_start,
         "loadavg_end": [round(v, 2) for v in os.getloadavg()],
         "total_s": time.perf_counter() - t0,

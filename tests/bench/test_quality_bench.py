@@ -191,13 +191,14 @@ def test_run_set_wires_the_arms(control: str, tmp_path: Path,
     assert budgets == [6.0]  # the default search's own time, not its control's
     assert calls[0]["families"] is None and calls[0]["trials"] == quality.QUICK_TRIALS
     if control == "builtin":
-        assert len(calls) == 1 and calls[0]["spec_extra"] == {"control": "relu"}
+        assert len(calls) == 1
+        assert calls[0]["spec_extra"] == {"control": "relu", "finalist_seeds": 3}
         assert r["control"]["how"] == "builtin" and r["control"]["candidate_epochs"] == 36
         assert r["control"]["wall_s"] == pytest.approx(6.0)
     else:
-        assert len(calls) == 2 and calls[0]["spec_extra"] is None
+        assert len(calls) == 2 and calls[0]["spec_extra"] == {"finalist_seeds": 3}
         assert calls[1]["families"] == ["relu"]
-        assert calls[1]["spec_extra"] == {"allocation": "equal"}
+        assert calls[1]["spec_extra"] == {"allocation": "equal", "finalist_seeds": 3}
         assert r["control"]["how"] == "separate" and r["control"]["wall_s"] == 7.0
     assert r["default"]["family"] == "snake" and r["default"]["candidate_epochs"] == 38
     assert r["vs_control"]["better"] and r["beats_loop"] and r["periodic_or_trainable"]
