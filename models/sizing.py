@@ -120,8 +120,9 @@ _UNIT_PARAMS = {"vaf": 593, "spline": 21, "rational": 12, "apl": 12, "affine": 4
                 "agsig": 2, "frelu": 2, "prelu": 1}
 #: Elements each pre-activation element keeps for the backward pass, beyond the two
 #: every layer keeps (vaf: its W x depth inner activations and their inputs; spline: its
-#: basis values and their intermediates; measured, see tests/models/test_sizing.py).
-_SAVED_PER_ELEMENT = {"vaf": 96, "spline": 80, "rational": 12, "apl": 12, "affine": 4, "crelu": 3,
+#: 4 non-zero basis weights, their coefficients and indices, and the intermediates;
+#: measured, see tests/models/test_sizing.py).
+_SAVED_PER_ELEMENT = {"vaf": 96, "spline": 24, "rational": 12, "apl": 12, "affine": 4, "crelu": 3,
                       "k_wta": 2, "groupsort": 2}
 #: Bytes per float32 parameter while training: value, gradient, Adam's two moments.
 _PARAM_COPIES = 4

@@ -447,6 +447,33 @@ def test_spline_closed_form_basis_equals_cox_de_boor(grid: int, grid_range: floa
     torch.testing.assert_close(reference[inside].sum(-1), torch.ones_like(x[inside]))
 
 
+@pytest.mark.parametrize("sharing", ["layer", "unit"])
+@pytest.mark.parametrize("layout", ["mlp", "conv"])
+@pytest.mark.parametrize(("grid", "grid_range"), [(5, 2.0), (14, 4.0)])
+def test_spline_training_form_equals_the_basis_tensor(sharing: str, layout: str, grid: int,
+                                                      grid_range: float) -> None:
+    """The 4-basis form that trains equals the (..., G+3) basis tensor, values and every
+    gradient, inside the grid, on its extension and beyond it (where only SiLU is left)."""
+    p = {"grid": grid, "grid_range": grid_range, "sharing": sharing, "coef_std": 0.3}
+    units = 6
+    module = Spline([p, {**p, "coef_std": 0.2}], units, layout).double()
+    shape = (2, 40, units) if layout == "mlp" else (40, 2, units, 3, 3)
+    x = (torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+         * 4).requires_grad_()  # spans the grid, its extension and beyond
+    y = module(x)
+    y.square().sum().backward()
+    got = [y.detach(), x.grad, module.c.grad, module.w_b.grad, module.w_s.grad]
+    x.grad = None
+    module.zero_grad()
+    c, w_b, w_s = module.view(module.c), module.view(module.w_b), module.view(module.w_s)
+    basis = uniform_cubic_basis(x, module.grid, module.grid_range)
+    ref = w_b * F.silu(x) + w_s * (basis * c).sum(-1)
+    ref.square().sum().backward()
+    want = [ref.detach(), x.grad, module.c.grad, module.w_b.grad, module.w_s.grad]
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)
+
+
 # ----- width bookkeeping ---------------------------------------------------------------------
 def test_maxout_width_bookkeeping() -> None:
     cls = get_activation("maxout")
