@@ -452,8 +452,9 @@ def test_spline_closed_form_basis_equals_cox_de_boor(grid: int, grid_range: floa
 @pytest.mark.parametrize(("grid", "grid_range"), [(5, 2.0), (14, 4.0)])
 def test_spline_training_form_equals_the_basis_tensor(sharing: str, layout: str, grid: int,
                                                       grid_range: float) -> None:
-    """The 4-basis form that trains equals the (..., G+3) basis tensor, values and every
-    gradient, inside the grid, on its extension and beyond it (where only SiLU is left)."""
+    """The per-interval cubic that trains (and validates) equals the (..., G+3) basis
+    tensor, values and every gradient, inside the grid, on its extension and beyond it
+    (where only SiLU is left)."""
     p = {"grid": grid, "grid_range": grid_range, "sharing": sharing, "coef_std": 0.3}
     units = 6
     module = Spline([p, {**p, "coef_std": 0.2}], units, layout).double()
@@ -472,6 +473,8 @@ def test_spline_training_form_equals_the_basis_tensor(sharing: str, layout: str,
     want = [ref.detach(), x.grad, module.c.grad, module.w_b.grad, module.w_s.grad]
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b)
+    with torch.no_grad():  # validation and curves take the same form
+        torch.testing.assert_close(module(x), want[0])
 
 
 # ----- width bookkeeping ---------------------------------------------------------------------
