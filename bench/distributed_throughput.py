@@ -6,6 +6,9 @@ Starts a private redis-server and PostgreSQL (as the integration tests do), then
    child's torch import is not timed), then the measured search;
 2. a second worker joins: warm-up again, then the same search spec again.
 
+Each search's analysis (fits, distillation: a task on a worker) is waited for before the
+next search starts, so the measured one finds every worker idle.
+
 Throughput is search-phase trials per minute, from the search's start to its
 last search population's end (database timestamps), plus the end-to-end time
 including finalists and the test score. Same machine, same run, same spec.
@@ -59,6 +62,13 @@ def _run_search(sessions: Any, url: str, spec: dict[str, Any], timeout_s: float)
     if not wait_for(done, timeout_s, 0.5):
         raise RuntimeError(f"search {search_id} did not finish in {timeout_s}s")
     wall = time.time() - t0
+
+    def analysed() -> bool:  # its analysis task holds a worker: the next search waits for it
+        with sessions() as session:
+            return repo.get_search(session, search_id=search_id).analysis_state in (
+                "done", "failed", None)
+
+    wait_for(analysed, timeout_s, 0.5)
     with sessions() as session:
         search = repo.get_search(session, search_id=search_id)
         pops = repo.list_populations(session, search_id=search_id)
