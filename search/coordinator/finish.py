@@ -27,7 +27,14 @@ from .data import prepared_data
 from .planner import MIXED, engine_k, plan_rung, sharing_groups
 from .results import nothing_completed_error
 from .scoring import Evaluator, engine_evaluate
-from .steps import ACTIVE_SEARCH_STATES, Sessions, add_planned, is_transient, new_task_id
+from .steps import (
+    ACTIVE_SEARCH_STATES,
+    Sessions,
+    add_planned,
+    is_transient,
+    new_task_id,
+    rung_trials,
+)
 
 log = logging.getLogger(__name__)
 
@@ -121,13 +128,6 @@ def advance_search(sessions: Sessions, *, search_id: int,
     return []
 
 
-def _rung_trials(session: Session, search_id: int, pops: Sequence[PopulationRow], rung: int
-                 ) -> list[Any]:
-    ids = {p.id for p in pops if p.phase == "search" and p.rung == rung}
-    return [t for t in repo.list_trials(session, search_id=search_id, phase="search", limit=None)
-            if t.population_id in ids]
-
-
 def _dataset_shape(session: Session, search_id: int) -> tuple[int, int]:
     dataset = repo.get_dataset(session, dataset_id=repo.get_search(
         session, search_id=search_id).dataset_id)
@@ -151,7 +151,7 @@ def _plan_next_rung(session: Session, search_id: int, spec: SearchSpec,
             spec, 0, spec.families, n_inputs=n_inputs, n_outputs=n_outputs))
     raced = [f for f in spec.families
              if any(f in p.slot_families() for p in pops if p.rung == current)]
-    trials = _rung_trials(session, search_id, pops, current)
+    trials = rung_trials(session, search_id, pops, current)
     losses = repo.best_val_losses(session, trial_ids=[t.id for t in trials])
     ranked = rung_ranking((t.family, t.state, t.value, losses.get(t.id)) for t in trials)
     promoted = promote(ranked, raced, rungs[current + 1].families)
@@ -174,7 +174,7 @@ def _plan_finalists(session: Session, search_id: int, spec: SearchSpec) -> list[
         last = max((p.rung for p in pops if p.phase == "search" and p.rung is not None),
                    default=None)
         if last is not None:
-            trials = _rung_trials(session, search_id, pops, last)
+            trials = rung_trials(session, search_id, pops, last)
     best = best_per_family(trials)
     finalists = [f for f in spec.families if f in best]
     if spec.is_module:

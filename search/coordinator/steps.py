@@ -440,6 +440,13 @@ def _unasked_slots(claimed: Claimed, asked: Sequence[AskedTrial]) -> list[str]:
     return left[: max(0, claimed.k - len(claimed.trial_numbers or []))]
 
 
+def rung_trials(session: Session, search_id: int, pops: Sequence[Any], rung: int) -> list[Any]:
+    """The search-phase trial rows of one race rung (``pops``: the search's populations)."""
+    ids = {p.id for p in pops if p.phase == "search" and p.rung == rung}
+    return [t for t in repo.list_trials(session, search_id=search_id, phase="search", limit=None)
+            if t.population_id in ids]
+
+
 def _shared_first_rung(sessions: Sessions, claimed: Claimed, asked: Sequence[AskedTrial],
                        missing: Sequence[str]) -> list[dict[str, Any]] | None:
     """The fixed lr and weight decay of a race's warm-up and first rung.
@@ -464,13 +471,10 @@ def _shared_first_rung(sessions: Sessions, claimed: Claimed, asked: Sequence[Ask
                     and pop.id < claimed.population_id):
                 for f in pop.slot_families():
                     seen[f] = seen.get(f, 0) + 1
-        warm = {p.id for p in pops if p.phase == "search" and p.rung == WARMUP_RUNG}
-        if claimed.rung == 0 and warm:
-            rows = repo.list_trials(session, search_id=claimed.search_id, phase="search",
-                                    limit=None)
+        if claimed.rung == 0:
+            warm = rung_trials(session, claimed.search_id, pops, WARMUP_RUNG)
             ranked = ranked_points((t.state, t.value, t.hparams)
-                                   for t in sorted(rows, key=lambda t: t.trial_number or 0)
-                                   if t.population_id in warm)
+                                   for t in sorted(warm, key=lambda t: t.trial_number or 0))
     for a in asked:
         seen[a.family] = seen.get(a.family, 0) + 1
     lr, wd = claimed.spec.lr, claimed.spec.weight_decay
